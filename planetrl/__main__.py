@@ -1,0 +1,5 @@
+import sys
+
+from planetrl.cli import main
+
+sys.exit(main())

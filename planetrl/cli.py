@@ -1,0 +1,161 @@
+"""The ``planetrl`` command.
+
+    planetrl train --task dmc:cartpole-swingup --logdir runs/NAME [--preset paper|small] [overrides]
+    planetrl eval --logdir runs/NAME --episodes N [--video]
+    planetrl tasks
+
+``planetrl train --help`` documents every option (the paper's symbol is in each help text); the
+defaults shown are those of the chosen preset (``--preset small --help``). Rerunning the same train
+command on the same logdir resumes the run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+USAGE = """usage: planetrl {train,eval,tasks} ...
+
+PlaNet (Hafner et al., 2019): learn latent dynamics from pixels and plan in latent space.
+
+commands:
+  train   train an agent (Algorithm 1), or resume the run in --logdir
+  eval    evaluate a trained run without exploration noise
+  tasks   list the task names
+
+`planetrl COMMAND --help` documents each command's options.
+"""
+
+
+def _fail(message: str, code: int = 2) -> int:
+    print(f"planetrl: error: {message}", file=sys.stderr)
+    return code
+
+
+def _train(argv: list[str]) -> int:
+    import tyro
+
+    from planetrl.config import PRESETS, Config, ConfigError, preset
+
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--preset", default="paper")
+    pre.add_argument("--allow-config-change", action="store_true")
+    pre.add_argument("--no-progress", action="store_true")
+    known, rest = pre.parse_known_args(argv)
+    if known.preset not in PRESETS:
+        return _fail(f"unknown preset {known.preset!r}; accepted: {', '.join(PRESETS)}")
+    description = (
+        "Train PlaNet (Algorithm 1) or resume the run in --logdir. Extra flags: "
+        "--allow-config-change (resume with changed hyperparameters), --no-progress (no progress "
+        "bar). Defaults below are those of --preset " + known.preset + "."
+    )
+    config = tyro.cli(
+        Config,
+        default=preset(known.preset),
+        args=rest + ["--preset", known.preset],
+        prog="planetrl train",
+        description=description,
+    )
+    try:
+        config.validate()
+        from planetrl.envs import parse_task
+
+        parse_task(config.task)
+    except (ConfigError, ValueError) as err:
+        return _fail(str(err))
+
+    from planetrl.replay import EpisodeFileError
+    from planetrl.training.io import CheckpointError
+    from planetrl.training.loop import NonFiniteLossError, train
+
+    try:
+        summary = train(
+            config, allow_config_change=known.allow_config_change, progress=not known.no_progress
+        )
+    except NonFiniteLossError as err:
+        return _fail(str(err), code=3)
+    except (ConfigError, CheckpointError, EpisodeFileError) as err:
+        return _fail(str(err))
+    except KeyboardInterrupt:
+        print("planetrl: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    evaluation = summary.get("eval")
+    tail = f", last eval return {evaluation['eval/return']:.1f}" if evaluation else ""
+    print(
+        f"done: {summary['episodes']} episodes, {summary['env_steps']} env steps, "
+        f"{summary['updates']} updates{tail}; run directory {config.logdir}"
+    )
+    return 0
+
+
+def _eval(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="planetrl eval",
+        description="Evaluate a trained run: M episodes with no exploration noise, the "
+        "environments stepped in parallel and planned for in one batch.",
+    )
+    parser.add_argument("--logdir", required=True, help="run directory written by `planetrl train`")
+    parser.add_argument("--episodes", type=int, default=5, help="M, evaluation episodes (default 5)")
+    parser.add_argument("--video", action="store_true", help="write an mp4 of the episodes")
+    parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation episodes")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    parser.add_argument("--serial", action="store_true", help="step the envs in this process")
+    args = parser.parse_args(argv)
+    if args.episodes < 1:
+        return _fail(f"--episodes must be a positive integer, got {args.episodes}")
+
+    import numpy as np
+    import torch
+
+    from planetrl.config import ConfigError
+    from planetrl.training.io import CheckpointError
+    from planetrl.training.logger import write_mp4
+    from planetrl.training.loop import build_planner, evaluate, load_run
+
+    try:
+        config, world_model = load_run(args.logdir, device=args.device)
+    except (ConfigError, CheckpointError) as err:
+        return _fail(str(err))
+    device = next(world_model.parameters()).device
+    planner = build_planner(config, torch.Generator(device=device).manual_seed(args.seed))
+    returns, frames, timing = evaluate(
+        config, world_model, episodes=args.episodes, seed=args.seed, planner=planner,
+        parallel=not args.serial, record=args.video,
+    )
+    print(f"task {config.task}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over "
+          f"{len(returns)} episodes ({', '.join(f'{r:.1f}' for r in returns)}); "
+          f"{timing['eval/ms_per_plan']:.0f} ms per plan")
+    if args.video and frames is not None:
+        from pathlib import Path
+
+        path = Path(args.logdir) / "videos" / f"eval-seed{args.seed}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(path, frames)
+        print(f"video: {path}")
+    return 0
+
+
+def _tasks(argv: list[str]) -> int:
+    from planetrl.envs import default_action_repeat, list_tasks
+
+    for task in list_tasks():
+        print(f"{task}  (action repeat {default_action_repeat(task)})")
+    print("gym:<id>  any Gymnasium environment with a continuous action space and rgb_array rendering")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    commands = {"train": _train, "eval": _eval, "tasks": _tasks}
+    if command not in commands:
+        return _fail(f"unknown command {command!r}; accepted: {', '.join(commands)}")
+    return commands[command](rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

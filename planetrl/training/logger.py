@@ -1,0 +1,102 @@
+"""Scalars to TensorBoard and ``metrics.jsonl`` (the same rows), videos to mp4 and TensorBoard."""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import imageio.v3 as iio
+import numpy as np
+
+
+class Logger:
+    """Writes each row of scalars to TensorBoard (``<logdir>/tb``) and to ``metrics.jsonl``.
+
+    Every row carries ``step`` (env steps, after action repeat) and the wall-clock ``time``.
+    """
+
+    def __init__(self, logdir: str | Path, *, tensorboard: bool = True):
+        self.logdir = Path(logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        self._jsonl = open(self.logdir / "metrics.jsonl", "a", buffering=1)
+        self._writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(self.logdir / "tb"), flush_secs=10)
+        (self.logdir / "videos").mkdir(exist_ok=True)
+
+    def scalars(self, step: int, values: Mapping[str, Any]) -> None:
+        row = {"step": int(step), "time": time.time()}
+        for key, value in values.items():
+            value = float(value)
+            row[key] = value if math.isfinite(value) else str(value)
+            if self._writer is not None:
+                self._writer.add_scalar(key, value, step)
+        self._jsonl.write(json.dumps(row) + "\n")
+
+    def video(self, step: int, name: str, frames: np.ndarray, fps: int = 20) -> Path:
+        """Write ``frames`` (T, H, W, 3) uint8 as ``videos/<name>-<step>.mp4`` and to TensorBoard."""
+        frames = np.asarray(frames)
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"video frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+        path = self.logdir / "videos" / f"{name.replace('/', '_')}-{step:09d}.mp4"
+        write_mp4(path, frames, fps=fps)
+        if self._writer is not None:
+            self._add_gif(name, frames, step, fps)
+        return path
+
+    def _add_gif(self, tag: str, frames: np.ndarray, step: int, fps: int) -> None:
+        # torch's add_video needs moviepy<2; encode the GIF with imageio and add it as an image
+        # summary, which TensorBoard shows animated.
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        data = iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0)
+        image = Summary.Image(
+            height=frames.shape[1], width=frames.shape[2], colorspace=3, encoded_image_string=data
+        )
+        summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+        self._writer._get_file_writer().add_summary(summary, step)
+
+    def flush(self) -> None:
+        self._jsonl.flush()
+        if self._writer is not None:
+            self._writer.flush()
+
+    def close(self) -> None:
+        self._jsonl.close()
+        if self._writer is not None:
+            self._writer.close()
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: int = 20) -> None:
+    """H.264 mp4 through imageio-ffmpeg; frames are padded to even sizes (yuv420p needs them)."""
+    t, h, w, _ = frames.shape
+    pad = ((0, 0), (0, h % 2), (0, w % 2), (0, 0))
+    frames = np.pad(frames, pad) if h % 2 or w % 2 else frames
+    tmp = path.with_name(f".{path.name}.tmp.mp4")
+    _ffmpeg(tmp, frames, fps)
+    tmp.replace(path)
+
+
+def _ffmpeg(path: Path, frames: np.ndarray, fps: int) -> None:
+    import imageio
+
+    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, format="FFMPEG") as w:
+        for frame in frames:
+            w.append_data(frame)
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of a ``metrics.jsonl``; a line cut by a crash is skipped."""
+    rows = []
+    with open(path) as f:
+        for line in f:
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    return rows

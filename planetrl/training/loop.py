@@ -1,0 +1,492 @@
+"""Algorithm 1 of the paper (arXiv 1811.04551): data collection and model fitting, resumable.
+
+    collect S seed episodes with uniformly random actions
+    while the budget is not spent:
+        C times: draw B chunks of L steps from the replay, take a gradient step on the ELBO
+        collect one episode with the planner (a_t + N(0, 0.3²) noise, action repeat R)
+        every N episodes: evaluate M episodes without noise (parallel envs, batched planning)
+        save the checkpoint
+
+Everything a run needs lives in its run directory: ``config.json`` (the merged config),
+``checkpoint.pt`` (model, optimiser, counters, RNG states), ``episodes/`` (the replay, one file per
+episode), ``metrics.jsonl`` and ``tb/`` (the same scalars), ``videos/``. Files are written
+atomically, so a run killed at any moment resumes from its run directory: rerunning the same
+command continues with at most the episode in progress lost. The episode files are the source of
+truth for the counters (episodes, env steps), so they stay continuous even when the process was
+killed between writing an episode and writing the checkpoint.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from planetrl.agent import Agent
+from planetrl.config import (
+    Config,
+    ConfigError,
+    diff_configs,
+    load_config,
+    save_config,
+    to_dict,
+)
+from planetrl.envs import EnvPool, default_action_repeat, make_env
+from planetrl.models import WorldModel
+from planetrl.objective import compute_loss
+from planetrl.planning import make_planner
+from planetrl.training.videos import open_loop_video, tile_frames
+from planetrl.replay import Replay
+from planetrl.training.io import CheckpointError, load_checkpoint, save_checkpoint
+from planetrl.training.logger import Logger
+
+EPISODE_FILE = re.compile(r"^(\d+)-(\d+)\.npz$")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss term became NaN or infinite; the last good checkpoint is kept."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def action_repeat_of(config: Config) -> int:
+    return config.action_repeat or default_action_repeat(config.task)
+
+
+def build_world_model(config: Config, action_size: int) -> WorldModel:
+    m = config.model
+    return WorldModel(
+        action_size,
+        transition=m.transition,
+        deter_size=m.deter_size,
+        stoch_size=m.stoch_size,
+        hidden_size=m.hidden_size,
+        embed_size=32 * m.cnn_depth,
+        cnn_depth=m.cnn_depth,
+        min_std=m.min_std,
+        reward_hidden=m.reward_hidden,
+        reward_layers=m.reward_layers,
+    )
+
+
+def build_planner(config: Config, generator: torch.Generator | None = None) -> Callable:
+    p = config.planner
+    if p.name == "cem":
+        kwargs = dict(
+            horizon=p.horizon, iterations=p.iterations, candidates=p.candidates, top_k=p.top_k
+        )
+    else:
+        kwargs = dict(horizon=p.horizon, candidates=p.candidates)
+    return make_planner(p.name, generator=generator, **kwargs)
+
+
+def loss_kwargs(config: Config) -> dict[str, Any]:
+    lc = config.loss
+    return dict(
+        free_nats=lc.free_nats,
+        kl_scale=lc.kl_scale,
+        overshooting_distance=lc.overshooting_distance,
+        overshooting_kl_scale=lc.overshooting_kl_scale,
+        overshooting_reward_scale=lc.overshooting_reward_scale,
+        global_kl_scale=lc.global_kl_scale,
+    )
+
+
+def run_episode(env, policy: Callable[[np.ndarray], np.ndarray], seed: int) -> dict[str, np.ndarray]:
+    """One episode in the replay's step convention (see ``docs/design.md``)."""
+    obs, _ = env.reset(seed=seed)
+    action_size = env.action_space.shape[0]
+    images, actions, rewards = [obs], [np.zeros(action_size, np.float32)], [0.0]
+    firsts, terminals = [True], [False]
+    done = False
+    while not done:
+        action = np.asarray(policy(obs), dtype=np.float32).reshape(action_size)
+        obs, reward, terminated, truncated, _ = env.step(action)
+        images.append(obs)
+        actions.append(action)
+        rewards.append(float(reward))
+        firsts.append(False)
+        terminals.append(bool(terminated))
+        done = terminated or truncated
+    return {
+        "image": np.stack(images).astype(np.uint8),
+        "action": np.stack(actions).astype(np.float32),
+        "reward": np.asarray(rewards, np.float32),
+        "is_first": np.asarray(firsts, bool),
+        "is_terminal": np.asarray(terminals, bool),
+    }
+
+
+def evaluate(
+    config: Config,
+    world_model: WorldModel,
+    *,
+    episodes: int,
+    seed: int,
+    planner: Callable,
+    parallel: bool = True,
+    record: bool = False,
+) -> tuple[list[float], np.ndarray | None, dict[str, float]]:
+    """M episodes without exploration noise, the M environments stepped together and planned for
+    in one batch. Returns (returns, frames (T, 64, 64*M, 3) if ``record``, timing)."""
+    repeat = action_repeat_of(config)
+    generator = torch.Generator().manual_seed(seed)
+    agent = Agent(world_model, planner, bits=config.train.bits, generator=generator)
+    pool = EnvPool(
+        config.task,
+        episodes,
+        asynchronous=parallel and episodes > 1,
+        action_repeat=repeat,
+        render=config.render,
+    )
+    try:
+        obs, _ = pool.reset([seed + i for i in range(episodes)])
+        agent.reset(episodes)
+        active = np.ones(episodes, bool)
+        returns = np.zeros(episodes)
+        frames = [tile_frames(obs)] if record else None
+        plan_time, plans = 0.0, 0
+        while active.any():
+            start = time.perf_counter()
+            actions = agent.act(obs)
+            plan_time += time.perf_counter() - start
+            plans += 1
+            obs, reward, terminated, truncated, _ = pool.step(actions, active)
+            returns += np.where(active, reward, 0.0)
+            active &= ~(np.asarray(terminated) | np.asarray(truncated))
+            if record:
+                frames.append(tile_frames(obs))
+    finally:
+        pool.close()
+    timing = {"eval/ms_per_plan": 1000 * plan_time / max(plans, 1)}
+    return returns.tolist(), (np.stack(frames) if record else None), timing
+
+
+@dataclass
+class Counters:
+    episodes: int = 0
+    env_steps: int = 0
+    updates: int = 0
+
+
+class Trainer:
+    """A resumable PlaNet run in ``config.logdir``.
+
+    Args:
+        config: the merged configuration.
+        allow_config_change: resume even if ``config`` differs from the saved one in fields other
+            than budgets, logging and device (the new values win and are saved).
+        progress: show a tqdm progress bar over env steps.
+    """
+
+    def __init__(self, config: Config, *, allow_config_change: bool = False, progress: bool = True):
+        config.validate()
+        self.logdir = Path(config.logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        config_path = self.logdir / "config.json"
+        if config_path.exists():
+            saved = load_config(config_path)
+            diff = diff_configs(saved, config)
+            if diff and not allow_config_change:
+                lines = ", ".join(f"{k}: saved {a!r} != new {b!r}" for k, (a, b) in diff.items())
+                raise ConfigError(
+                    f"{self.logdir} holds a run with a different config ({lines}); use the same "
+                    "options to resume, a new --logdir, or --allow-config-change"
+                )
+        save_config(config, config_path)
+        self.config = config
+        self.progress = progress
+        self.device = resolve_device(config.device)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.repeat = action_repeat_of(config)
+
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        self.env = make_env(config.task, action_repeat=self.repeat, render=config.render)
+        self.action_size = int(self.env.action_space.shape[0])
+        self.world_model = build_world_model(config, self.action_size).to(self.device)
+        self.optimizer = torch.optim.Adam(
+            self.world_model.parameters(), lr=config.train.learning_rate, eps=config.train.adam_eps
+        )
+        self.generator = torch.Generator().manual_seed(config.seed)
+        plan_gen = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        self.planner = build_planner(config, plan_gen)
+        self.plan_generator = plan_gen
+        self.action_rng = np.random.default_rng(config.seed)
+        self.replay = Replay(
+            self.logdir / "episodes", capacity=config.train.replay_capacity, seed=config.seed
+        )
+        self.counters = Counters()
+        self.logger = Logger(self.logdir)
+        self._restore()
+
+    # ----------------------------------------------------------------- resume
+    def _episodes_on_disk(self) -> tuple[int, int]:
+        """(episodes, env steps) from the episode files, the counters' source of truth."""
+        episodes = steps = 0
+        for path in (self.logdir / "episodes").glob("*.npz"):
+            match = EPISODE_FILE.match(path.name)
+            if match:
+                episodes += 1
+                steps += (int(match.group(2)) - 1) * self.repeat
+        return episodes, steps
+
+    def _restore(self) -> None:
+        path = self.logdir / "checkpoint.pt"
+        if path.exists():
+            payload = load_checkpoint(path, map_location=self.device)
+            self.world_model.load_state_dict(payload["model"])
+            self.optimizer.load_state_dict(payload["optimizer"])
+            self.counters.updates = int(payload["updates"])
+            torch.set_rng_state(payload["torch_rng"])
+            np.random.set_state(payload["numpy_rng"])
+            random.setstate(payload["python_rng"])
+            self.generator.set_state(payload["generator"])
+            self.plan_generator.set_state(payload["plan_generator"].to(self.plan_generator.get_state().device))
+            self.action_rng.bit_generator.state = payload["action_rng"]
+            self.replay.set_rng_state(payload["replay_rng"])
+        self.counters.episodes, self.counters.env_steps = self._episodes_on_disk()
+
+    def save(self) -> None:
+        save_checkpoint(
+            self.logdir / "checkpoint.pt",
+            {
+                "config": to_dict(self.config),
+                "model": self.world_model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "updates": self.counters.updates,
+                "episodes": self.counters.episodes,
+                "env_steps": self.counters.env_steps,
+                "torch_rng": torch.get_rng_state(),
+                "numpy_rng": np.random.get_state(),
+                "python_rng": random.getstate(),
+                "generator": self.generator.get_state(),
+                "plan_generator": self.plan_generator.get_state().cpu(),
+                "action_rng": self.action_rng.bit_generator.state,
+                "replay_rng": self.replay.rng_state(),
+            },
+        )
+
+    # ------------------------------------------------------------- the loop
+    def done(self) -> bool:
+        t = self.config.train
+        if self.counters.episodes >= t.max_episodes:
+            return True
+        return bool(t.max_env_steps) and self.counters.env_steps >= t.max_env_steps
+
+    def update(self) -> dict[str, float]:
+        """One gradient step on B chunks of L steps."""
+        t = self.config.train
+        batch = self.replay.sample(t.batch_size, t.chunk_length, device=self.device)
+        loss, metrics, _ = compute_loss(self.world_model, batch, **loss_kwargs(self.config))
+        values = {k: float(v) for k, v in metrics.items()}
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad or not torch.isfinite(loss):
+            raise NonFiniteLossError(
+                f"non-finite loss at update {self.counters.updates + 1}: "
+                f"{', '.join(f'{k}={values[k]}' for k in bad) or 'loss'}; stopped, the last good "
+                f"checkpoint is kept in {self.logdir}"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.world_model.parameters(), t.grad_clip)
+        if not torch.isfinite(grad_norm):
+            raise NonFiniteLossError(
+                f"non-finite gradient norm at update {self.counters.updates + 1}; stopped, the "
+                f"last good checkpoint is kept in {self.logdir}"
+            )
+        self.optimizer.step()
+        self.counters.updates += 1
+        values["grad_norm"] = float(grad_norm)
+        return values
+
+    def collect(self, random_actions: bool) -> tuple[dict[str, np.ndarray], float, dict[str, float]]:
+        """One training episode: uniform random actions, or the planner plus exploration noise."""
+        seed = self.config.seed * 100_003 + self.counters.episodes
+        timing: dict[str, float] = {}
+        if random_actions:
+            low, high = self.env.action_space.low, self.env.action_space.high
+            policy = lambda obs: self.action_rng.uniform(low, high).astype(np.float32)  # noqa: E731
+        else:
+            agent = Agent(self.world_model, self.planner, bits=self.config.train.bits,
+                          generator=self.generator)
+            agent.reset(1)
+            noise = self.config.train.exploration_noise
+            plan_time = [0.0, 0]
+
+            def policy(obs):
+                start = time.perf_counter()
+                action = agent.act(obs[None], explore_noise=noise)[0]
+                plan_time[0] += time.perf_counter() - start
+                plan_time[1] += 1
+                return action
+
+        start = time.perf_counter()
+        self.world_model.eval()
+        episode = run_episode(self.env, policy, seed)
+        self.world_model.train()
+        elapsed = time.perf_counter() - start
+        steps = (len(episode["reward"]) - 1) * self.repeat
+        timing["train/env_steps_per_s"] = steps / max(elapsed, 1e-9)
+        if not random_actions:
+            timing["train/ms_per_plan"] = 1000 * plan_time[0] / max(plan_time[1], 1)
+        return episode, float(episode["reward"].sum()), timing
+
+    def _add_episode(self, episode, ret, timing, bar) -> None:
+        self.replay.add(episode)
+        self.counters.episodes += 1
+        steps = (len(episode["reward"]) - 1) * self.repeat
+        self.counters.env_steps += steps
+        self.logger.scalars(
+            self.counters.env_steps,
+            {
+                "train/return": ret,
+                "train/episodes": self.counters.episodes,
+                "train/env_steps": self.counters.env_steps,
+                "train/updates": self.counters.updates,
+                **timing,
+            },
+        )
+        if bar is not None:
+            bar.update(steps)
+            bar.set_postfix(ep=self.counters.episodes, ret=f"{ret:.1f}", refresh=False)
+
+    def evaluate_now(self) -> dict[str, float]:
+        e = self.config.eval
+        self.world_model.eval()
+        record = e.video
+        seed = 1_000_000 + 1000 * self.config.seed
+        eval_planner = build_planner(
+            self.config, torch.Generator(device=self.device).manual_seed(seed)
+        )
+        returns, frames, timing = evaluate(
+            self.config, self.world_model, episodes=e.episodes, seed=seed, planner=eval_planner,
+            parallel=e.parallel, record=record,
+        )
+        row = {
+            "eval/return": float(np.mean(returns)),
+            "eval/return_std": float(np.std(returns)),
+            "eval/episodes": len(returns),
+            **timing,
+        }
+        self.logger.scalars(self.counters.env_steps, row)
+        if record:
+            self.logger.video(self.counters.env_steps, "eval/policy", frames)
+            self.log_open_loop()
+        self.world_model.train()
+        return row
+
+    def log_open_loop(self, sequences: int = 4, context: int = 5) -> None:
+        """Video: truth / model (5 context frames, then open-loop imagination) / error."""
+        length = min(self.config.train.chunk_length, 50)
+        try:
+            batch = self.replay.sample(sequences, length, device=self.device)
+        except ValueError:
+            return
+        with torch.no_grad():
+            pred = self.world_model.open_loop_prediction(
+                batch.image, batch.action, batch.is_first, context=context
+            )
+        frames = open_loop_video(batch.image, pred, bits=self.config.train.bits)
+        self.logger.video(self.counters.env_steps, "open_loop", frames, fps=10)
+
+    def run(self) -> dict[str, Any]:
+        """Run Algorithm 1 until the budget is spent; returns a summary."""
+        cfg = self.config
+        bar = None
+        if self.progress:
+            total = cfg.train.max_env_steps or None
+            bar = tqdm(total=total, initial=self.counters.env_steps, unit="step", dynamic_ncols=True)
+        last_eval = None
+        try:
+            while self.counters.episodes < cfg.train.seed_episodes and not self.done():
+                episode, ret, timing = self.collect(random_actions=True)
+                self._add_episode(episode, ret, timing, bar)
+                self.save()
+            while not self.done():
+                losses: dict[str, list[float]] = {}
+                start = time.perf_counter()
+                for _ in range(cfg.train.collect_interval):
+                    for k, v in self.update().items():
+                        losses.setdefault(k, []).append(v)
+                update_ms = 1000 * (time.perf_counter() - start) / cfg.train.collect_interval
+                means = {f"loss/{k}": float(np.mean(v)) for k, v in losses.items()}
+                self.logger.scalars(self.counters.env_steps, {**means, "train/ms_per_update": update_ms})
+                episode, ret, timing = self.collect(random_actions=False)
+                self._add_episode(episode, ret, timing, bar)
+                if bar is not None:
+                    bar.set_postfix(
+                        ep=self.counters.episodes, ret=f"{ret:.1f}",
+                        loss=f"{means.get('loss/loss', float('nan')):.1f}",
+                        kl=f"{means.get('loss/kl', float('nan')):.2f}",
+                    )
+                if cfg.eval.every and self.counters.episodes % cfg.eval.every == 0:
+                    last_eval = self.evaluate_now()
+                    if bar is not None:
+                        bar.write(
+                            f"episode {self.counters.episodes} step {self.counters.env_steps}: "
+                            f"eval return {last_eval['eval/return']:.1f} "
+                            f"± {last_eval['eval/return_std']:.1f}"
+                        )
+                self.save()
+        finally:
+            if bar is not None:
+                bar.close()
+            self.logger.flush()
+        return {
+            "episodes": self.counters.episodes,
+            "env_steps": self.counters.env_steps,
+            "updates": self.counters.updates,
+            "eval": last_eval,
+        }
+
+    def close(self) -> None:
+        self.env.close()
+        self.logger.close()
+
+
+def train(config: Config, **kwargs) -> dict[str, Any]:
+    """Create (or resume) the run in ``config.logdir`` and run it to its budget."""
+    trainer = Trainer(config, **kwargs)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+
+
+def load_run(logdir: str | Path, device: str = "auto") -> tuple[Config, WorldModel]:
+    """The config and trained world model of a run directory (for evaluation)."""
+    logdir = Path(logdir)
+    config = load_config(logdir / "config.json")
+    config.device = device
+    dev = resolve_device(device)
+    env = make_env(config.task, action_repeat=action_repeat_of(config), render=config.render)
+    try:
+        action_size = int(env.action_space.shape[0])
+    finally:
+        env.close()
+    world_model = build_world_model(config, action_size).to(dev)
+    payload = load_checkpoint(logdir / "checkpoint.pt", map_location=dev)
+    try:
+        world_model.load_state_dict(payload["model"])
+    except (KeyError, RuntimeError) as err:
+        raise CheckpointError(f"checkpoint in {logdir} does not match its config: {err}") from None
+    world_model.eval()
+    return config, world_model

@@ -1,0 +1,92 @@
+"""Config: presets, validation errors, save/load round trip, resume diff."""
+
+import dataclasses
+import json
+
+import pytest
+
+from planetrl.config import (
+    Config,
+    ConfigError,
+    diff_configs,
+    from_dict,
+    load_config,
+    preset,
+    save_config,
+    to_dict,
+)
+
+
+def test_paper_preset_has_the_paper_hyperparameters():
+    c = preset("paper").validate()
+    assert (c.train.seed_episodes, c.train.collect_interval) == (5, 100)
+    assert (c.train.batch_size, c.train.chunk_length) == (50, 50)
+    assert (c.train.learning_rate, c.train.adam_eps, c.train.grad_clip) == (1e-3, 1e-4, 1000.0)
+    assert c.train.exploration_noise == 0.3
+    p = c.planner
+    assert (p.name, p.horizon, p.iterations, p.candidates, p.top_k) == ("cem", 12, 10, 1000, 100)
+    m = c.model
+    assert (m.transition, m.deter_size, m.stoch_size, m.cnn_depth) == ("rssm", 200, 30, 32)
+    assert c.loss.free_nats == 3.0
+    assert c.render == "paper"
+
+
+def test_small_preset_is_valid_and_smaller():
+    s, p = preset("small").validate(), preset("paper")
+    assert s.planner.candidates < p.planner.candidates
+    assert s.planner.top_k <= s.planner.candidates
+
+
+def test_unknown_preset():
+    with pytest.raises(ConfigError, match="accepted: paper, small"):
+        preset("huge")
+
+
+@pytest.mark.parametrize(
+    "path, value, match",
+    [
+        (("planner", "top_k"), 2000, "top_k"),
+        (("train", "batch_size"), 0, "train.batch_size"),
+        (("train", "learning_rate"), -1.0, "train.learning_rate"),
+        (("loss", "free_nats"), float("nan"), "loss.free_nats"),
+        (("train", "bits"), 9, "train.bits"),
+        ((None, "device"), "tpu", "device"),
+        (("model", "stoch_size"), 0, "stoch_size"),
+    ],
+)
+def test_bad_values_name_the_field(path, value, match):
+    c = preset("paper")
+    target = c if path[0] is None else getattr(c, path[0])
+    setattr(target, path[1], value)
+    with pytest.raises(ConfigError, match=match):
+        c.validate()
+
+
+def test_save_load_round_trip(tmp_path):
+    c = preset("small")
+    c.planner.candidates = 123
+    save_config(c, tmp_path / "config.json")
+    assert load_config(tmp_path / "config.json") == c
+    assert from_dict(to_dict(c)) == c
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(ConfigError, match="no config"):
+        load_config(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ConfigError, match="corrupt"):
+        load_config(tmp_path / "bad.json")
+    data = to_dict(Config())
+    data["model"]["bogus"] = 1
+    (tmp_path / "unknown.json").write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="bogus"):
+        load_config(tmp_path / "unknown.json")
+
+
+def test_diff_ignores_budget_and_logging_fields():
+    a = preset("paper")
+    b = dataclasses.replace(a, logdir="elsewhere", device="cpu")
+    b.train = dataclasses.replace(a.train, max_episodes=5)
+    assert diff_configs(a, b) == {}
+    b.planner = dataclasses.replace(a.planner, horizon=5)
+    assert diff_configs(a, b) == {"planner.horizon": (12, 5)}
