@@ -1,0 +1,101 @@
+"""Recurrent state-space model (RSSM), paper section 3 (Eq. 4), the default transition model."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from planetrl.models.base import GaussianHead, SplitLinear, TransitionModel, sample_normal
+from planetrl.models.state import State
+
+
+class RSSM(TransitionModel):
+    """Deterministic and stochastic paths (paper Eq. 4):
+
+    - deterministic state model  h_t = f(h_{t-1}, s_{t-1}, a_{t-1})
+      = GRUCell(ReLU(W [s_{t-1}; a_{t-1}] + b), h_{t-1}),
+    - stochastic state model (prior)  p(s_t | h_t) = N(mu, diag(sigma^2)),
+      (mu, sigma) = head(ReLU(W h_t + b)),
+    - encoder / filter (posterior)  q(s_t | h_t, e_t) = N(mu, diag(sigma^2)),
+      (mu, sigma) = head(ReLU(W [h_t; e_t] + b)),
+
+    with sigma = softplus(.) + min_std and reparameterised samples s_t = mu + sigma * eps.
+    ``features`` = concat(h_t, s_t).
+
+    Choices (as the official PlaNet code, google-research/planet ``models/rssm.py`` with the
+    default ``future_mix=True``): ReLU activations (not ELU; that code's RSSM uses ReLU), one hidden
+    layer of ``hidden_size`` units before the GRU and in each of prior and posterior, a standard
+    GRU cell (``nn.GRUCell`` = GRUBlockCell), the prior's hidden layer reads h_t (the GRU output).
+    ``mean_only`` replaces samples by means (the official ``mean_only`` option; deterministic, used
+    in tests).
+
+    Args:
+        action_size: A. embed_size: E (1024 with the paper's encoder).
+        deter_size: size of h_t (200). stoch_size: size of s_t (30).
+        hidden_size: units of the hidden layers (200). min_std: lower bound of sigma (0.1).
+    """
+
+    def __init__(
+        self,
+        action_size: int,
+        embed_size: int,
+        *,
+        deter_size: int = 200,
+        stoch_size: int = 30,
+        hidden_size: int = 200,
+        min_std: float = 0.1,
+        mean_only: bool = False,
+    ) -> None:
+        super().__init__()
+        for name, value in dict(
+            action_size=action_size, embed_size=embed_size, deter_size=deter_size,
+            stoch_size=stoch_size, hidden_size=hidden_size,
+        ).items():
+            if int(value) <= 0:
+                raise ValueError(f"{name} must be a positive int, got {value}")
+        self.action_size = int(action_size)
+        self.embed_size = int(embed_size)
+        self.deter_size = int(deter_size)
+        self.stoch_size = int(stoch_size)
+        self.hidden_size = int(hidden_size)
+        self.feature_size = self.deter_size + self.stoch_size
+        self.mean_only = bool(mean_only)
+        # Transition: [s_{t-1}; a_{t-1}] -> hidden -> GRU -> h_t.
+        self.img_in = SplitLinear((self.stoch_size, self.action_size), self.hidden_size)
+        self.cell = nn.GRUCell(self.hidden_size, self.deter_size)
+        # Prior p(s_t | h_t).
+        self.prior_hidden = nn.Linear(self.deter_size, self.hidden_size)
+        self.prior_head = GaussianHead(self.hidden_size, self.stoch_size, min_std)
+        # Posterior q(s_t | h_t, e_t).
+        self.post_hidden = SplitLinear((self.deter_size, self.embed_size), self.hidden_size)
+        self.post_head = GaussianHead(self.hidden_size, self.stoch_size, min_std)
+
+    def initial(self, batch: int, device: torch.device | None = None) -> State:
+        kw = dict(device=self._device(device), dtype=self._dtype())
+        z = torch.zeros(batch, self.stoch_size, **kw)
+        return State(torch.zeros(batch, self.deter_size, **kw), z, z.clone(), z.clone())
+
+    def prepare_actions(self, actions: Tensor) -> Tensor:
+        # W_a a_{t-1} + b: the action columns of the transition's input layer, batched over time.
+        return self.img_in.part(1, actions, bias=True)
+
+    def prepare_embeds(self, embeds: Tensor) -> Tensor:
+        # W_e e_t + b: the embedding columns of the posterior's hidden layer, batched over time.
+        return self.post_hidden.part(1, embeds, bias=True)
+
+    def _img_step(self, prev: State, action_in: Tensor) -> State:
+        x = F.relu(self.img_in.part(0, prev.stoch) + action_in)
+        deter = self.cell(x, prev.deter)
+        mean, std = self.prior_head(F.relu(self.prior_hidden(deter)))
+        return State(deter, sample_normal(mean, std, self.mean_only), mean, std)
+
+    def _obs_step(self, prev: State, action_in: Tensor, embed_in: Tensor) -> tuple[State, State]:
+        prior = self._img_step(prev, action_in)
+        x = F.relu(self.post_hidden.part(0, prior.deter) + embed_in)
+        mean, std = self.post_head(x)
+        post = State(prior.deter, sample_normal(mean, std, self.mean_only), mean, std)
+        return post, prior
+
+    def features(self, state: State) -> Tensor:
+        return torch.cat([state.deter, state.stoch], dim=-1)

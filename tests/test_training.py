@@ -1,0 +1,194 @@
+"""The training loop (Algorithm 1): cadence, artefacts, resume, SIGKILL, NaN handling."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from planetrl.config import Config, ConfigError, preset
+from planetrl.training.io import CheckpointError, load_checkpoint
+from planetrl.training.logger import read_metrics
+from planetrl.training.loop import NonFiniteLossError, Trainer, train
+
+TASK = "dmc:cartpole-balance"
+
+
+def tiny_config(logdir: Path, **train) -> Config:
+    """A few-second run: a tiny model, a tiny planner, short chunks."""
+    c = preset("small")
+    c.task, c.logdir, c.seed, c.render, c.device = TASK, str(logdir), 0, "fast", "cpu"
+    c.model.deter_size, c.model.stoch_size, c.model.hidden_size = 16, 4, 16
+    c.model.cnn_depth, c.model.reward_hidden = 4, 16
+    c.planner.horizon, c.planner.iterations, c.planner.candidates, c.planner.top_k = 3, 2, 16, 4
+    c.train.seed_episodes, c.train.collect_interval = 2, 3
+    c.train.batch_size, c.train.chunk_length, c.train.max_episodes = 4, 8, 3
+    c.eval.every, c.eval.episodes, c.eval.video, c.eval.parallel = 0, 2, False, False
+    for key, value in train.items():
+        setattr(c.train, key, value)
+    return c
+
+
+def episode_rows(logdir: Path) -> list[dict]:
+    return [r for r in read_metrics(logdir / "metrics.jsonl") if "train/episodes" in r]
+
+
+def test_seed_phase_and_collect_cadence(tmp_path):
+    cfg = tiny_config(tmp_path, seed_episodes=2, collect_interval=3, max_episodes=4)
+    summary = train(cfg, progress=False)
+    assert summary["episodes"] == 4
+    rows = episode_rows(tmp_path)
+    # S random episodes with no update, then C updates before each planned episode.
+    assert [r["train/updates"] for r in rows] == [0, 0, 3, 6]
+    assert [r["train/episodes"] for r in rows] == [1, 2, 3, 4]
+    # cartpole: 1000 env steps per episode, whatever the action repeat.
+    assert [r["train/env_steps"] for r in rows] == [1000, 2000, 3000, 4000]
+    assert "train/ms_per_plan" in rows[-1] and "train/ms_per_plan" not in rows[0]
+    losses = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "loss/loss" in r]
+    assert len(losses) == 2
+    for key in ("loss/image_loss", "loss/reward_loss", "loss/kl", "train/ms_per_update"):
+        assert any(key in r for r in losses), key
+
+
+def test_end_to_end_artefacts_and_eval(tmp_path):
+    cfg = tiny_config(tmp_path, max_episodes=3)
+    cfg.eval.every, cfg.eval.video, cfg.eval.parallel = 1, True, True
+    train(cfg, progress=False)
+    assert (tmp_path / "config.json").exists()
+    payload = load_checkpoint(tmp_path / "checkpoint.pt")
+    assert payload["updates"] == 3
+    assert len(list((tmp_path / "episodes").glob("*.npz"))) == 3
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    videos = sorted(p.name for p in (tmp_path / "videos").glob("*.mp4"))
+    assert any(v.startswith("eval_policy") for v in videos)
+    assert any(v.startswith("open_loop") for v in videos)
+    evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/return" in r]
+    assert len(evals) == 1 and evals[0]["eval/episodes"] == 2
+    assert 0 <= evals[0]["eval/return"] <= 1000
+
+
+def test_resume_continues_counters_and_state(tmp_path):
+    train(tiny_config(tmp_path, max_episodes=3), progress=False)
+    before = load_checkpoint(tmp_path / "checkpoint.pt")
+    trainer = Trainer(tiny_config(tmp_path, max_episodes=4), progress=False)
+    assert (trainer.counters.episodes, trainer.counters.updates) == (3, 3)
+    for name, value in trainer.world_model.state_dict().items():
+        torch.testing.assert_close(value, before["model"][name])
+    trainer.run()
+    trainer.close()
+    rows = episode_rows(tmp_path)
+    assert [r["train/episodes"] for r in rows] == [1, 2, 3, 4]
+    assert [r["train/updates"] for r in rows][-1] == 6
+
+
+def test_resume_with_conflicting_config_is_refused(tmp_path):
+    train(tiny_config(tmp_path, max_episodes=2), progress=False)
+    cfg = tiny_config(tmp_path, max_episodes=3)
+    cfg.planner.horizon = 5
+    with pytest.raises(ConfigError, match="planner.horizon"):
+        Trainer(cfg, progress=False)
+    Trainer(cfg, allow_config_change=True, progress=False).close()
+
+
+def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
+    train(tiny_config(tmp_path, max_episodes=2), progress=False)
+    (tmp_path / "checkpoint.pt").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="checkpoint.pt"):
+        Trainer(tiny_config(tmp_path, max_episodes=3), progress=False)
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    train(tiny_config(tmp_path, max_episodes=3), progress=False)
+    good = (tmp_path / "checkpoint.pt").read_bytes()
+    import planetrl.training.loop as loop
+
+    real = loop.compute_loss
+
+    def broken(*args, **kwargs):
+        loss, metrics, posts = real(*args, **kwargs)
+        metrics = dict(metrics, reward_loss=torch.tensor(float("nan")))
+        return loss * float("nan"), metrics, posts
+
+    monkeypatch.setattr(loop, "compute_loss", broken)
+    with pytest.raises(NonFiniteLossError, match="reward_loss"):
+        train(tiny_config(tmp_path, max_episodes=5), progress=False)
+    assert (tmp_path / "checkpoint.pt").read_bytes() == good
+
+
+def _train_cmd(logdir: Path, max_episodes: int) -> list[str]:
+    return [
+        sys.executable, "-m", "planetrl", "train", "--preset", "small", "--task", TASK,
+        "--logdir", str(logdir), "--no-progress", "--render", "fast", "--device", "cpu",
+        "--model.deter-size", "16", "--model.stoch-size", "4", "--model.hidden-size", "16",
+        "--model.cnn-depth", "4", "--model.reward-hidden", "16",
+        "--planner.horizon", "3", "--planner.iterations", "2", "--planner.candidates", "16",
+        "--planner.top-k", "4", "--train.seed-episodes", "2", "--train.collect-interval", "3",
+        "--train.batch-size", "4", "--train.chunk-length", "8",
+        "--train.max-episodes", str(max_episodes), "--eval.every", "0",
+    ]
+
+
+def test_sigkill_at_any_moment_resumes(tmp_path):
+    """Kill the process at several moments (seed phase, updates, collection, checkpointing);
+    each restart continues: counters continuous, every episode file readable, no lost replay."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    for delay in (4.0, 7.5, 11.0):
+        proc = subprocess.Popen(_train_cmd(tmp_path, 50), env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    files_before = sorted(p.name for p in (tmp_path / "episodes").glob("*.npz"))
+    assert files_before, "the runs were killed before any episode was written"
+    n = len(files_before)
+    result = subprocess.run(_train_cmd(tmp_path, n + 2), env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    files = sorted(p.name for p in (tmp_path / "episodes").glob("*.npz"))
+    assert files[:n] == files_before and len(files) == n + 2
+    assert [int(f.split("-")[0]) for f in files] == list(range(len(files)))
+    rows = episode_rows(tmp_path)
+    last = {}
+    for r in rows:  # a row per episode; a killed run may have logged one that a rerun relogs
+        last[r["train/episodes"]] = r
+    assert sorted(last) == list(range(1, n + 3))
+    steps = [last[k]["train/env_steps"] for k in sorted(last)]
+    assert steps == [1000 * k for k in range(1, n + 3)]
+    assert not list((tmp_path / "episodes").glob("*.tmp*"))
+    from planetrl.replay import Replay
+
+    assert Replay(tmp_path / "episodes", capacity=10**6).num_episodes == n + 2
+
+
+def test_cli_errors_are_one_clear_line(tmp_path):
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "planetrl", *args], capture_output=True,
+                              text=True)
+
+    r = run("train", "--task", "dmc:cartpole-swingupp", "--logdir", str(tmp_path / "x"))
+    assert r.returncode == 2 and "swingup" in r.stderr and "Traceback" not in r.stderr
+    r = run("train", "--logdir", str(tmp_path / "y"), "--planner.top-k", "5000")
+    assert r.returncode == 2 and "top_k" in r.stderr and "Traceback" not in r.stderr
+    r = run("train", "--preset", "huge")
+    assert r.returncode == 2 and "paper, small" in r.stderr
+    r = run("eval", "--logdir", str(tmp_path / "missing"))
+    assert r.returncode == 2 and "no config" in r.stderr and "Traceback" not in r.stderr
+    r = run("frobnicate")
+    assert r.returncode == 2 and "train" in r.stderr
+    r = run("train", "--help")
+    assert r.returncode == 0 and "--planner.candidates" in r.stdout and "J," in r.stdout
+
+
+def test_eval_command(tmp_path):
+    train(tiny_config(tmp_path, max_episodes=3), progress=False)
+    r = subprocess.run([sys.executable, "-m", "planetrl", "eval", "--logdir", str(tmp_path),
+                        "--episodes", "2", "--video", "--device", "cpu"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "return" in r.stdout and (tmp_path / "videos" / "eval-seed12345.mp4").exists()
