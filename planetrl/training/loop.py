@@ -143,7 +143,19 @@ def evaluate(
     record: bool = False,
 ) -> tuple[list[float], np.ndarray | None, dict[str, float]]:
     """M episodes without exploration noise, the M environments stepped together and planned for
-    in one batch. Returns (returns, frames (T, 64, 64*M, 3) if ``record``, timing)."""
+    in one batch. Returns (returns, frames (T, 64, 64*M, 3) if ``record``, timing).
+
+    Repeatable for a given ``seed``: torch's global RNG (which draws the posterior samples) is
+    forked and seeded, so the training run's RNG stream is left as it was.
+    """
+    devices = [torch.device(d) for d in [next(world_model.parameters()).device] if d.type == "cuda"]
+    with torch.random.fork_rng(devices=devices):
+        torch.manual_seed(seed)
+        return _evaluate(config, world_model, episodes=episodes, seed=seed, planner=planner,
+                         parallel=parallel, record=record)
+
+
+def _evaluate(config, world_model, *, episodes, seed, planner, parallel, record):
     repeat = action_repeat_of(config)
     generator = torch.Generator().manual_seed(seed)
     agent = Agent(world_model, planner, bits=config.train.bits, generator=generator)
