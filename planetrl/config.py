@@ -130,6 +130,21 @@ class EvalConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """Fast paths, each chosen by measurement (docs/benchmarks.md) and each can be turned off; the
+    eager path is the readable reference."""
+
+    compile: bool = False
+    """torch.compile the one-step latent cell used by the planner and the update's networks."""
+    bf16: bool = False
+    """bfloat16 autocast for the update's encoder/decoder and the planner's rollouts."""
+    channels_last: bool = False
+    """channels_last memory format for the encoder and decoder convolutions."""
+    cuda_graphs: bool = True
+    """On CUDA, capture the CEM planning loop in a CUDA graph (static shapes); ignored on CPU."""
+
+
+@dataclass
 class Config:
     """A PlaNet training run."""
 
@@ -154,6 +169,7 @@ class Config:
     planner: PlannerConfig = field(default_factory=PlannerConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
 
     def validate(self) -> "Config":
         """Raise :class:`ConfigError` naming the first value out of range."""
@@ -294,6 +310,7 @@ _SECTIONS = {
     "planner": PlannerConfig,
     "train": TrainConfig,
     "eval": EvalConfig,
+    "speed": SpeedConfig,
 }
 
 # Fields that may differ between the saved config and a resumed run: budgets, logging, hardware.
@@ -309,6 +326,10 @@ RESUMABLE_FIELDS = frozenset(
         "eval.episodes",
         "eval.video",
         "eval.parallel",
+        "speed.compile",
+        "speed.bf16",
+        "speed.channels_last",
+        "speed.cuda_graphs",
     }
 )
 
