@@ -109,6 +109,8 @@ class TrainConfig:
     """Stop after this many training episodes (seed episodes included)."""
     max_env_steps: int = 0
     """Stop after this many environment steps (after action repeat); 0 = no limit."""
+    max_minutes: float = 0.0
+    """Stop after this much wall-clock time in this process (minutes); 0 = no limit."""
     replay_capacity: int = 1_000_000
     """Replay capacity in stored (agent) steps; older episodes leave memory, their files stay."""
     bits: int = 5
@@ -216,6 +218,7 @@ class Config:
             "train.adam_eps": (self.train.adam_eps, 0.0, False),
             "train.grad_clip": (self.train.grad_clip, 0.0, False),
             "train.exploration_noise": (self.train.exploration_noise, 0.0, True),
+            "train.max_minutes": (self.train.max_minutes, 0.0, True),
         }
         for name, (value, low, inclusive) in floats.items():
             ok = value >= low if inclusive else value > low
@@ -321,6 +324,7 @@ RESUMABLE_FIELDS = frozenset(
         "threads",
         "train.max_episodes",
         "train.max_env_steps",
+        "train.max_minutes",
         "train.replay_capacity",
         "eval.every",
         "eval.episodes",

@@ -156,26 +156,41 @@ def evaluate(
 
 
 def _evaluate(config, world_model, *, episodes, seed, planner, parallel, record):
-    repeat = action_repeat_of(config)
     generator = torch.Generator().manual_seed(seed)
     agent = Agent(world_model, planner, bits=config.train.bits, generator=generator)
+    agent.reset(episodes)
+    return run_parallel_episodes(
+        config, agent.act, episodes=episodes, seed=seed, parallel=parallel, record=record
+    )
+
+
+def run_parallel_episodes(
+    config: Config,
+    act: Callable[[np.ndarray], np.ndarray],
+    *,
+    episodes: int,
+    seed: int,
+    parallel: bool = True,
+    record: bool = False,
+) -> tuple[list[float], np.ndarray | None, dict[str, float]]:
+    """Run ``episodes`` environments in lockstep with ``act(obs (E, ...)) -> actions (E, A)``;
+    environment i is seeded ``seed + i``. Finished environments are no longer stepped."""
     pool = EnvPool(
         config.task,
         episodes,
         asynchronous=parallel and episodes > 1,
-        action_repeat=repeat,
+        action_repeat=action_repeat_of(config),
         render=config.render,
     )
     try:
         obs, _ = pool.reset([seed + i for i in range(episodes)])
-        agent.reset(episodes)
         active = np.ones(episodes, bool)
         returns = np.zeros(episodes)
         frames = [tile_frames(obs)] if record else None
         plan_time, plans = 0.0, 0
         while active.any():
             start = time.perf_counter()
-            actions = agent.act(obs)
+            actions = act(obs)
             plan_time += time.perf_counter() - start
             plans += 1
             obs, reward, terminated, truncated, _ = pool.step(actions, active)
@@ -187,6 +202,42 @@ def _evaluate(config, world_model, *, episodes, seed, planner, parallel, record)
         pool.close()
     timing = {"eval/ms_per_plan": 1000 * plan_time / max(plans, 1)}
     return returns.tolist(), (np.stack(frames) if record else None), timing
+
+
+def random_policy_returns(
+    config: Config, *, episodes: int, seed: int, parallel: bool = True
+) -> list[float]:
+    """Returns of the uniformly random policy on the same seeds as :func:`evaluate`: the baseline
+    every learning claim is measured against."""
+    rng = np.random.default_rng(seed)
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        return rng.uniform(-1.0, 1.0, (len(obs), action_size)).astype(np.float32)
+
+    env = make_env(config.task, action_repeat=action_repeat_of(config), render=config.render)
+    action_size = int(env.action_space.shape[0])
+    env.close()
+    returns, _, _ = run_parallel_episodes(
+        config, act, episodes=episodes, seed=seed, parallel=parallel
+    )
+    return returns
+
+
+@torch.no_grad()
+def open_loop_reward_error(world_model: WorldModel, batch, context: int = 5) -> float:
+    """Mean squared error of the rewards predicted open loop: filter ``context`` steps, then
+    imagine the rest of the chunk under the true actions and compare the reward model's means
+    with the true rewards. Chunks with an episode start after the context are not used."""
+    is_first = torch.as_tensor(batch.is_first)
+    keep = ~is_first[:, context:].any(dim=1).to(batch.image.device)
+    if not keep.any():
+        return float("nan")
+    image, action, reward = batch.image[keep], batch.action[keep], batch.reward[keep]
+    embeds = world_model.encoder(image[:, :context])
+    posts, _ = world_model.transition.observe(embeds, action[:, :context], is_first[keep][:, :context])
+    priors = world_model.transition.imagine(posts[:, -1], action[:, context:])
+    predicted = world_model.reward(world_model.transition.features(priors))
+    return float((predicted - reward[:, context:]).square().mean())
 
 
 @dataclass
@@ -246,6 +297,7 @@ class Trainer:
             self.logdir / "episodes", capacity=config.train.replay_capacity, seed=config.seed
         )
         self.counters = Counters()
+        self.start_time = time.time()
         self.logger = Logger(self.logdir)
         self._restore()
 
@@ -300,6 +352,8 @@ class Trainer:
     def done(self) -> bool:
         t = self.config.train
         if self.counters.episodes >= t.max_episodes:
+            return True
+        if t.max_minutes and time.time() - self.start_time >= 60 * t.max_minutes:
             return True
         return bool(t.max_env_steps) and self.counters.env_steps >= t.max_env_steps
 
@@ -393,6 +447,7 @@ class Trainer:
             parallel=e.parallel, record=record,
         )
         row = {
+            "eval/open_loop_reward_mse": self.open_loop_reward_mse(),
             "eval/return": float(np.mean(returns)),
             "eval/return_std": float(np.std(returns)),
             "eval/episodes": len(returns),
@@ -404,6 +459,26 @@ class Trainer:
             self.log_open_loop()
         self.world_model.train()
         return row
+
+    def open_loop_reward_mse(self, sequences: int = 16, seed: int = 0) -> float:
+        """:func:`open_loop_reward_error` on replay chunks drawn with a fixed seed (the same
+        chunks while the replay is unchanged), so the figure is comparable across calls."""
+        length = self.config.train.chunk_length
+        state = self.replay.rng_state()
+        self.replay.set_rng_state(np.random.default_rng(seed).bit_generator.state)
+        try:
+            batch = self.replay.sample(sequences, length, device=self.device)
+        except ValueError:
+            return float("nan")
+        finally:
+            self.replay.set_rng_state(state)
+        was_training = self.world_model.training
+        self.world_model.eval()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            error = open_loop_reward_error(self.world_model, batch)
+        self.world_model.train(was_training)
+        return error
 
     def log_open_loop(self, sequences: int = 4, context: int = 5) -> None:
         """Video: truth / model (5 context frames, then open-loop imagination) / error."""
