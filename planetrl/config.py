@@ -105,6 +105,9 @@ class TrainConfig:
     """Gradient-norm clip."""
     exploration_noise: float = 0.3
     """Std of the Gaussian noise added to planned actions when collecting (ε ~ N(0, 0.3²))."""
+    collect_envs: int = 1
+    """Episodes collected in parallel after each C updates (paper: 1). With E > 1 the E
+    environments step in worker processes and the planner serves them in one batch."""
     max_episodes: int = 1000
     """Stop after this many training episodes (seed episodes included)."""
     max_env_steps: int = 0
@@ -188,6 +191,7 @@ class Config:
             "planner.top_k": self.planner.top_k,
             "train.collect_interval": self.train.collect_interval,
             "train.batch_size": self.train.batch_size,
+            "train.collect_envs": self.train.collect_envs,
             "train.chunk_length": self.train.chunk_length,
             "train.max_episodes": self.train.max_episodes,
             "train.replay_capacity": self.train.replay_capacity,

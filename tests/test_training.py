@@ -192,3 +192,22 @@ def test_eval_command(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "return" in r.stdout and (tmp_path / "videos" / "eval-seed12345.mp4").exists()
+
+
+def test_parallel_collection_batches_the_planner(tmp_path):
+    """collect_envs=E: E episodes per C updates, stepped together, planned for in one batch."""
+    cfg = tiny_config(tmp_path, seed_episodes=3, collect_interval=2, max_episodes=7, collect_envs=2)
+    cfg.eval.every = 4
+    summary = train(cfg, progress=False)
+    assert summary["episodes"] == 7
+    rows = episode_rows(tmp_path)
+    # seed phase: 2 + 1 random episodes; then 2 per cycle, the last cycle cut to the budget.
+    assert [r["train/updates"] for r in rows] == [0, 0, 0, 2, 2, 4, 4]
+    files = sorted((tmp_path / "episodes").glob("*.npz"))
+    assert len(files) == 7
+    from planetrl.replay import load_episode
+
+    first_frames = [load_episode(f)["image"][0] for f in files[3:5]]
+    assert not np.array_equal(*first_frames)  # two different seeds, not one env twice
+    evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/return" in r]
+    assert len(evals) == 1  # episode 4 was crossed once (5 -> 7 does not cross 8)

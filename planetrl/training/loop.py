@@ -107,29 +107,106 @@ def loss_kwargs(config: Config) -> dict[str, Any]:
     )
 
 
-def run_episode(env, policy: Callable[[np.ndarray], np.ndarray], seed: int) -> dict[str, np.ndarray]:
-    """One episode in the replay's step convention (see ``docs/design.md``)."""
-    obs, _ = env.reset(seed=seed)
-    action_size = env.action_space.shape[0]
-    images, actions, rewards = [obs], [np.zeros(action_size, np.float32)], [0.0]
-    firsts, terminals = [True], [False]
-    done = False
-    while not done:
-        action = np.asarray(policy(obs), dtype=np.float32).reshape(action_size)
-        obs, reward, terminated, truncated, _ = env.step(action)
-        images.append(obs)
-        actions.append(action)
-        rewards.append(float(reward))
-        firsts.append(False)
-        terminals.append(bool(terminated))
-        done = terminated or truncated
-    return {
-        "image": np.stack(images).astype(np.uint8),
-        "action": np.stack(actions).astype(np.float32),
-        "reward": np.asarray(rewards, np.float32),
-        "is_first": np.asarray(firsts, bool),
-        "is_terminal": np.asarray(terminals, bool),
-    }
+@dataclass
+class Rollouts:
+    """What :func:`run_episodes` returns."""
+
+    returns: list[float]
+    episodes: list[dict[str, np.ndarray]] | None
+    frames: np.ndarray | None
+    ms_per_act: float
+    env_steps_per_s: float
+
+
+def run_episodes(
+    pool: EnvPool,
+    act: Callable[[np.ndarray], np.ndarray],
+    seeds: list[int],
+    *,
+    keep: bool = False,
+    record: bool = False,
+) -> Rollouts:
+    """Run ``len(seeds)`` episodes in the first environments of ``pool``, in lockstep: one call
+    ``act(obs (E, ...)) -> actions (E, A)`` serves them all (batched planning); a finished
+    environment is no longer stepped. ``keep``: return the episodes in the replay's step
+    convention (see ``docs/design.md``); ``record``: frames of all environments side by side."""
+    count = len(seeds)
+    if not 1 <= count <= pool.num_envs:
+        raise ValueError(f"need 1..{pool.num_envs} seeds, got {count}")
+    start_time = time.perf_counter()
+    obs, _ = pool.reset(seeds, indices=list(range(count)))
+    obs = obs[:count]
+    action_size = pool.single_action_space.shape[0]
+    active = np.zeros(pool.num_envs, bool)
+    active[:count] = True
+    returns = np.zeros(count)
+    steps = np.zeros(count, np.int64)
+    frames = [tile_frames(obs)] if record else None
+    traces = [
+        {"image": [o], "action": [np.zeros(action_size, np.float32)], "reward": [0.0],
+         "is_first": [True], "is_terminal": [False]}
+        for o in obs
+    ] if keep else None
+    act_time, acts = 0.0, 0
+    while active.any():
+        start = time.perf_counter()
+        actions = np.asarray(act(obs), dtype=np.float32).reshape(count, action_size)
+        act_time += time.perf_counter() - start
+        acts += 1
+        full = np.zeros((pool.num_envs, action_size), np.float32)
+        full[:count] = actions
+        was_active = active[:count].copy()
+        next_obs, reward, terminated, truncated, infos = pool.step(full, active)
+        next_obs = next_obs[:count]
+        for i in np.flatnonzero(was_active):
+            returns[i] += reward[i]
+            steps[i] += int(infos[i].get("env_steps", 1))
+            if keep:
+                trace = traces[i]
+                trace["image"].append(next_obs[i])
+                trace["action"].append(actions[i])
+                trace["reward"].append(float(reward[i]))
+                trace["is_first"].append(False)
+                trace["is_terminal"].append(bool(terminated[i]))
+        active[:count] &= ~(np.asarray(terminated[:count]) | np.asarray(truncated[:count]))
+        obs = next_obs
+        if record:
+            frames.append(tile_frames(obs))
+    episodes = None
+    if keep:
+        episodes = [
+            {
+                "image": np.stack(t["image"]).astype(np.uint8),
+                "action": np.stack(t["action"]).astype(np.float32),
+                "reward": np.asarray(t["reward"], np.float32),
+                "is_first": np.asarray(t["is_first"], bool),
+                "is_terminal": np.asarray(t["is_terminal"], bool),
+            }
+            for t in traces
+        ]
+    elapsed = time.perf_counter() - start_time
+    return Rollouts(
+        returns=returns.tolist(),
+        episodes=episodes,
+        frames=np.stack(frames) if record else None,
+        ms_per_act=1000 * act_time / max(acts, 1),
+        env_steps_per_s=float(steps.sum()) / max(elapsed, 1e-9),
+    )
+
+
+def make_pool(config: Config, num_envs: int, parallel: bool = True) -> EnvPool:
+    return EnvPool(
+        config.task,
+        num_envs,
+        asynchronous=parallel and num_envs > 1,
+        action_repeat=action_repeat_of(config),
+        render=config.render,
+    )
+
+
+def uniform_policy(action_size: int, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
+    """The random policy of the seed episodes: a_t ~ U[-1, 1]^A."""
+    return lambda obs: rng.uniform(-1.0, 1.0, (len(obs), action_size)).astype(np.float32)
 
 
 def evaluate(
@@ -159,49 +236,9 @@ def _evaluate(config, world_model, *, episodes, seed, planner, parallel, record)
     generator = torch.Generator().manual_seed(seed)
     agent = Agent(world_model, planner, bits=config.train.bits, generator=generator)
     agent.reset(episodes)
-    return run_parallel_episodes(
-        config, agent.act, episodes=episodes, seed=seed, parallel=parallel, record=record
-    )
-
-
-def run_parallel_episodes(
-    config: Config,
-    act: Callable[[np.ndarray], np.ndarray],
-    *,
-    episodes: int,
-    seed: int,
-    parallel: bool = True,
-    record: bool = False,
-) -> tuple[list[float], np.ndarray | None, dict[str, float]]:
-    """Run ``episodes`` environments in lockstep with ``act(obs (E, ...)) -> actions (E, A)``;
-    environment i is seeded ``seed + i``. Finished environments are no longer stepped."""
-    pool = EnvPool(
-        config.task,
-        episodes,
-        asynchronous=parallel and episodes > 1,
-        action_repeat=action_repeat_of(config),
-        render=config.render,
-    )
-    try:
-        obs, _ = pool.reset([seed + i for i in range(episodes)])
-        active = np.ones(episodes, bool)
-        returns = np.zeros(episodes)
-        frames = [tile_frames(obs)] if record else None
-        plan_time, plans = 0.0, 0
-        while active.any():
-            start = time.perf_counter()
-            actions = act(obs)
-            plan_time += time.perf_counter() - start
-            plans += 1
-            obs, reward, terminated, truncated, _ = pool.step(actions, active)
-            returns += np.where(active, reward, 0.0)
-            active &= ~(np.asarray(terminated) | np.asarray(truncated))
-            if record:
-                frames.append(tile_frames(obs))
-    finally:
-        pool.close()
-    timing = {"eval/ms_per_plan": 1000 * plan_time / max(plans, 1)}
-    return returns.tolist(), (np.stack(frames) if record else None), timing
+    with make_pool(config, episodes, parallel) as pool:
+        out = run_episodes(pool, agent.act, [seed + i for i in range(episodes)], record=record)
+    return out.returns, out.frames, {"eval/ms_per_plan": out.ms_per_act}
 
 
 def random_policy_returns(
@@ -209,18 +246,9 @@ def random_policy_returns(
 ) -> list[float]:
     """Returns of the uniformly random policy on the same seeds as :func:`evaluate`: the baseline
     every learning claim is measured against."""
-    rng = np.random.default_rng(seed)
-
-    def act(obs: np.ndarray) -> np.ndarray:
-        return rng.uniform(-1.0, 1.0, (len(obs), action_size)).astype(np.float32)
-
-    env = make_env(config.task, action_repeat=action_repeat_of(config), render=config.render)
-    action_size = int(env.action_space.shape[0])
-    env.close()
-    returns, _, _ = run_parallel_episodes(
-        config, act, episodes=episodes, seed=seed, parallel=parallel
-    )
-    return returns
+    with make_pool(config, episodes, parallel) as pool:
+        act = uniform_policy(pool.single_action_space.shape[0], np.random.default_rng(seed))
+        return run_episodes(pool, act, [seed + i for i in range(episodes)]).returns
 
 
 @torch.no_grad()
@@ -282,8 +310,8 @@ class Trainer:
         random.seed(config.seed)
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
-        self.env = make_env(config.task, action_repeat=self.repeat, render=config.render)
-        self.action_size = int(self.env.action_space.shape[0])
+        self.pool = make_pool(config, config.train.collect_envs)
+        self.action_size = int(self.pool.single_action_space.shape[0])
         self.world_model = build_world_model(config, self.action_size).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.world_model.parameters(), lr=config.train.learning_rate, eps=config.train.adam_eps
@@ -383,39 +411,33 @@ class Trainer:
         values["grad_norm"] = float(grad_norm)
         return values
 
-    def collect(self, random_actions: bool) -> tuple[dict[str, np.ndarray], float, dict[str, float]]:
-        """One training episode: uniform random actions, or the planner plus exploration noise."""
-        seed = self.config.seed * 100_003 + self.counters.episodes
-        timing: dict[str, float] = {}
+    def collect(self, random_actions: bool) -> tuple[list[dict[str, np.ndarray]], dict[str, float]]:
+        """Training episodes (up to ``collect_envs`` at once, fewer when the budget says so):
+        uniform random actions, or the planner plus exploration noise N(0, σ²), clipped."""
+        t = self.config.train
+        count = min(t.collect_envs, t.max_episodes - self.counters.episodes)
         if random_actions:
-            low, high = self.env.action_space.low, self.env.action_space.high
-            policy = lambda obs: self.action_rng.uniform(low, high).astype(np.float32)  # noqa: E731
+            count = min(count, t.seed_episodes - self.counters.episodes)
+        count = max(count, 1)
+        seeds = [self.config.seed * 100_003 + self.counters.episodes + i for i in range(count)]
+        if random_actions:
+            act = uniform_policy(self.action_size, self.action_rng)
         else:
-            agent = Agent(self.world_model, self.planner, bits=self.config.train.bits,
-                          generator=self.generator)
-            agent.reset(1)
-            noise = self.config.train.exploration_noise
-            plan_time = [0.0, 0]
-
-            def policy(obs):
-                start = time.perf_counter()
-                action = agent.act(obs[None], explore_noise=noise)[0]
-                plan_time[0] += time.perf_counter() - start
-                plan_time[1] += 1
-                return action
-
-        start = time.perf_counter()
+            agent = Agent(self.world_model, self.planner, bits=t.bits, generator=self.generator)
+            agent.reset(count)
+            act = functools.partial(agent.act, explore_noise=t.exploration_noise)
         self.world_model.eval()
-        episode = run_episode(self.env, policy, seed)
-        self.world_model.train()
-        elapsed = time.perf_counter() - start
-        steps = (len(episode["reward"]) - 1) * self.repeat
-        timing["train/env_steps_per_s"] = steps / max(elapsed, 1e-9)
+        try:
+            out = run_episodes(self.pool, act, seeds, keep=True)
+        finally:
+            self.world_model.train()
+        timing = {"train/env_steps_per_s": out.env_steps_per_s}
         if not random_actions:
-            timing["train/ms_per_plan"] = 1000 * plan_time[0] / max(plan_time[1], 1)
-        return episode, float(episode["reward"].sum()), timing
+            timing["train/ms_per_plan"] = out.ms_per_act
+        return out.episodes, timing
 
-    def _add_episode(self, episode, ret, timing, bar) -> None:
+    def _add_episode(self, episode, timing, bar) -> None:
+        ret = float(episode["reward"].sum())
         self.replay.add(episode)
         self.counters.episodes += 1
         steps = (len(episode["reward"]) - 1) * self.repeat
@@ -504,8 +526,9 @@ class Trainer:
         last_eval = None
         try:
             while self.counters.episodes < cfg.train.seed_episodes and not self.done():
-                episode, ret, timing = self.collect(random_actions=True)
-                self._add_episode(episode, ret, timing, bar)
+                episodes, timing = self.collect(random_actions=True)
+                for episode in episodes:
+                    self._add_episode(episode, timing, bar)
                 self.save()
             while not self.done():
                 losses: dict[str, list[float]] = {}
@@ -516,15 +539,18 @@ class Trainer:
                 update_ms = 1000 * (time.perf_counter() - start) / cfg.train.collect_interval
                 means = {f"loss/{k}": float(np.mean(v)) for k, v in losses.items()}
                 self.logger.scalars(self.counters.env_steps, {**means, "train/ms_per_update": update_ms})
-                episode, ret, timing = self.collect(random_actions=False)
-                self._add_episode(episode, ret, timing, bar)
+                before = self.counters.episodes
+                episodes, timing = self.collect(random_actions=False)
+                for episode in episodes:
+                    self._add_episode(episode, timing, bar)
                 if bar is not None:
                     bar.set_postfix(
-                        ep=self.counters.episodes, ret=f"{ret:.1f}",
+                        ep=self.counters.episodes, ret=f"{float(episodes[-1]['reward'].sum()):.1f}",
                         loss=f"{means.get('loss/loss', float('nan')):.1f}",
                         kl=f"{means.get('loss/kl', float('nan')):.2f}",
                     )
-                if cfg.eval.every and self.counters.episodes % cfg.eval.every == 0:
+                every = cfg.eval.every
+                if every and self.counters.episodes // every > before // every:
                     last_eval = self.evaluate_now()
                     if bar is not None:
                         bar.write(
@@ -545,7 +571,7 @@ class Trainer:
         }
 
     def close(self) -> None:
-        self.env.close()
+        self.pool.close()
         self.logger.close()
 
 
