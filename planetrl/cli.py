@@ -33,6 +33,36 @@ def _fail(message: str, code: int = 2) -> int:
     return code
 
 
+class _ParseError(Exception):
+    pass
+
+
+def _quiet_tyro(parse):
+    """Run a tyro parse; turn its boxed error message into one line (:class:`_ParseError`)."""
+    import contextlib
+    import io
+    import re
+
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(captured):
+            return parse()
+    except SystemExit as exit_:
+        if not exit_.code:
+            raise
+        lines = []
+        for line in captured.getvalue().splitlines():
+            text = re.sub(r"[\u2500-\u257f]", "", line).strip()
+            if not text and lines:
+                continue
+            if "Argument helptext" in text or text.startswith("For full helptext"):
+                break
+            if text:
+                lines.append(text)
+        message = " ".join(lines[1:] if len(lines) > 1 else lines) or "invalid arguments"
+        raise _ParseError(re.sub(r"\s+", " ", message)) from None
+
+
 def _train(argv: list[str]) -> int:
     import tyro
 
@@ -50,13 +80,18 @@ def _train(argv: list[str]) -> int:
         "--allow-config-change (resume with changed hyperparameters), --no-progress (no progress "
         "bar). Defaults below are those of --preset " + known.preset + "."
     )
-    config = tyro.cli(
-        Config,
-        default=preset(known.preset),
-        args=rest + ["--preset", known.preset],
-        prog="planetrl train",
-        description=description,
-    )
+    try:
+        config = _quiet_tyro(
+            lambda: tyro.cli(
+                Config,
+                default=preset(known.preset),
+                args=rest + ["--preset", known.preset],
+                prog="planetrl train",
+                description=description,
+            )
+        )
+    except _ParseError as err:
+        return _fail(f"{err}; see `planetrl train --help`")
     try:
         config.validate()
         from planetrl.envs import parse_task

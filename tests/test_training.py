@@ -175,6 +175,10 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     assert r.returncode == 2 and "swingup" in r.stderr and "Traceback" not in r.stderr
     r = run("train", "--logdir", str(tmp_path / "y"), "--planner.top-k", "5000")
     assert r.returncode == 2 and "top_k" in r.stderr and "Traceback" not in r.stderr
+    for bad in (["--train.batch-size", "abc"], ["--bogus", "1"], ["--model.transition", "foo"]):
+        r = run("train", "--logdir", str(tmp_path / "z"), *bad)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and bad[0] in r.stderr, r.stderr
     r = run("train", "--preset", "huge")
     assert r.returncode == 2 and "paper, small" in r.stderr
     r = run("eval", "--logdir", str(tmp_path / "missing"))
