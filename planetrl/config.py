@@ -57,6 +57,12 @@ class LossConfig:
 
     free_nats: float = 3.0
     """Free nats: the KL term per step is max(KL, free_nats)."""
+    reward_scale: float = 10.0
+    """Weight of the reward log-likelihood. 10 as in the official implementation, which produced
+    the paper's results (the paper's Eq. 3 has weight 1; the reward head is small next to the
+    12,288-dimensional image term and learns slowly without it)."""
+    image_scale: float = 1.0
+    """Weight of the image log-likelihood."""
     kl_scale: float = 1.0
     """Weight β_1 of the one-step KL(q(s_t | .) || p(s_t | h_t))."""
     overshooting_distance: int = 1
@@ -215,6 +221,8 @@ class Config:
             "model.min_std": (self.model.min_std, 0.0, False),
             "loss.free_nats": (self.loss.free_nats, 0.0, True),
             "loss.kl_scale": (self.loss.kl_scale, 0.0, True),
+            "loss.reward_scale": (self.loss.reward_scale, 0.0, True),
+            "loss.image_scale": (self.loss.image_scale, 0.0, True),
             "loss.overshooting_kl_scale": (self.loss.overshooting_kl_scale, 0.0, True),
             "loss.overshooting_reward_scale": (self.loss.overshooting_reward_scale, 0.0, True),
             "loss.global_kl_scale": (self.loss.global_kl_scale, 0.0, True),

@@ -100,6 +100,8 @@ def loss_kwargs(config: Config) -> dict[str, Any]:
     return dict(
         free_nats=lc.free_nats,
         kl_scale=lc.kl_scale,
+        reward_scale=lc.reward_scale,
+        image_scale=lc.image_scale,
         overshooting_distance=lc.overshooting_distance,
         overshooting_kl_scale=lc.overshooting_kl_scale,
         overshooting_reward_scale=lc.overshooting_reward_scale,
