@@ -153,7 +153,7 @@ def _eval(argv: list[str]) -> int:
     except (ConfigError, CheckpointError) as err:
         return _fail(str(err))
     device = next(world_model.parameters()).device
-    planner = build_planner(config, torch.Generator(device=device).manual_seed(args.seed))
+    planner = build_planner(config, torch.Generator(device=device).manual_seed(args.seed), device)
     returns, frames, timing = evaluate(
         config, world_model, episodes=args.episodes, seed=args.seed, planner=planner,
         parallel=not args.serial, record=args.video,

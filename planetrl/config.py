@@ -146,13 +146,16 @@ class SpeedConfig:
     eager path is the readable reference."""
 
     compile: bool = False
-    """torch.compile the one-step latent cell used by the planner and the update's networks."""
+    """torch.compile the planner's H-step rollout (~1.4x on a CPU plan; costs 25-45 s of
+    compiling per number of environments at start, so off by default)."""
     bf16: bool = False
-    """bfloat16 autocast for the update's encoder/decoder and the planner's rollouts."""
-    channels_last: bool = False
-    """channels_last memory format for the encoder and decoder convolutions."""
-    cuda_graphs: bool = True
-    """On CUDA, capture the CEM planning loop in a CUDA graph (static shapes); ignored on CPU."""
+    """bfloat16 for the encoder/decoder (autocast) and the planner's rollouts; the RSSM unroll,
+    KL and likelihoods of the update stay float32. With channels_last: ~2x per CPU update."""
+    channels_last: bool = True
+    """channels_last memory format for the encoder and decoder convolutions (same function)."""
+    cuda_graphs: bool = False
+    """On CUDA, capture the whole CEM plan in one CUDA graph per number of environments. Off until
+    measured on a GPU (benchmarks/gpu_check.sh); ignored on CPU."""
 
 
 @dataclass
@@ -275,6 +278,8 @@ def small_preset() -> Config:
     - ``planner.candidates=300, top_k=30, iterations=6``: the plan costs J·H·I latent steps per
       action; 300 candidates keep K/J = 10% as in the paper.
     - ``eval.every=5, eval.episodes=5``: a denser learning curve for short runs.
+    - ``speed.bf16``: bfloat16 encoder/decoder and planner rollouts, ~2x on a CPU with bf16
+      matrix units; the plan changes by less than CEM's own sampling noise (docs/benchmarks.md).
     - ``max_episodes=100``.
     """
     cfg = Config(preset="small", render="fast")
@@ -286,6 +291,7 @@ def small_preset() -> Config:
     cfg.planner.top_k = 30
     cfg.planner.iterations = 6
     cfg.eval.every = 5
+    cfg.speed.bf16 = True
     return cfg
 
 

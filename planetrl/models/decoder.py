@@ -58,7 +58,13 @@ class Decoder(nn.Module):
         channels_last: run the transposed convolutions in ``torch.channels_last`` memory format
             (same function; measured on a 2-core CPU: within noise for this decoder; off by
             default).
+
+    ``autocast_dtype`` (attribute, default None): run the forward in that autocast dtype (e.g.
+    ``torch.bfloat16``, set by :func:`planetrl.speed.optimise_world_model`); the output is cast
+    back to float32.
     """
+
+    autocast_dtype: torch.dtype | None = None
 
     def __init__(self, feature_size: int, cnn_depth: int = 32, channels_last: bool = False) -> None:
         super().__init__()
@@ -90,6 +96,18 @@ class Decoder(nn.Module):
             raise ValueError(
                 f"features must have last dim {self.feature_size}, got {tuple(features.shape)}"
             )
+        if self.autocast_dtype is not None:
+            with torch.autocast(features.device.type, dtype=self.autocast_dtype):
+                return self._forward(features).float()
+        return self._forward(features)
+
+    def set_channels_last(self, on: bool = True) -> None:
+        """Switch the channels_last memory format on or off (parameters keep their identity)."""
+        self.channels_last = bool(on)
+        fmt = torch.channels_last if on else torch.contiguous_format
+        self.deconvs.to(memory_format=fmt)
+
+    def _forward(self, features: Tensor) -> Tensor:
         lead = features.shape[:-1]
         x = self.fc(features.reshape(-1, self.feature_size))
         x = F.relu(self.deconv1(x))

@@ -43,7 +43,7 @@ from planetrl.config import (
 from planetrl.envs import EnvPool, default_action_repeat, make_env
 from planetrl.models import WorldModel
 from planetrl.objective import compute_loss
-from planetrl.planning import make_planner
+from planetrl import speed
 from planetrl.training.videos import open_loop_video, tile_frames
 from planetrl.replay import Replay
 from planetrl.training.io import CheckpointError, load_checkpoint, save_checkpoint
@@ -84,15 +84,12 @@ def build_world_model(config: Config, action_size: int) -> WorldModel:
     )
 
 
-def build_planner(config: Config, generator: torch.Generator | None = None) -> Callable:
-    p = config.planner
-    if p.name == "cem":
-        kwargs = dict(
-            horizon=p.horizon, iterations=p.iterations, candidates=p.candidates, top_k=p.top_k
-        )
-    else:
-        kwargs = dict(horizon=p.horizon, candidates=p.candidates)
-    return make_planner(p.name, generator=generator, **kwargs)
+def build_planner(
+    config: Config, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+) -> Callable:
+    """The configured planner with the fast paths of ``config.speed`` that apply on ``device``
+    (exactly the eager ``planetrl.planning`` planner when they are off)."""
+    return speed.make_planner(config.planner, config.speed, device, generator=generator)
 
 
 def loss_kwargs(config: Config) -> dict[str, Any]:
@@ -314,13 +311,15 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.pool = make_pool(config, config.train.collect_envs)
         self.action_size = int(self.pool.single_action_space.shape[0])
-        self.world_model = build_world_model(config, self.action_size).to(self.device)
+        self.world_model = speed.optimise_world_model(
+            build_world_model(config, self.action_size).to(self.device), config.speed, self.device
+        )
         self.optimizer = torch.optim.Adam(
             self.world_model.parameters(), lr=config.train.learning_rate, eps=config.train.adam_eps
         )
         self.generator = torch.Generator().manual_seed(config.seed)
         plan_gen = torch.Generator(device=self.device).manual_seed(config.seed + 1)
-        self.planner = build_planner(config, plan_gen)
+        self.planner = build_planner(config, plan_gen, self.device)
         self.plan_generator = plan_gen
         self.action_rng = np.random.default_rng(config.seed)
         self.replay = Replay(
@@ -464,7 +463,7 @@ class Trainer:
         record = e.video
         seed = 1_000_000 + 1000 * self.config.seed
         eval_planner = build_planner(
-            self.config, torch.Generator(device=self.device).manual_seed(seed)
+            self.config, torch.Generator(device=self.device).manual_seed(seed), self.device
         )
         returns, frames, timing = evaluate(
             self.config, self.world_model, episodes=e.episodes, seed=seed, planner=eval_planner,
@@ -597,7 +596,9 @@ def load_run(logdir: str | Path, device: str = "auto") -> tuple[Config, WorldMod
         action_size = int(env.action_space.shape[0])
     finally:
         env.close()
-    world_model = build_world_model(config, action_size).to(dev)
+    world_model = speed.optimise_world_model(
+        build_world_model(config, action_size).to(dev), config.speed, dev
+    )
     payload = load_checkpoint(logdir / "checkpoint.pt", map_location=dev)
     try:
         world_model.load_state_dict(payload["model"])

@@ -1,0 +1,289 @@
+"""The fast paths of planetrl.speed compute the eager function (fresh random inputs each time).
+
+Tolerances: float32 paths match the eager code to 1e-5 (the lean CEM draws the same random
+numbers in the same order, so its plan is the eager plan); bfloat16 paths are compared with the
+float32 ones on the same random draws: the planned action within 0.15 (actions live in [-1, 1];
+CEM's top-K selection amplifies rounding, see docs/benchmarks.md) and the loss within 1% relative.
+CUDA-only parts run only where CUDA is available; their CPU counterparts (the same static-buffer
+code without capture) are tested everywhere.
+"""
+
+from __future__ import annotations
+
+import functools
+import types
+
+import pytest
+import torch
+
+from planetrl import speed
+from planetrl.config import PlannerConfig, SpeedConfig
+from planetrl.models import WorldModel, make_transition
+from planetrl.models.reward import RewardModel
+from planetrl.models.state import State
+from planetrl.objective import compute_loss
+from planetrl.planning import cem
+from planetrl.speed import lean
+
+CUDA = torch.cuda.is_available()
+OPTIONS = dict(horizon=5, iterations=3, candidates=64, top_k=8)
+PLANNER = PlannerConfig(**OPTIONS)
+OFF = SpeedConfig(compile=False, bf16=False, channels_last=False, cuda_graphs=False)
+
+
+def models(seed: int, action_size: int = 3, device: str = "cpu", kind: str = "rssm"):
+    torch.manual_seed(seed)
+    transition = make_transition(
+        kind, action_size, 64, deter_size=40, stoch_size=8, hidden_size=32
+    ).to(device)
+    reward = RewardModel(transition.feature_size, 32, 2).to(device)
+    return transition.eval(), reward.eval()
+
+
+def belief(transition, num_envs: int, seed: int, device: str = "cpu") -> State:
+    g = torch.Generator().manual_seed(seed)
+    state = transition.initial(num_envs).map(lambda x: torch.randn(x.shape, generator=g))
+    state = State(state.deter, state.stoch, state.mean, state.std.abs() + 0.1)
+    return state.to(device)
+
+
+def plan(planner, transition, reward, state, seed: int, device: str = "cpu"):
+    """Run ``planner`` with the default generators seeded (the prior noise) and return it."""
+    torch.manual_seed(seed)
+    if device != "cpu":
+        torch.cuda.manual_seed(seed)
+    return planner(transition, reward, state)
+
+
+@pytest.mark.parametrize("num_envs", [1, 3])
+def test_lean_cem_is_eager_cem_float32(num_envs):
+    transition, reward = models(num_envs)
+    state = belief(transition, num_envs, seed=10 + num_envs)
+    eager = functools.partial(cem, generator=torch.Generator().manual_seed(5), **OPTIONS)
+    fast = functools.partial(lean.lean_cem, generator=torch.Generator().manual_seed(5), **OPTIONS)
+    a = plan(eager, transition, reward, state, seed=7)
+    b = plan(fast, transition, reward, state, seed=7)
+    assert b.shape == (num_envs, 3)
+    torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+
+
+def test_rollout_variants_agree():
+    transition, reward = models(1)
+    w = lean.RSSMPriorWeights.from_rssm(transition)
+    rew = lean.reward_layers(reward, None)
+    N, H = 50, 4
+    args = (
+        torch.randn(N, 40), torch.randn(N, 8), torch.randn(N, H, 32), torch.randn(H, N, 8),
+        w.w_stoch, w.w_ih, w.b_ih, w.w_hh, w.b_hh, w.w_prior, w.b_prior, w.w_head, w.b_head,
+        rew, w.min_std,
+    )
+    fused = lean.rollout_returns(*args, gru_cell=True)
+    gates = lean.rollout_returns(*args, gru_cell=False)
+    torch.testing.assert_close(gates, fused, atol=1e-4, rtol=1e-5)
+
+
+def test_flags_off_give_the_eager_planner():
+    transition, reward = models(2)
+    state = belief(transition, 2, seed=3)
+    for cfg in (OFF, SpeedConfig()):  # cuda_graphs (on by default) is ignored on CPU
+        planner = speed.make_planner(PLANNER, cfg, "cpu", torch.Generator().manual_seed(1))
+        assert isinstance(planner, functools.partial) and planner.func is cem
+        reference = functools.partial(cem, generator=torch.Generator().manual_seed(1), **OPTIONS)
+        torch.testing.assert_close(
+            plan(planner, transition, reward, state, 4),
+            plan(reference, transition, reward, state, 4),
+            atol=0, rtol=0,
+        )
+    random_cfg = PlannerConfig(name="random", horizon=5, candidates=64)
+    planner = speed.make_planner(random_cfg, SpeedConfig(bf16=True), "cpu")
+    assert isinstance(planner, functools.partial) and planner.func.__name__ == "random_shooting"
+
+
+def test_bf16_planner_close_to_float32():
+    transition, reward = models(3)
+    state = belief(transition, 2, seed=5)
+    fp32 = speed.make_planner(PLANNER, SpeedConfig(bf16=False, compile=False, cuda_graphs=True),
+                              "cpu", torch.Generator().manual_seed(2))
+    assert isinstance(fp32, functools.partial)  # cuda_graphs alone does nothing on CPU
+    bf16 = speed.make_planner(PLANNER, SpeedConfig(bf16=True, cuda_graphs=False), "cpu",
+                              torch.Generator().manual_seed(2))
+    a = plan(fp32, transition, reward, state, 6)
+    b = plan(bf16, transition, reward, state, 6)
+    assert b.dtype == torch.float32 and b.shape == a.shape
+    assert (b - a).abs().max() < 0.15
+
+
+@pytest.mark.parametrize("kind", ["ssm", "gru"])
+def test_unsupported_models_fall_back_to_eager(kind):
+    transition, reward = models(4, kind=kind)
+    assert not lean.supports(transition, reward)
+    state = belief(transition, 2, seed=8)
+    planner = speed.make_planner(PLANNER, SpeedConfig(bf16=True), "cpu",
+                                 torch.Generator().manual_seed(3))
+    reference = functools.partial(cem, generator=torch.Generator().manual_seed(3), **OPTIONS)
+    a = plan(reference, transition, reward, state, 9)
+    b = plan(planner, transition, reward, state, 9)
+    assert b.shape == a.shape and b.dtype == torch.float32
+    assert (b - a).abs().max() < 0.15
+
+
+def test_static_planner_without_graphs_is_eager():
+    """The CUDA-graph planner's static-buffer code, minus the capture, on CPU."""
+    transition, reward = models(5)
+    fast = functools.partial(lean.lean_cem, generator=torch.Generator().manual_seed(4), **OPTIONS)
+    eager = functools.partial(cem, generator=torch.Generator().manual_seed(4), **OPTIONS)
+    static = speed.StaticPlanner(fast, eager, OPTIONS, generator=None, use_graphs=False)
+    for num_envs in (1, 3, 1):  # a new E builds new buffers; the old ones are reused
+        state = belief(transition, num_envs, seed=20 + num_envs)
+        torch.testing.assert_close(
+            plan(static, transition, reward, state, 11),
+            plan(eager, transition, reward, state, 11),
+            atol=1e-5, rtol=0,
+        )
+    assert len(static._entries) == 2
+
+
+def _batch(B: int, L: int, A: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    is_first = torch.zeros(B, L, dtype=torch.bool)
+    is_first[:, 0] = True
+    is_first[0, L // 2] = True
+    return types.SimpleNamespace(
+        image=torch.rand(B, L, 3, 64, 64, generator=g) - 0.5,
+        action=torch.rand(B, L, A, generator=g) * 2 - 1,
+        reward=torch.randn(B, L, generator=g),
+        is_first=is_first,
+    )
+
+
+def _loss_and_grads(model, batch, seed):
+    torch.manual_seed(seed)
+    model.zero_grad(set_to_none=True)
+    loss, _, _ = compute_loss(model, batch)
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+@pytest.mark.parametrize(
+    "cfg, tol",
+    [
+        (SpeedConfig(channels_last=True, cuda_graphs=False), 1e-5),
+        (SpeedConfig(bf16=True, cuda_graphs=False), 1e-2),
+        (SpeedConfig(bf16=True, channels_last=True, cuda_graphs=False), 1e-2),
+    ],
+)
+def test_update_fast_paths_match_eager(cfg, tol):
+    torch.manual_seed(0)
+    reference = WorldModel(2, cnn_depth=4, embed_size=128, deter_size=20, stoch_size=6,
+                           hidden_size=16, reward_hidden=16)
+    fast = WorldModel(2, cnn_depth=4, embed_size=128, deter_size=20, stoch_size=6,
+                      hidden_size=16, reward_hidden=16)
+    fast.load_state_dict(reference.state_dict())
+    params = [id(p) for p in fast.parameters()]
+    assert speed.optimise_world_model(fast, cfg, "cpu") is fast
+    assert [id(p) for p in fast.parameters()] == params  # the optimiser keeps working
+    assert list(fast.state_dict()) == list(reference.state_dict())
+    batch = _batch(3, 6, 2, seed=1)
+    loss_ref, grads_ref = _loss_and_grads(reference, batch, seed=2)
+    loss_fast, grads_fast = _loss_and_grads(fast, batch, seed=2)
+    assert abs(loss_fast - loss_ref) <= tol * abs(loss_ref)
+    # Gradients: relative to each tensor's norm (bf16: the encoder/decoder ones to ~5%).
+    for name, g in grads_ref.items():
+        err = (grads_fast[name] - g).norm() / g.norm().clamp_min(1e-12)
+        assert err < (1e-4 if tol < 1e-4 else 0.1), (name, float(err))
+
+
+def test_optimise_all_off_is_untouched():
+    torch.manual_seed(0)
+    model = WorldModel(2, cnn_depth=4, embed_size=128, deter_size=20, stoch_size=6,
+                       hidden_size=16, reward_hidden=16)
+    speed.optimise_world_model(model, OFF, "cpu")
+    assert model.encoder.autocast_dtype is None and not model.encoder.channels_last
+    assert model.decoder.autocast_dtype is None and not model.decoder.channels_last
+
+
+# ------------------------------------------------------------------------------------------ CUDA
+cuda_only = pytest.mark.skipif(not CUDA, reason="needs CUDA")
+
+
+@cuda_only
+@pytest.mark.parametrize("num_envs", [1, 4])
+def test_cuda_lean_cem_float32_is_eager(num_envs):
+    transition, reward = models(6, device="cuda")
+    state = belief(transition, num_envs, seed=1, device="cuda")
+    gen = lambda: torch.Generator(device="cuda").manual_seed(3)  # noqa: E731
+    a = plan(functools.partial(cem, generator=gen(), **OPTIONS), transition, reward, state, 2,
+             "cuda")
+    b = plan(functools.partial(lean.lean_cem, generator=gen(), **OPTIONS), transition, reward,
+             state, 2, "cuda")
+    torch.testing.assert_close(b, a, atol=1e-4, rtol=0)
+
+
+def _generator_of(planner) -> torch.Generator:
+    if isinstance(planner, speed.StaticPlanner):
+        return planner.generator
+    if isinstance(planner, functools.partial):
+        return planner.keywords["generator"]
+    return planner.fast.keywords["generator"]
+
+
+@cuda_only
+@pytest.mark.parametrize("bf16", [False, True])
+def test_cuda_graph_planner_matches_uncaptured(bf16):
+    transition, reward = models(7, device="cuda")
+    cfg = SpeedConfig(bf16=bf16, cuda_graphs=True)
+    graphed = speed.make_planner(PLANNER, cfg, "cuda", torch.Generator(device="cuda").manual_seed(1))
+    assert isinstance(graphed, speed.StaticPlanner)
+    plain = speed.make_planner(PLANNER, SpeedConfig(bf16=bf16, cuda_graphs=False), "cuda",
+                               torch.Generator(device="cuda").manual_seed(1))
+    for num_envs in (1, 3):
+        state = belief(transition, num_envs, seed=num_envs, device="cuda")
+        first = plan(graphed, transition, reward, state, 5, "cuda")  # builds + captures
+        _generator_of(graphed).manual_seed(9)
+        _generator_of(plain).manual_seed(9)
+        a = plan(graphed, transition, reward, state, 5, "cuda")
+        b = plan(plain, transition, reward, state, 5, "cuda")
+        assert a.shape == (num_envs, 3) and torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, atol=1e-3 if not bf16 else 0.15, rtol=0)
+        # Fresh noise at every replay: another plan from the same belief differs.
+        assert not torch.equal(plan(graphed, transition, reward, state, 6, "cuda"), first)
+    # The graph reads the live parameters: an in-place update changes the plan like eager's.
+    with torch.no_grad():
+        reward.net[-1].weight.mul_(-1.0)
+    state = belief(transition, 1, seed=1, device="cuda")
+    _generator_of(graphed).manual_seed(4)
+    _generator_of(plain).manual_seed(4)
+    torch.testing.assert_close(
+        plan(graphed, transition, reward, state, 8, "cuda"),
+        plan(plain, transition, reward, state, 8, "cuda"),
+        atol=1e-3 if not bf16 else 0.15, rtol=0,
+    )
+
+
+@cuda_only
+def test_cuda_update_bf16_close():
+    torch.manual_seed(0)
+    reference = WorldModel(2, cnn_depth=8).cuda()
+    fast = WorldModel(2, cnn_depth=8).cuda()
+    fast.load_state_dict(reference.state_dict())
+    speed.optimise_world_model(fast, SpeedConfig(bf16=True, channels_last=True), "cuda")
+    batch = _batch(4, 8, 2, seed=3)
+    batch = types.SimpleNamespace(**{k: v.cuda() for k, v in vars(batch).items()})
+    loss_ref, _ = _loss_and_grads(reference, batch, seed=1)
+    loss_fast, _ = _loss_and_grads(fast, batch, seed=1)
+    assert abs(loss_fast - loss_ref) <= 1e-2 * abs(loss_ref)
+
+
+@pytest.mark.slow  # torch.compile takes ~20-45 s on 2 cores
+def test_compiled_planner_matches_eager():
+    """``compile``: the torch.compile'd rollout gives the eager plan (float32, same draws)."""
+    transition, reward = models(8)
+    state = belief(transition, 2, seed=12)
+    compiled = speed.make_planner(PLANNER, SpeedConfig(compile=True, cuda_graphs=False), "cpu",
+                                  torch.Generator().manual_seed(6))
+    reference = functools.partial(cem, generator=torch.Generator().manual_seed(6), **OPTIONS)
+    torch.testing.assert_close(
+        plan(compiled, transition, reward, state, 13),
+        plan(reference, transition, reward, state, 13),
+        atol=1e-4, rtol=0,
+    )
