@@ -26,8 +26,8 @@ Free nats, as the official google-research/planet ``training/utility.py``: ``max
 per step (and per overshooting term) before the mean, not on the mean KL; a KL below the free nats
 adds the constant ``free_nats`` and no gradient. Log-likelihoods are exact (closed form including
 the -0.5 ln(2 pi) constant per dimension), so at 3x64x64 the image term is ~11291 nats above half
-the squared error. Note: the official code weights the reward term by 10 (``reward_scale`` here
-defaults to 1).
+the squared error. The paper's Eq. 3 weights every term 1 (this function's defaults); the official
+code weights the reward term by 10, and so does the training config (``loss.reward_scale``).
 """
 
 from __future__ import annotations
