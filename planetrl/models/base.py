@@ -85,6 +85,13 @@ class SplitLinear(nn.Module):
         return self.linear(torch.cat(xs, dim=-1))
 
 
+def check_sizes(**sizes: int) -> None:
+    """Raise a ValueError naming the first size that is not a positive int."""
+    for name, value in sizes.items():
+        if int(value) <= 0:
+            raise ValueError(f"{name} must be a positive int, got {value}")
+
+
 class TransitionModel(nn.Module, abc.ABC):
     """Base of the latent transition models.
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from planetrl.models.base import SplitLinear, TransitionModel
+from planetrl.models.base import SplitLinear, TransitionModel, check_sizes
 from planetrl.models.state import State
 
 
@@ -55,12 +55,10 @@ class DeterministicGRU(TransitionModel):
         hidden_size: int = 200,
     ) -> None:
         super().__init__()
-        for name, value in dict(
+        check_sizes(
             action_size=action_size, embed_size=embed_size, deter_size=deter_size,
             hidden_size=hidden_size,
-        ).items():
-            if int(value) <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value}")
+        )
         self.action_size = int(action_size)
         self.embed_size = int(embed_size)
         self.hidden_size = int(hidden_size)

@@ -6,7 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from planetrl.models.base import GaussianHead, SplitLinear, TransitionModel, sample_normal
+from planetrl.models.base import (
+    GaussianHead,
+    SplitLinear,
+    TransitionModel,
+    check_sizes,
+    sample_normal,
+)
 from planetrl.models.state import State
 
 
@@ -36,12 +42,10 @@ class SSM(TransitionModel):
         mean_only: bool = False,
     ) -> None:
         super().__init__()
-        for name, value in dict(
+        check_sizes(
             action_size=action_size, embed_size=embed_size, stoch_size=stoch_size,
             hidden_size=hidden_size,
-        ).items():
-            if int(value) <= 0:
-                raise ValueError(f"{name} must be a positive int, got {value}")
+        )
         self.action_size = int(action_size)
         self.embed_size = int(embed_size)
         self.deter_size = 0
