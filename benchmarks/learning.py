@@ -121,8 +121,12 @@ def main(argv=None) -> int:
     trainer = Trainer(config, progress=True, allow_config_change=True)
     started = time.time()
     try:
-        trainer.run()
-        last = trainer.evaluate_now()  # a final evaluation at the end of the budget
+        summary = trainer.run()
+        evals = [r for r in read_metrics(logdir / "metrics.jsonl") if "eval/return" in r]
+        if summary["eval"] is not None and evals and evals[-1]["step"] == trainer.counters.env_steps:
+            last = summary["eval"]  # the run just evaluated at its last step
+        else:
+            last = trainer.evaluate_now()  # a final evaluation at the end of the budget
     finally:
         trainer.close()
     minutes = (time.time() - started) / 60
