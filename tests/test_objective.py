@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.distributions import Independent, Normal
 
-from planetrl.models import State, WorldModel
+from planetrl.models import WorldModel
 from planetrl.objective import compute_loss, overshooting_terms, unit_normal_nll
 
 KINDS = ["rssm", "ssm", "gru"]

@@ -111,7 +111,7 @@ def reward_layers(reward_model: Any, dtype: torch.dtype | None) -> list[tuple[Te
     if not isinstance(net, torch.nn.Sequential):
         return None
     layers = []
-    for i, module in enumerate(net):
+    for module in net:
         if isinstance(module, torch.nn.Linear):
             layers.append((module.weight, module.bias))
         elif not isinstance(module, torch.nn.ReLU):
