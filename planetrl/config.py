@@ -63,6 +63,9 @@ class LossConfig:
     12,288-dimensional image term and learns slowly without it)."""
     image_scale: float = 1.0
     """Weight of the image log-likelihood."""
+    decode_fraction: float = 1.0
+    """Fraction of the B·L frames decoded for the image term, drawn uniformly without replacement
+    each update (the mean over them is an unbiased estimate of the full mean); 1 = all (paper)."""
     kl_scale: float = 1.0
     """Weight β_1 of the one-step KL(q(s_t | .) || p(s_t | h_t))."""
     overshooting_distance: int = 1
@@ -240,6 +243,10 @@ class Config:
             if not ok or value != value or value == float("inf"):
                 bound = ">=" if inclusive else ">"
                 raise ConfigError(f"{name} must be a finite number {bound} {low}, got {value!r}")
+        if not 0.0 < self.loss.decode_fraction <= 1.0:
+            raise ConfigError(
+                f"loss.decode_fraction must be in (0, 1], got {self.loss.decode_fraction!r}"
+            )
         if self.planner.top_k > self.planner.candidates:
             raise ConfigError(
                 f"planner.top_k (K={self.planner.top_k}) must be <= planner.candidates "
@@ -273,8 +280,12 @@ def small_preset() -> Config:
     - ``render=fast``: DMC rendering without shadows and anti-aliasing, ~10x faster under Mesa.
     - ``model.cnn_depth=16`` (encoder 16-32-64-128, embedding 512): the decoder dominates the update
       on a CPU; half the channels is ~3x cheaper and still reconstructs DMC frames well.
-    - ``train.batch_size=16``, ``train.collect_interval=50``: a quarter of the data per update and
-      half the updates per episode; the update is the main cost on a CPU.
+    - ``train.batch_size=16``: a third of the paper's chunks per update; the update is the main
+      cost on a CPU. ``train.collect_interval`` stays the paper's C=100: gradient steps per episode
+      matter more for early learning than the batch size (with C=50 the prior barely trained).
+    - ``loss.decode_fraction=0.25``: the decoder (transposed convolutions, ~2/3 of an update on a
+      CPU) reconstructs a random quarter of the B·L frames; the image term stays an unbiased
+      estimate of the paper's and the update is ~2x faster (579 -> 276 ms at B=16, L=50).
     - ``planner.candidates=300, top_k=30, iterations=6``: the plan costs J·H·I latent steps per
       action; 300 candidates keep K/J = 10% as in the paper.
     - ``eval.every=5, eval.episodes=5``: a denser learning curve for short runs.
@@ -285,7 +296,7 @@ def small_preset() -> Config:
     cfg = Config(preset="small", render="fast")
     cfg.model.cnn_depth = 16
     cfg.train.batch_size = 16
-    cfg.train.collect_interval = 50
+    cfg.loss.decode_fraction = 0.25
     cfg.train.max_episodes = 100
     cfg.planner.candidates = 300
     cfg.planner.top_k = 30

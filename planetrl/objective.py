@@ -153,6 +153,7 @@ def compute_loss(
     global_kl_scale: float = 0.0,
     image_scale: float = 1.0,
     reward_scale: float = 1.0,
+    decode_fraction: float = 1.0,
 ) -> tuple[Tensor, dict[str, Tensor], State]:
     """The negative variational bound for one batch of chunks (see the module docstring).
 
@@ -168,6 +169,11 @@ def compute_loss(
         overshooting_reward_scale: gamma; reward NLL under the d-step priors, weighted gamma / D.
         global_kl_scale: weight of KL(q(s_t | .) || N(0, I)) (no free nats).
         image_scale, reward_scale: weights of the image and reward NLL.
+        decode_fraction: decode only ``ceil(decode_fraction * B * L)`` frames, drawn uniformly
+            without replacement (torch's global generator); the image term is their mean NLL, an
+            unbiased estimate of the mean over all B * L frames at a fraction of the decoder's
+            cost. The encoder, the filter, the reward and KL terms still see every frame. 1 = all
+            frames, the paper's objective (no random draw).
 
     Returns:
         (loss, metrics, posts): the scalar loss to minimise; detached scalar metrics ``loss``,
@@ -185,6 +191,8 @@ def compute_loss(
         free_nats = 0.0
     if free_nats < 0:
         raise ValueError(f"free_nats must be >= 0, got {free_nats}")
+    if not 0.0 < decode_fraction <= 1.0:
+        raise ValueError(f"decode_fraction must be in (0, 1], got {decode_fraction!r}")
     image, action, reward, is_first = _check_batch(world_model, batch)
     transition: TransitionModel = world_model.transition
     batch_size, length = image.shape[:2]
@@ -192,7 +200,15 @@ def compute_loss(
     embeds = world_model.encoder(image)
     posts, priors = transition.observe(embeds, action, is_first)
     features = transition.features(posts)
-    image_loss = unit_normal_nll(world_model.decoder(features), image, 3).mean()
+    if decode_fraction < 1.0:
+        # E_idx[mean_{i in idx} NLL_i] = mean_{b,t} NLL_{b,t}: decode a uniform subset of frames.
+        count = batch_size * length
+        chosen = torch.randperm(count, device=image.device)[: math.ceil(decode_fraction * count)]
+        flat_features = features.reshape(count, features.shape[-1])[chosen]
+        flat_images = image.reshape(count, *image.shape[2:])[chosen]
+        image_loss = unit_normal_nll(world_model.decoder(flat_features), flat_images, 3).mean()
+    else:
+        image_loss = unit_normal_nll(world_model.decoder(features), image, 3).mean()
     reward_loss = unit_normal_nll(world_model.reward(features), reward, 0).mean()
     kl = transition.kl(posts, priors)
     kl_loss = kl.clamp_min(free_nats).mean()

@@ -52,6 +52,8 @@ def test_unknown_preset():
         (("train", "bits"), 9, "train.bits"),
         ((None, "device"), "tpu", "device"),
         (("model", "stoch_size"), 0, "stoch_size"),
+        (("loss", "decode_fraction"), 0.0, "loss.decode_fraction"),
+        (("loss", "decode_fraction"), 1.5, "loss.decode_fraction"),
     ],
 )
 def test_bad_values_name_the_field(path, value, match):

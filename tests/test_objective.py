@@ -103,6 +103,47 @@ def test_rejects_bad_batches():
         compute_loss(wm, batch, overshooting_distance=0)
 
 
+# ----------------------------------------------------------------------------- decode fraction
+def per_frame_image_nll(wm, batch):
+    embeds = wm.encoder(batch.image)
+    posts, _ = wm.transition.observe(embeds, batch.action, batch.is_first)
+    feats = wm.transition.features(posts)
+    return unit_normal_nll(wm.decoder(feats), batch.image, 3).detach().flatten()
+
+
+def test_decode_fraction_is_a_subset_mean_and_unbiased():
+    """Each draw is the mean NLL of ceil(f B L) distinct frames; over draws it averages to the
+    full image term, and the other terms do not change."""
+    wm, batch = world_model(mean_only=True), random_batch(batch=2, length=6)
+    nll = per_frame_image_nll(wm, batch).double()  # 12 frames
+    _, full, _ = loss_of(wm, batch)
+    torch.testing.assert_close(full["image_loss"].double(), nll.mean(), rtol=1e-6, atol=1e-3)
+    subset_means = torch.combinations(nll, r=3).mean(dim=1)  # every 3-of-12 subset
+    draws = []
+    for seed in range(300):
+        _, metrics, _ = loss_of(wm, batch, seed=seed, decode_fraction=0.25)  # ceil(3.0) frames
+        value = metrics["image_loss"].double()
+        assert float((subset_means - value).abs().min()) < 1e-2
+        for key in ("reward_loss", "kl", "kl_loss"):
+            torch.testing.assert_close(metrics[key], full[key])
+        draws.append(float(value))
+    # Sampling 3 of N=12 without replacement: var = s^2 / 3 * (N - 3) / (N - 1).
+    stderr = math.sqrt(float(nll.var()) / 3 * 9 / 11 / len(draws))
+    assert abs(sum(draws) / len(draws) - float(nll.mean())) < 4 * stderr
+    assert len({round(d, 3) for d in draws}) > 20  # the subset is redrawn every call
+
+
+def test_decode_fraction_gradients_and_bad_values():
+    wm, batch = world_model(), random_batch()
+    loss, _, _ = loss_of(wm, batch, decode_fraction=0.1)
+    loss.backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in wm.decoder.parameters())
+    assert all(p.grad is not None for p in wm.encoder.parameters())
+    for bad in (0.0, -0.5, 1.01):
+        with pytest.raises(ValueError, match="decode_fraction"):
+            compute_loss(wm, batch, decode_fraction=bad)
+
+
 # ----------------------------------------------------------------------------- free nats
 def test_free_nats_clip_is_constant_without_gradient():
     wm, batch = world_model(), random_batch()

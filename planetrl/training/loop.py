@@ -21,7 +21,6 @@ from __future__ import annotations
 import functools
 import math
 import random
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +44,9 @@ from planetrl.models import WorldModel
 from planetrl.objective import compute_loss
 from planetrl import speed
 from planetrl.training.videos import open_loop_video, tile_frames
-from planetrl.replay import Replay
+from planetrl.replay import Replay, parse_episode_filename
 from planetrl.training.io import CheckpointError, load_checkpoint, save_checkpoint
 from planetrl.training.logger import Logger
-
-EPISODE_FILE = re.compile(r"^(\d+)-(\d+)\.npz$")
-
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; the last good checkpoint is kept."""
@@ -99,6 +95,7 @@ def loss_kwargs(config: Config) -> dict[str, Any]:
         kl_scale=lc.kl_scale,
         reward_scale=lc.reward_scale,
         image_scale=lc.image_scale,
+        decode_fraction=lc.decode_fraction,
         overshooting_distance=lc.overshooting_distance,
         overshooting_kl_scale=lc.overshooting_kl_scale,
         overshooting_reward_scale=lc.overshooting_reward_scale,
@@ -335,10 +332,10 @@ class Trainer:
         """(episodes, env steps) from the episode files, the counters' source of truth."""
         episodes = steps = 0
         for path in (self.logdir / "episodes").glob("*.npz"):
-            match = EPISODE_FILE.match(path.name)
-            if match:
+            parsed = parse_episode_filename(path.name)
+            if parsed is not None:
                 episodes += 1
-                steps += (int(match.group(2)) - 1) * self.repeat
+                steps += (parsed[1] - 1) * self.repeat
         return episodes, steps
 
     def _restore(self) -> None:
