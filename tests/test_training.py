@@ -72,6 +72,7 @@ def test_end_to_end_artefacts_and_eval(tmp_path):
     evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/return" in r]
     assert len(evals) == 1 and evals[0]["eval/episodes"] == 2
     assert 0 <= evals[0]["eval/return"] <= 1000
+    assert evals[0]["eval/open_loop_reward_mse_H"] >= 0
 
 
 def test_resume_continues_counters_and_state(tmp_path):
@@ -215,3 +216,45 @@ def test_parallel_collection_batches_the_planner(tmp_path):
     assert not np.array_equal(*first_frames)  # two different seeds, not one env twice
     evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/return" in r]
     assert len(evals) == 1  # episode 4 was crossed once (5 -> 7 does not cross 8)
+
+
+def test_open_loop_reward_error_over_the_planning_horizon():
+    """The open-loop reward MSE filters `context` steps, then imagines under the true actions;
+    `horizon` keeps only the first H imagined steps."""
+    from types import SimpleNamespace
+
+    from planetrl.models import WorldModel
+    from planetrl.training.loop import open_loop_reward_error
+
+    torch.manual_seed(0)
+    wm = WorldModel(1, cnn_depth=4, embed_size=128, deter_size=8, stoch_size=4, hidden_size=8,
+                    reward_hidden=8).eval()
+    wm.transition.mean_only = True
+    g = torch.Generator().manual_seed(0)
+    batch = SimpleNamespace(
+        image=torch.rand(3, 12, 3, 64, 64, generator=g) - 0.5,
+        action=torch.rand(3, 12, 1, generator=g) * 2 - 1,
+        reward=torch.rand(3, 12, generator=g),
+        is_first=torch.zeros(3, 12, dtype=torch.bool),
+    )
+    batch.is_first[2, 9] = True  # chunk 2 crosses a reset after the context: left out
+    with torch.no_grad():
+        posts, _ = wm.transition.observe(wm.encoder(batch.image[:2, :5]), batch.action[:2, :5],
+                                         batch.is_first[:2, :5])
+        priors = wm.transition.imagine(posts[:, -1], batch.action[:2, 5:])
+        predicted = wm.reward(wm.transition.features(priors))
+        squared = (predicted - batch.reward[:2, 5:]).square()
+        assert open_loop_reward_error(wm, batch) == pytest.approx(float(squared.mean()), rel=1e-5)
+        # Chunk 2's reset (t=9) is past context + 3, so all three chunks count over 3 steps.
+        posts, _ = wm.transition.observe(wm.encoder(batch.image[:, :5]), batch.action[:, :5],
+                                         batch.is_first[:, :5])
+        priors = wm.transition.imagine(posts[:, -1], batch.action[:, 5:8])
+        predicted = wm.reward(wm.transition.features(priors))
+        squared = (predicted - batch.reward[:, 5:8]).square()
+        assert open_loop_reward_error(wm, batch, horizon=3) == pytest.approx(
+            float(squared.mean()), rel=1e-5)
+        full3 = open_loop_reward_error(wm, SimpleNamespace(**{
+            k: getattr(batch, k)[:, :8] for k in ("image", "action", "reward", "is_first")}))
+        assert open_loop_reward_error(wm, batch, horizon=3) == pytest.approx(full3)
+        with pytest.raises(ValueError, match="horizon"):
+            open_loop_reward_error(wm, batch, horizon=0)

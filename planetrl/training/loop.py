@@ -23,6 +23,7 @@ import math
 import random
 import time
 from dataclasses import dataclass
+from types import SimpleNamespace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -248,10 +249,20 @@ def random_policy_returns(
 
 
 @torch.no_grad()
-def open_loop_reward_error(world_model: WorldModel, batch, context: int = 5) -> float:
+def open_loop_reward_error(
+    world_model: WorldModel, batch, context: int = 5, horizon: int | None = None
+) -> float:
     """Mean squared error of the rewards predicted open loop: filter ``context`` steps, then
-    imagine the rest of the chunk under the true actions and compare the reward model's means
-    with the true rewards. Chunks with an episode start after the context are not used."""
+    imagine the rest of the chunk (or only its next ``horizon`` steps, e.g. the planner's H)
+    under the true actions and compare the reward model's means with the true rewards. Chunks
+    with an episode start after the context are not used."""
+    if horizon is not None:
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1 or None, got {horizon!r}")
+        batch = SimpleNamespace(
+            **{k: getattr(batch, k)[:, : context + horizon]
+               for k in ("image", "action", "reward", "is_first")}
+        )
     is_first = torch.as_tensor(batch.is_first)
     keep = ~is_first[:, context:].any(dim=1).to(batch.image.device)
     if not keep.any():
@@ -468,6 +479,9 @@ class Trainer:
         )
         row = {
             "eval/open_loop_reward_mse": self.open_loop_reward_mse(),
+            "eval/open_loop_reward_mse_H": self.open_loop_reward_mse(
+                horizon=self.config.planner.horizon
+            ),
             "eval/return": float(np.mean(returns)),
             "eval/return_std": float(np.std(returns)),
             "eval/episodes": len(returns),
@@ -480,9 +494,12 @@ class Trainer:
         self.world_model.train()
         return row
 
-    def open_loop_reward_mse(self, sequences: int = 16, seed: int = 0) -> float:
+    def open_loop_reward_mse(
+        self, sequences: int = 16, seed: int = 0, horizon: int | None = None
+    ) -> float:
         """:func:`open_loop_reward_error` on replay chunks drawn with a fixed seed (the same
-        chunks while the replay is unchanged), so the figure is comparable across calls."""
+        chunks while the replay is unchanged), so the figure is comparable across calls;
+        ``horizon`` limits it to the first steps after the context (the planner's H)."""
         length = self.config.train.chunk_length
         state = self.replay.rng_state()
         self.replay.set_rng_state(np.random.default_rng(seed).bit_generator.state)
@@ -496,7 +513,7 @@ class Trainer:
         self.world_model.eval()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            error = open_loop_reward_error(self.world_model, batch)
+            error = open_loop_reward_error(self.world_model, batch, horizon=horizon)
         self.world_model.train(was_training)
         return error
 
