@@ -281,11 +281,21 @@ def small_preset() -> Config:
     - ``model.cnn_depth=16`` (encoder 16-32-64-128, embedding 512): the decoder dominates the update
       on a CPU; half the channels is ~3x cheaper and still reconstructs DMC frames well.
     - ``train.batch_size=16``: a third of the paper's chunks per update; the update is the main
-      cost on a CPU. ``train.collect_interval`` stays the paper's C=100: gradient steps per episode
-      matter more for early learning than the batch size (with C=50 the prior barely trained).
+      cost on a CPU. ``train.collect_interval`` stays the paper's C=100 (affordable with the
+      quarter decode below); C=50 gave the same balance returns per episode at ~25% less
+      wall-clock per episode (docs/results.md, runs 1 and 2), so it is the knob to turn first
+      when the wall-clock matters more than matching the paper's update schedule.
     - ``loss.decode_fraction=0.25``: the decoder (transposed convolutions, ~2/3 of an update on a
       CPU) reconstructs a random quarter of the B·L frames; the image term stays an unbiased
       estimate of the paper's and the update is ~2x faster (579 -> 276 ms at B=16, L=50).
+    - ``loss.overshooting_distance=12, overshooting_kl_scale=1, overshooting_reward_scale=10``:
+      latent overshooting (paper section 4) over the planning horizon H=12, plus the reward
+      log-likelihood under the d-step priors (the official code's ``overshooting_reward_scale``,
+      weighted like the one-step reward term). The planner only ever sees open-loop priors; with
+      the one-step bound alone the KL sat under the free nats (the prior got little gradient) and
+      the planner exploited reward-model errors (swingup at 20 episodes: 25, random 195). With it
+      the open-loop reward error on replay chunks halved and the swingup curve stayed at or above
+      random (docs/results.md). Costs ~25% more per update (351 -> 445 ms).
     - ``planner.candidates=300, top_k=30, iterations=6``: the plan costs J·H·I latent steps per
       action; 300 candidates keep K/J = 10% as in the paper.
     - ``eval.every=5, eval.episodes=5``: a denser learning curve for short runs.
@@ -297,6 +307,9 @@ def small_preset() -> Config:
     cfg.model.cnn_depth = 16
     cfg.train.batch_size = 16
     cfg.loss.decode_fraction = 0.25
+    cfg.loss.overshooting_distance = 12
+    cfg.loss.overshooting_kl_scale = 1.0
+    cfg.loss.overshooting_reward_scale = 10.0
     cfg.train.max_episodes = 100
     cfg.planner.candidates = 300
     cfg.planner.top_k = 30
