@@ -23,8 +23,8 @@ import math
 import random
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -48,6 +48,7 @@ from planetrl.training.videos import open_loop_video, tile_frames
 from planetrl.replay import Replay, parse_episode_filename
 from planetrl.training.io import CheckpointError, load_checkpoint, save_checkpoint
 from planetrl.training.logger import Logger
+
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; the last good checkpoint is kept."""
