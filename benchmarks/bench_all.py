@@ -34,31 +34,32 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from reference import ReferenceWorldModel, reference_cem, reference_loss  # noqa: E402
 
 from planetrl import speed  # noqa: E402
-from planetrl.config import SpeedConfig, preset  # noqa: E402
+from planetrl.config import preset  # noqa: E402
 from planetrl.models import WorldModel  # noqa: E402
 from planetrl.models.state import State  # noqa: E402
 from planetrl.objective import compute_loss  # noqa: E402
+from planetrl.speed.auto import FLAGS, SpeedDecision  # noqa: E402
+from planetrl.training import loop  # noqa: E402
+from planetrl.training.loop import Counters, decide_speed  # noqa: E402
 
-OFF = SpeedConfig(compile=False, bf16=False, channels_last=False, cuda_graphs=False)
+OFF = SpeedDecision(**{n: False for n in FLAGS})
 ACTION_SIZE = 6  # cheetah-run
 
 
-def default_speed(device: torch.device) -> SpeedConfig:
-    """The recommended fast flags (docs/benchmarks.md)."""
-    if device.type == "cuda":
-        return SpeedConfig(compile=True, bf16=True, channels_last=True, cuda_graphs=True)
-    return SpeedConfig(compile=True, bf16=True, channels_last=True, cuda_graphs=False)
-
-
-def parse_speed(text: str | None, device: torch.device) -> SpeedConfig:
-    if text is None:
-        return default_speed(device)
+def parse_speed(text: str, cfg, device: torch.device) -> SpeedDecision:
+    """``auto``: what a new run of the preset (its default budget) decides on this machine (the
+    timing probe included); else a comma-separated list of the flags to turn on."""
+    if text == "auto":
+        torch.manual_seed(0)
+        decision = decide_speed(cfg, build_world_model(cfg, device), device, Counters())
+        print(decision.describe())
+        return decision
     names = {n for n in text.split(",") if n}
-    unknown = names - {"compile", "bf16", "channels_last", "cuda_graphs"}
+    unknown = names - set(FLAGS)
     if unknown:
-        raise SystemExit(f"unknown --speed flags {sorted(unknown)}")
-    return SpeedConfig(**{n: n in names for n in ("compile", "bf16", "channels_last",
-                                                   "cuda_graphs")})
+        raise SystemExit(f"unknown --speed flags {sorted(unknown)}; accepted: auto or "
+                         f"{', '.join(FLAGS)}")
+    return SpeedDecision(**{n: n in names for n in FLAGS}, reasons={n: "--speed" for n in FLAGS})
 
 
 def sync(device: torch.device) -> None:
@@ -75,12 +76,7 @@ def timed(fn: Callable[[], Any], device: torch.device) -> float:
 
 
 def build_world_model(cfg, device: torch.device) -> WorldModel:
-    m = cfg.model
-    return WorldModel(
-        ACTION_SIZE, transition=m.transition, deter_size=m.deter_size, stoch_size=m.stoch_size,
-        hidden_size=m.hidden_size, embed_size=32 * m.cnn_depth, cnn_depth=m.cnn_depth,
-        min_std=m.min_std, reward_hidden=m.reward_hidden, reward_layers=m.reward_layers,
-    ).to(device)
+    return loop.build_world_model(cfg, ACTION_SIZE).to(device)
 
 
 def random_belief(transition, num_envs: int, device: torch.device, seed: int) -> State:
@@ -107,7 +103,7 @@ def seeded(seed: int, device: torch.device) -> None:
         torch.cuda.manual_seed(seed)
 
 
-def bench_plan(cfg, num_envs: int, device: torch.device, fast_cfg: SpeedConfig, repeats: int,
+def bench_plan(cfg, num_envs: int, device: torch.device, fast_cfg: SpeedDecision, repeats: int,
                warmup: int) -> dict[str, Any]:
     torch.manual_seed(0)
     wm = build_world_model(cfg, device).eval()
@@ -158,7 +154,7 @@ def bench_plan(cfg, num_envs: int, device: torch.device, fast_cfg: SpeedConfig, 
     }
 
 
-def bench_update(cfg, device: torch.device, fast_cfg: SpeedConfig, repeats: int,
+def bench_update(cfg, device: torch.device, fast_cfg: SpeedDecision, repeats: int,
                  warmup: int) -> dict[str, Any]:
     t = cfg.train
     torch.manual_seed(0)
@@ -242,7 +238,7 @@ def bench_replay(cfg, device: torch.device, quick: bool) -> list[dict[str, Any]]
                       f"with a reused output buffer)"}]
 
 
-def profile(cfg, device: torch.device, fast_cfg: SpeedConfig, rows: int = 15) -> None:
+def profile(cfg, device: torch.device, fast_cfg: SpeedDecision, rows: int = 15) -> None:
     from torch.profiler import ProfilerActivity, profile as torch_profile
 
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
@@ -296,9 +292,8 @@ def fmt_ms(ms: float) -> str:
     return f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
 
 
-def print_table(title: str, rows: list[dict[str, Any]], fast_cfg: SpeedConfig) -> None:
-    flags = ",".join(n for n in ("compile", "bf16", "channels_last", "cuda_graphs")
-                     if getattr(fast_cfg, n)) or "none"
+def print_table(title: str, rows: list[dict[str, Any]], fast_cfg: SpeedDecision) -> None:
+    flags = ",".join(n for n in FLAGS if getattr(fast_cfg, n)) or "none"
     print(f"\n### {title}\n")
     print(f"fast flags: {flags}\n")
     print("| measure | reference ms | planetrl eager ms | planetrl fast ms | speed-up "
@@ -321,9 +316,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["paper", "small"])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--speed", default=None,
-                        help="comma-separated fast flags (default: the recommended ones for the "
-                             "device: cpu compile,bf16,channels_last; cuda + cuda_graphs)")
+    parser.add_argument("--speed", default="auto",
+                        help="`auto` (default: what a run of each preset decides on this machine)"
+                             " or comma-separated fast flags, e.g. compile,bf16,channels_last")
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--skip-envs", action="store_true")
     parser.add_argument("--skip-replay", action="store_true")
@@ -336,7 +331,6 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    fast_cfg = parse_speed(args.speed, device)
     repeats, warmup = (2, 1) if args.quick else (5, 1)
     if device.type == "cuda":
         repeats *= 4
@@ -344,6 +338,7 @@ def main(argv: list[str] | None = None) -> None:
     print(f"machine: {machine()}")
     for name in args.presets:
         cfg = preset(name)
+        fast_cfg = parse_speed(args.speed, cfg, device)
         rows = []
         for num_envs in (1, 10):
             rows.append(bench_plan(cfg, num_envs, device, fast_cfg, repeats, warmup))

@@ -28,7 +28,9 @@ class Agent:
 
     Args:
         world_model: a :class:`planetrl.models.WorldModel`.
-        planner: ``planner(transition, reward_model, state) -> (E, A)`` first actions.
+        planner: ``planner(transition, reward_model, state) -> (E, A)`` first actions; if it
+            has a ``reset(num_envs)`` method (e.g. :class:`planetrl.planning.WarmStart`),
+            :meth:`reset` calls it.
         bits: bit depth of the observation preprocessing (paper: 5).
         generator: the torch generator for dequantisation and exploration noise (CPU).
     """
@@ -57,6 +59,12 @@ class Agent:
         return self.world_model.transition.action_size
 
     def reset(self, num_envs: int = 1) -> None:
+        """Start E = ``num_envs`` new episodes: the initial belief, no previous action, and the
+        planner's ``reset(num_envs)`` when it has one (a warm-started planner forgets its plans,
+        so nothing carries over from the previous episodes)."""
+        planner_reset = getattr(self.planner, "reset", None)
+        if callable(planner_reset):
+            planner_reset(num_envs)
         self.state = self.world_model.transition.initial(num_envs, device=self.device)
         self.prev_action = torch.zeros(num_envs, self.action_size, device=self.device)
         self._first = torch.ones(num_envs, dtype=torch.bool, device=self.device)

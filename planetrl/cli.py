@@ -136,28 +136,47 @@ def _eval(argv: list[str]) -> int:
     parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation episodes")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     parser.add_argument("--serial", action="store_true", help="step the envs in this process")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch CPU threads (0 = auto: the free cores; default: the run's "
+                             "`threads` setting)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress line")
     args = parser.parse_args(argv)
     if args.episodes < 1:
         return _fail(f"--episodes must be a positive integer, got {args.episodes}")
+    if args.threads is not None and args.threads < 0:
+        return _fail(f"--threads must be >= 0 (0 = auto), got {args.threads}")
 
     import numpy as np
     import torch
 
+    from planetrl import speed
     from planetrl.config import ConfigError
+    from planetrl.speed.threads import ThreadGovernor
     from planetrl.training.io import CheckpointError
     from planetrl.training.logger import write_mp4
     from planetrl.training.loop import build_planner, evaluate, load_run
+    from planetrl.training.progress import Progress
 
     try:
         config, world_model = load_run(args.logdir, device=args.device)
     except (ConfigError, CheckpointError) as err:
         return _fail(str(err))
     device = next(world_model.parameters()).device
-    planner = build_planner(config, torch.Generator(device=device).manual_seed(args.seed), device)
-    returns, frames, timing = evaluate(
-        config, world_model, episodes=args.episodes, seed=args.seed, planner=planner,
-        parallel=not args.serial, record=args.video,
-    )
+    threads = ThreadGovernor(config.threads if args.threads is None else args.threads)
+    threads.adjust()
+    fast = speed.resolve(config.speed, device)
+    print(f"{fast.describe()}\n  {'threads':<13} {threads.threads:<3}  ({threads.reason})")
+    planner = build_planner(config, torch.Generator(device=device).manual_seed(args.seed), device,
+                            fast)
+    bar = Progress(not args.no_progress)
+    try:
+        returns, frames, timing = evaluate(
+            config, world_model, episodes=args.episodes, seed=args.seed, planner=planner,
+            parallel=not args.serial, record=args.video,
+            on_step=lambda step, _: bar.phase(f"eval ({args.episodes} episodes): step {step}"),
+        )
+    finally:
+        bar.close()
     print(f"task {config.task}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over "
           f"{len(returns)} episodes ({', '.join(f'{r:.1f}' for r in returns)}); "
           f"{timing['eval/ms_per_plan']:.0f} ms per plan")

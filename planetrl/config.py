@@ -82,8 +82,9 @@ class LossConfig:
 class PlannerConfig:
     """Model-predictive control in latent space (paper section 2)."""
 
-    name: Literal["cem", "random"] = "cem"
-    """`cem` (cross-entropy method, the paper's) or `random` (random shooting baseline)."""
+    name: Literal["cem", "icem", "random"] = "cem"
+    """`cem` (cross-entropy method, the paper's), `icem` (CEM with the defaults of iCEM, Pinneri
+    et al. 2020, arXiv 2008.06389) or `random` (random shooting baseline)."""
     horizon: int = 12
     """H, planning horizon in (action-repeated) steps."""
     iterations: int = 10
@@ -92,6 +93,31 @@ class PlannerConfig:
     """J, candidate action sequences per iteration."""
     top_k: int = 100
     """K, elite sequences the belief is refitted to."""
+    # iCEM's options (cem and icem only). None = the planner's own default: for `cem` the paper's
+    # plain CEM (named in each docstring), for `icem` iCEM's (planetrl.planning.ICEM_DEFAULTS).
+    warm_start: bool | None = None
+    """Start each plan from the previous step's plan shifted by one step (and its kept elites);
+    forgotten at the start of every episode. None = the planner's default (cem: off)."""
+    noise_beta: float | None = None
+    """β >= 0: candidate noise with power spectral density 1/f^β along the H axis. None = the
+    planner's default (cem: 0, white noise)."""
+    keep_elites: float | None = None
+    """ξ in [0, 1): fraction of the K elites kept for the next iteration (and, with the warm
+    start, shifted into the next step). None = the planner's default (cem: 0)."""
+    population_decay: float | None = None
+    """γ >= 1: J_i = max(round(J γ^-i), min(2K, J)) candidates at iteration i. None = the
+    planner's default (cem: 1, J at every iteration)."""
+    momentum: float | None = None
+    """α in [0, 1): μ, σ <- (1 - α) (elite mean, std) + α (μ, σ). None = the planner's default
+    (cem: 0)."""
+    init_std: float | None = None
+    """σ_0 > 0, the initial std of the action belief. None = the planner's default (cem: 1)."""
+    execute_best: bool | None = None
+    """Execute the first action of the best sequence found instead of the mean μ_t. None = the
+    planner's default (cem: off)."""
+    mean_candidate: bool | None = None
+    """Add the mean μ as a candidate in the last iteration. None = the planner's default (cem:
+    off)."""
 
 
 @dataclass
@@ -143,22 +169,37 @@ class EvalConfig:
     """Step the M evaluation environments in worker processes."""
 
 
+Toggle = Literal["auto", "on", "off"]
+
+
 @dataclass
 class SpeedConfig:
-    """Fast paths, each chosen by measurement (docs/benchmarks.md) and each can be turned off; the
-    eager path is the readable reference."""
+    """Fast paths: each `auto` (decided for the machine at start, see `planetrl.speed.auto`; the
+    decision and its reason are printed and saved in `speed.json` of the run), `on` or `off`. All
+    off is the readable eager path. Measured in docs/benchmarks.md."""
 
-    compile: bool = False
-    """torch.compile the planner's H-step rollout (~1.4x on a CPU plan; costs 25-45 s of
-    compiling per number of environments at start, so off by default)."""
-    bf16: bool = False
+    compile: Toggle = "auto"
+    """torch.compile the planner's H-step rollout (1.3-2x on a CPU plan; 25-45 s of compiling per
+    number of environments at start). auto: on when a compiler exists and the run plans long
+    enough for the saving to exceed the compile time (a timing probe at start)."""
+    bf16: Toggle = "auto"
     """bfloat16 for the encoder/decoder (autocast) and the planner's rollouts; the RSSM unroll,
-    KL and likelihoods of the update stay float32. With channels_last: ~2x per CPU update."""
-    channels_last: bool = True
-    """channels_last memory format for the encoder and decoder convolutions (same function)."""
-    cuda_graphs: bool = False
-    """On CUDA, capture the whole CEM plan in one CUDA graph per number of environments. Off until
-    measured on a GPU (benchmarks/gpu_check.sh); ignored on CPU."""
+    KL and likelihoods of the update stay float32. ~2x where bf16 is native. auto: on for CPUs
+    with AMX-BF16 or AVX512-BF16 and for CUDA devices with bf16; off elsewhere (emulated bf16 is
+    5-10x slower)."""
+    channels_last: Toggle = "auto"
+    """channels_last memory format for the encoder and decoder convolutions (same function).
+    auto: on."""
+    cuda_graphs: Toggle = "auto"
+    """On CUDA, capture the whole CEM plan in one CUDA graph per number of environments. auto: off
+    until measured on a GPU (benchmarks/gpu_check.sh); never used on CPU."""
+
+    def __post_init__(self) -> None:
+        # Python callers and configs saved before `auto` existed use bools: True -> on.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, bool):
+                setattr(self, f.name, "on" if value else "off")
 
 
 @dataclass
@@ -252,6 +293,7 @@ class Config:
                 f"planner.top_k (K={self.planner.top_k}) must be <= planner.candidates "
                 f"(J={self.planner.candidates})"
             )
+        self._validate_planner_options()
         if self.model.transition == "gru" and self.model.stoch_size != 0:
             pass  # the GRU model ignores stoch_size; nothing to check
         if self.model.transition != "gru" and self.model.stoch_size < 1:
@@ -260,11 +302,38 @@ class Config:
             )
         if not 1 <= self.train.bits <= 8:
             raise ConfigError(f"train.bits must be in 1..8, got {self.train.bits!r}")
+        for f in dataclasses.fields(self.speed):
+            value = getattr(self.speed, f.name)
+            if value not in ("auto", "on", "off"):
+                raise ConfigError(f"speed.{f.name} must be auto, on or off, got {value!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(
                 f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
             )
         return self
+
+    def _validate_planner_options(self) -> None:
+        """iCEM's planner options: set only for `cem`/`icem`, each in its range (the ranges are
+        the planner's own checks, :func:`planetrl.planning.base.check_cem_options`)."""
+        from planetrl.planning.base import check_cem_options
+        from planetrl.planning.cem import CEM_OPTIONS
+
+        names = ("warm_start", *CEM_OPTIONS)
+        set_options = {n: getattr(self.planner, n) for n in names}
+        set_options = {n: v for n, v in set_options.items() if v is not None}
+        if set_options and self.planner.name not in ("cem", "icem"):
+            raise ConfigError(
+                f"planner.{next(iter(set_options))} applies to the cem and icem planners only, "
+                f"not to planner.name={self.planner.name!r}; leave it unset (None)"
+            )
+        if "warm_start" in set_options and not isinstance(set_options["warm_start"], bool):
+            raise ConfigError(
+                f"planner.warm_start must be True, False or None, got {set_options['warm_start']!r}"
+            )
+        try:
+            check_cem_options(set_options, prefix="planner.")
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
 
 def paper_preset() -> Config:
@@ -299,8 +368,8 @@ def small_preset() -> Config:
     - ``planner.candidates=300, top_k=30, iterations=6``: the plan costs J·H·I latent steps per
       action; 300 candidates keep K/J = 10% as in the paper.
     - ``eval.every=5, eval.episodes=5``: a denser learning curve for short runs.
-    - ``speed.bf16``: bfloat16 encoder/decoder and planner rollouts, ~2x on a CPU with bf16
-      matrix units; the plan changes by less than CEM's own sampling noise (docs/benchmarks.md).
+    - ``speed``: ``auto`` as in ``paper`` (bf16 where the CPU has it natively, compile when the
+      run is long enough to pay for it; see :mod:`planetrl.speed.auto`).
     - ``max_episodes=100``.
     """
     cfg = Config(preset="small", render="fast")
@@ -315,7 +384,6 @@ def small_preset() -> Config:
     cfg.planner.top_k = 30
     cfg.planner.iterations = 6
     cfg.eval.every = 5
-    cfg.speed.bf16 = True
     return cfg
 
 

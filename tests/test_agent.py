@@ -1,5 +1,7 @@
 """The agent: filtering belief, planning on it, exploration noise, batching over environments."""
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -82,3 +84,41 @@ def test_bad_observations_and_missing_reset():
     agent.reset(2)
     with pytest.raises(ValueError, match="E=2"):
         agent.act(obs(3))
+
+
+def test_reset_resets_a_warm_started_planner():
+    """Agent.reset calls planner.reset(num_envs): no plan carries over to the next episodes."""
+    from planetrl.planning import WarmStart, cem
+
+    wm = tiny_world_model()
+
+    def episode(agent, seed):
+        torch.manual_seed(seed)
+        agent.generator.manual_seed(seed)
+        agent.planner.planner.keywords["generator"].manual_seed(seed)
+        agent.reset(2)
+        assert agent.planner.previous is None and agent.planner.num_envs == 2
+        return [agent.act(obs(2, t)) for t in range(3)]
+
+    def warm_agent():
+        planner = WarmStart(functools.partial(
+            cem, horizon=3, iterations=2, candidates=16, top_k=4, keep_elites=0.5,
+            generator=torch.Generator().manual_seed(0)))
+        return Agent(wm, planner, generator=torch.Generator().manual_seed(0))
+
+    agent = warm_agent()
+    first = episode(agent, seed=3)
+    assert agent.planner.previous is not None  # it did warm-start within the episode
+    second = episode(agent, seed=3)  # same agent, reset: as if fresh
+    fresh = episode(warm_agent(), seed=3)
+    for a, b, c in zip(first, second, fresh):
+        np.testing.assert_array_equal(a, c)
+        np.testing.assert_array_equal(b, c)
+    agent.reset(3)  # another number of environments after a reset is fine
+    assert agent.act(obs(3)).shape == (3, 2)
+
+
+def test_reset_works_with_planners_without_reset():
+    agent = make_agent(tiny_world_model())  # a functools.partial: nothing to reset
+    agent.reset(1)
+    assert agent.act(obs(1)).shape == (1, 2)

@@ -1,4 +1,5 @@
-"""Tests of the latent-space planners (CEM, random shooting) against a tiny stub transition model.
+"""Tests of the latent-space planners (CEM with iCEM's options, random shooting) against a tiny
+stub transition model.
 
 The stub's state carries each environment's optimum a*_e (in ``deter``) and a step counter, and its
 ``stoch`` is the action last applied; the reward is -||a_tau - a*_e||^2 (optionally with a*_e
@@ -7,6 +8,8 @@ a state with another environment's candidates or scores would show.
 """
 
 from __future__ import annotations
+
+import functools
 
 import pytest
 import torch
@@ -17,14 +20,25 @@ from torch import Tensor
 from planetrl.models.base import TransitionModel
 from planetrl.models.state import State
 from planetrl.planning import (
+    ICEM_DEFAULTS,
+    Plan,
+    PlanInit,
     Planner,
+    WarmStart,
     available_planners,
     cem,
+    icem,
     make_planner,
     random_shooting,
     register_planner,
 )
-from planetrl.planning.base import tile_state
+from planetrl.planning.base import (
+    colour_noise,
+    planner_defaults,
+    standard_normal,
+    tile_state,
+)
+from planetrl.planning.cem import CEM_OPTIONS, population_sizes
 
 
 class TargetStub(TransitionModel):
@@ -340,6 +354,9 @@ def test_shapes_and_bounds_for_any_sizes(num_envs, candidates, horizon, action_s
         random_shooting(model, make_reward(action_size), make_state(targets), horizon=horizon,
                         candidates=candidates, min_action=low, max_action=high,
                         generator=gen(seed)),
+        icem(model, make_reward(action_size), make_state(targets), horizon=horizon, iterations=3,
+             candidates=candidates, top_k=top_k, min_action=low, max_action=high,
+             generator=gen(seed)),
     ):
         assert action.shape == (num_envs, action_size)
         assert torch.isfinite(action).all()
@@ -462,3 +479,316 @@ def test_register_planner_makes_a_replacement_available():
         from planetrl.planning import base
 
         base._PLANNERS.pop("test_zero")
+
+
+# --------------------------------------------------------------------------------------------
+# iCEM's options (arXiv 2008.06389), the icem planner and the warm start
+# --------------------------------------------------------------------------------------------
+
+ICEM_OPTIONS = {k: v for k, v in ICEM_DEFAULTS.items() if k in CEM_OPTIONS}
+OPTION_SETS = {
+    "paper": {},
+    "coloured": dict(noise_beta=2.0),
+    "keep_elites": dict(keep_elites=0.3),
+    "population_decay": dict(population_decay=1.5),
+    "momentum_init_std": dict(momentum=0.1, init_std=0.5),
+    "best_and_mean": dict(execute_best=True, mean_candidate=True),
+    "icem": ICEM_OPTIONS,
+}
+
+
+def reference_cem(transition, reward_model, state, *, horizon, iterations, candidates, top_k,
+                  generator):
+    """The CEM loop as it was before iCEM's options (a copy, bounds [-1, 1]): the default options
+    must reproduce it bit for bit."""
+    num_envs, action_size = state.shape[0], transition.action_size
+    low = torch.full((action_size,), -1.0)
+    high = torch.full((action_size,), 1.0)
+    tiled = tile_state(state, candidates)
+    env_index = torch.arange(num_envs).unsqueeze(1)
+    shape = (num_envs, candidates, horizon, action_size)
+    mean, std = torch.zeros(shape[:1] + shape[2:]), torch.ones(shape[:1] + shape[2:])
+    for _ in range(iterations):
+        noise = torch.randn(shape, generator=generator)
+        actions = torch.clamp(mean.unsqueeze(1) + std.unsqueeze(1) * noise, low, high)
+        flat = actions.reshape(num_envs * candidates, horizon, action_size)
+        priors = transition.imagine(tiled, flat)
+        returns = reward_model(transition.features(priors)).sum(1)
+        returns = torch.nan_to_num(returns, nan=float("-inf")).reshape(num_envs, candidates)
+        _, elite_index = torch.topk(returns, top_k, dim=1)
+        elites = actions[env_index, elite_index]
+        mean, std = elites.mean(dim=1), elites.std(dim=1, correction=0)
+    return torch.clamp(mean[:, 0], low, high)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("sizes", [dict(horizon=4, iterations=3, candidates=50, top_k=5),
+                                   dict(horizon=1, iterations=2, candidates=7, top_k=7)])
+def test_default_options_reproduce_the_old_cem_exactly(seed, sizes):
+    model, reward, state = TargetStub(2), make_reward(2, alternate=True), make_state(TARGETS)
+    old = reference_cem(model, reward, state, generator=gen(seed), **sizes)
+    new = cem(model, reward, state, generator=gen(seed), **sizes)
+    explicit = cem(model, reward, state, generator=gen(seed), noise_beta=0.0, keep_elites=0.0,
+                   population_decay=1.0, momentum=0.0, init_std=1.0, execute_best=False,
+                   mean_candidate=False, **sizes)
+    assert torch.equal(new, old) and torch.equal(explicit, old)
+
+
+@pytest.mark.parametrize("options", OPTION_SETS.values(), ids=OPTION_SETS.keys())
+def test_every_option_combination_has_the_same_call(options):
+    model, reward, state = TargetStub(2), make_reward(2), make_state(TARGETS)
+    sizes = dict(horizon=3, iterations=4, candidates=40, top_k=10)
+    action = cem(model, reward, state, generator=gen(0), **sizes, **options)
+    assert action.shape == (3, 2) and (action.abs() <= 1).all()
+    action2, stats = cem(model, reward, state, generator=gen(0), return_stats=True, **sizes,
+                         **options)
+    assert torch.equal(action2, action)
+    assert stats["mean"].shape == stats["std"].shape == (3, 3, 2)
+    assert stats["best_return"].shape == stats["mean_std"].shape == (4, 3)
+    plan = cem(model, reward, state, generator=gen(0), return_plan=True, return_stats=True,
+               **sizes, **options)
+    assert isinstance(plan, Plan) and torch.equal(plan.action, action)
+    assert torch.equal(plan.mean, stats["mean"]) and plan.stats is not None
+    kept = int(options.get("keep_elites", 0.0) * 10 + 1e-9)
+    assert plan.elites.shape == (3, kept, 3, 2)
+    # Through the registry, with the options fixed, and warm-started from the plan.
+    fixed = make_planner("cem", **sizes, **options)
+    assert torch.equal(fixed(model, reward, state, generator=gen(0)), action)
+    again = cem(model, reward, state, generator=gen(1), init=plan.shifted(), **sizes, **options)
+    assert again.shape == (3, 2)
+    # Still finds every environment's own optimum.
+    solved = cem(model, reward, state, generator=gen(2), horizon=3, candidates=200, top_k=20,
+                 **options)
+    assert torch.allclose(solved, TARGETS, atol=0.08), solved
+
+
+@pytest.mark.parametrize("options", OPTION_SETS.values(), ids=OPTION_SETS.keys())
+@pytest.mark.parametrize("warm", [False, True])
+def test_one_environment_never_changes_another_ones_plan(options, warm):
+    """Env 0's plan is a function of env 0's belief (and its own noise, the first rows of every
+    draw): changing env 1's belief, over several warm-started steps, leaves it bit for bit."""
+    sizes = dict(horizon=3, iterations=3, candidates=30, top_k=6)
+    model, reward = TargetStub(2), make_reward(2, alternate=True)
+    runs = []
+    for other in (torch.tensor([-0.7, 0.2]), torch.tensor([0.9, 0.9])):
+        planner = functools.partial(cem, generator=gen(4), **sizes, **options)
+        planner = WarmStart(planner) if warm else planner
+        actions = []
+        for step in range(3):
+            state = make_state(torch.stack([TARGETS[0], other + 0.1 * step]))
+            state.deter[:, -1] = step  # the stub's step counter: the optimum shifts each step
+            actions.append(planner(model, reward, state))
+        runs.append(torch.stack(actions))
+    assert torch.equal(runs[0][:, 0], runs[1][:, 0])
+    assert not torch.equal(runs[0][:, 1], runs[1][:, 1])
+
+
+def test_coloured_noise_with_beta_zero_is_white_noise():
+    white = standard_normal((3, 5, 8, 2), dtype=torch.float32, device=torch.device("cpu"),
+                            generator=gen(0))
+    assert colour_noise(white, 0.0, dim=2) is white
+    model, reward, state = TargetStub(2), make_reward(2), make_state(TARGETS)
+    assert torch.equal(cem(model, reward, state, horizon=4, generator=gen(1), noise_beta=0.0),
+                       cem(model, reward, state, horizon=4, generator=gen(1)))
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 2.0, 3.0])
+@pytest.mark.parametrize("horizon", [5, 12, 16])
+def test_coloured_noise_statistics(beta, horizon):
+    """Unit variance at every step; power spectral density ∝ 1/f^β (low frequencies dominate);
+    positively correlated neighbouring steps, more so for larger β."""
+    white = torch.randn(40000, horizon, 2, generator=gen(int(beta * 10) + horizon),
+                        dtype=torch.float64)
+    noise = colour_noise(white, beta, dim=1)
+    assert noise.shape == white.shape
+    torch.testing.assert_close(noise.mean(0), torch.zeros(horizon, 2, dtype=torch.float64),
+                               atol=0.05, rtol=0)
+    torch.testing.assert_close(noise.var(0), torch.ones(horizon, 2, dtype=torch.float64),
+                               atol=0.05, rtol=0)
+    power = (torch.fft.rfft(noise, dim=1).abs() ** 2).mean(dim=(0, 2))  # periodogram (bins,)
+    freqs = torch.fft.rfftfreq(horizon, dtype=torch.float64)
+    expected = (freqs[1:] / freqs[1]) ** (-beta)  # relative to the lowest non-zero frequency
+    torch.testing.assert_close(power[1:] / power[1], expected, rtol=0.1, atol=0)
+    assert (power[1:-1] > power[2:]).all()  # low frequencies dominate
+    lag1 = (noise[:, 1:] * noise[:, :-1]).mean()
+    lag1_less = (colour_noise(white, beta / 2, dim=1)[:, 1:]
+                 * colour_noise(white, beta / 2, dim=1)[:, :-1]).mean()
+    assert lag1 > lag1_less > 0.0
+
+
+def test_population_schedule():
+    assert population_sizes(100, 10, 6, 1.5) == [100, 67, 44, 30, 20, 20]
+    assert population_sizes(100, 10, 4, 1.0) == [100] * 4  # γ = 1: the paper
+    assert population_sizes(10, 8, 3, 2.0) == [10, 10, 10]  # never above J, even when 2K > J
+    assert population_sizes(1000, 100, 10, 1.25) == [1000, 800, 640, 512, 410, 328, 262, 210,
+                                                      200, 200]
+
+
+def test_population_and_kept_elite_counts_in_the_rollouts():
+    model = TargetStub(2)
+    model.record = True
+    reward = CountingReward(make_reward(2))
+    plan = cem(model, reward, make_state(TARGETS), horizon=4, iterations=5, candidates=100,
+               top_k=10, population_decay=1.5, keep_elites=0.3, generator=gen(0),
+               return_plan=True)
+    # Kept elites are not scored again: the rollouts hold the fresh J_i candidates only.
+    assert [actions.shape[0] for _, actions in model.calls] == [3 * j for j in
+                                                                 [100, 67, 44, 30, 20]]
+    assert reward.shapes == [(3 * j, 4, 5) for j in [100, 67, 44, 30, 20]]
+    assert plan.elites.shape == (3, 3, 4, 2)  # P = ⌊0.3 · 10⌋ = 3, best first
+    # Warm-started: the previous step's P elites, shifted, join the first iteration's rollout.
+    model.calls.clear()
+    cem(model, reward, make_state(TARGETS), horizon=4, iterations=2, candidates=100, top_k=10,
+        keep_elites=0.3, init=plan.shifted(), generator=gen(1))
+    first = model.calls[0][1].reshape(3, 103, 4, 2)
+    assert [actions.shape[0] for _, actions in model.calls] == [3 * 103, 3 * 100]
+    assert torch.equal(first[:, 100:, :3], plan.elites[:, :, 1:])  # shifted, env by env
+
+
+def test_kept_elites_make_the_best_return_monotone():
+    # The stub is deterministic: a kept elite keeps its return, so the best never gets worse.
+    _, stats = cem(TargetStub(2), make_reward(2, alternate=True), make_state(TARGETS),
+                   horizon=6, iterations=8, candidates=30, top_k=10, keep_elites=0.3,
+                   generator=gen(3), return_stats=True)
+    assert (stats["best_return"][1:] >= stats["best_return"][:-1]).all()
+
+
+def test_mean_candidate_and_execute_best():
+    model, reward, state = TargetStub(2), make_reward(2), make_state(TARGETS)
+    model.record = True
+    plan = cem(model, reward, state, horizon=3, iterations=3, candidates=20, top_k=5,
+               mean_candidate=True, execute_best=True, generator=gen(0), return_plan=True,
+               return_stats=True)
+    last = model.calls[-1][1].reshape(3, 20, 3, 2)
+    before = cem(model, reward, state, horizon=3, iterations=2, candidates=20, top_k=5,
+                 generator=gen(0), return_stats=True)[1]["mean"]
+    assert torch.equal(last[:, 0], before)  # μ of iteration 2 is candidate 0 of iteration 3
+    # The executed action is the first step of the best candidate of the last iteration.
+    returns = reward(model.features(model.imagine(tile_state(state, 20),
+                                                  last.reshape(60, 3, 2)))).sum(1).reshape(3, 20)
+    best = last[torch.arange(3), returns.argmax(1)]
+    assert torch.equal(plan.action, best[:, 0])
+    assert torch.equal(plan.stats["best_return"][-1], returns.max(1).values)
+
+
+def test_momentum_and_initial_std():
+    model, reward, state = TargetStub(2), make_reward(2), make_state(TARGETS)
+    sizes = dict(horizon=3, candidates=40, top_k=8)
+    # One iteration from σ_0: the refit is (1 - α) (elite mean, std) + α (0, σ_0).
+    _, plain = cem(model, reward, state, iterations=1, init_std=0.5, generator=gen(0),
+                   return_stats=True, **sizes)
+    _, moved = cem(model, reward, state, iterations=1, init_std=0.5, momentum=0.25,
+                   generator=gen(0), return_stats=True, **sizes)
+    torch.testing.assert_close(moved["mean"], 0.75 * plain["mean"])
+    torch.testing.assert_close(moved["std"], 0.75 * plain["std"] + 0.25 * 0.5)
+    # σ_0 scales the first candidates (every candidate starts within σ_0-scaled noise of 0).
+    model.record = True
+    cem(model, reward, state, iterations=1, init_std=1e-3, generator=gen(0), **sizes)
+    assert model.calls[-1][1].abs().max() < 0.01
+
+
+def test_warm_start_starts_from_the_shifted_plan():
+    """With a fake model whose optimum a*(-1)^τ moves by one step per environment step, the
+    shifted plan is the next step's optimum: one iteration with a tiny σ_0 stays on it."""
+    model, reward = TargetStub(2), make_reward(2, alternate=True)
+    seen: list[PlanInit | None] = []
+
+    def spy(*args, init=None, **kwargs):
+        seen.append(init)
+        return cem(*args, init=init, **kwargs)
+
+    warm = WarmStart(functools.partial(spy, horizon=4, candidates=300, top_k=30,
+                                       generator=gen(0), keep_elites=0.2))
+    warm.reset(3)
+    state = make_state(TARGETS)
+    first = warm(model, reward, state)  # a full, cold plan
+    assert seen[0] is None
+    plan = warm.previous
+    signs = torch.tensor([1.0, -1.0, 1.0, -1.0]).view(1, 4, 1)
+    assert torch.allclose(plan.mean, TARGETS.unsqueeze(1) * signs, atol=0.05)
+    assert torch.equal(first, plan.action)
+    state.deter[:, -1] = 1.0  # one environment step later: the optimum is -a*, a*, -a*, a*
+    second = warm(model, reward, state, iterations=1, init_std=1e-4)
+    init = seen[1]
+    assert torch.equal(init.mean[:, :3], plan.mean[:, 1:]) and (init.mean[:, 3] == 0).all()
+    assert torch.equal(init.elites, plan.elites[:, :, 1:])  # (E, P, H - 1, A), env by env
+    assert torch.allclose(second, -TARGETS, atol=0.06)  # started from the shifted mean
+    assert torch.allclose(warm.previous.mean[:, -1], torch.zeros(3, 2), atol=0.01)
+    cold = cem(model, reward, state, horizon=4, iterations=1, candidates=300, top_k=30,
+               init_std=1e-4, generator=gen(0))
+    assert cold.abs().max() < 0.01  # without the warm start it stays at the initial mean 0
+
+
+def test_warm_start_reset_and_environment_count():
+    model, reward = TargetStub(2), make_reward(2)
+    warm = WarmStart(functools.partial(cem, horizon=3, candidates=20, top_k=4, generator=gen(0)))
+    warm.reset(3)
+    warm(model, reward, make_state(TARGETS))
+    assert warm.previous is not None and warm.previous.mean.shape == (3, 3, 2)
+    with pytest.raises(ValueError, match="E=3.*E=2.*reset"):
+        warm(model, reward, make_state(TARGETS[:2]))
+    warm.reset(2)
+    assert warm.previous is None and warm.initialisation() is None
+    assert warm(model, reward, make_state(TARGETS[:2])).shape == (2, 2)
+    with pytest.raises(ValueError, match="num_envs"):
+        warm.reset(0)
+    with pytest.raises(ValueError, match="init"):
+        warm(model, reward, make_state(TARGETS[:2]), init=None)
+    with pytest.raises(ValueError, match="init= and return_plan="):
+        WarmStart(random_shooting)
+    with pytest.raises(ValueError, match="not a Plan"):
+        WarmStart(lambda *a, **k: torch.zeros(3, 2))(model, reward, make_state(TARGETS))
+    # Reset forgets: after reset the plan equals a fresh (cold) one on the same draws.
+    a = WarmStart(functools.partial(cem, horizon=3, candidates=20, top_k=4, generator=gen(5)))
+    a(model, reward, make_state(TARGETS))
+    a.reset(3)
+    a.planner.keywords["generator"].manual_seed(9)
+    cold = cem(model, reward, make_state(TARGETS), horizon=3, candidates=20, top_k=4,
+               generator=gen(9))
+    assert torch.equal(a(model, reward, make_state(TARGETS)), cold)
+
+
+def test_icem_has_the_published_defaults_from_one_place():
+    defaults = planner_defaults("icem")
+    assert {k: defaults[k] for k in ICEM_OPTIONS} == ICEM_OPTIONS
+    assert {k: planner_defaults("cem")[k] for k in ICEM_OPTIONS} == dict(
+        noise_beta=0.0, keep_elites=0.0, population_decay=1.0, momentum=0.0, init_std=1.0,
+        execute_best=False, mean_candidate=False)
+    assert ICEM_DEFAULTS == dict(noise_beta=3.0, keep_elites=0.3, population_decay=1.25,
+                                 momentum=0.1, init_std=0.5, execute_best=True,
+                                 mean_candidate=True, warm_start=True)
+    model, reward, state = TargetStub(2), make_reward(2), make_state(TARGETS)
+    a = make_planner("icem", horizon=3, candidates=200, top_k=20)(model, reward, state,
+                                                                    generator=gen(0))
+    b = cem(model, reward, state, horizon=3, candidates=200, top_k=20, generator=gen(0),
+            **ICEM_OPTIONS)
+    assert torch.equal(a, b) and torch.allclose(a, TARGETS, atol=0.05)
+    c = icem(model, reward, state, horizon=3, candidates=200, top_k=20, generator=gen(0),
+             noise_beta=0.0)  # any option can still be given
+    assert not torch.equal(c, a)
+    assert "icem" in available_planners()
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(noise_beta=-0.5), r"noise_beta \(β\) must be a finite number >= 0"),
+        (dict(noise_beta=float("nan")), "noise_beta"),
+        (dict(keep_elites=1.0), r"keep_elites \(ξ\) must be a number in \[0, 1\)"),
+        (dict(keep_elites=-0.1), "keep_elites"),
+        (dict(population_decay=0.9), r"population_decay \(γ\) must be a finite number >= 1"),
+        (dict(population_decay=float("inf")), "population_decay"),
+        (dict(momentum=1.0), r"momentum \(α\) must be a number in \[0, 1\)"),
+        (dict(init_std=0.0), r"init_std \(σ_0\) must be a finite number > 0"),
+        (dict(execute_best="yes"), "execute_best must be True or False"),
+        (dict(mean_candidate=1), "mean_candidate must be True or False"),
+        (dict(init=PlanInit(torch.zeros(3, 5, 2))), r"init.mean must have shape"),
+        (dict(init=PlanInit(torch.zeros(3, 12, 2), torch.zeros(3, 2, 12, 2))), "init.elites"),
+    ],
+)
+def test_icem_options_reject_bad_values(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cem(TargetStub(2), make_reward(2), make_state(TARGETS), **kwargs)
+    if "init" not in kwargs:
+        with pytest.raises(ValueError, match=match):
+            make_planner("icem", **kwargs)  # early, before any planning

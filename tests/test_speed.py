@@ -10,6 +10,7 @@ code without capture) are tested everywhere.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import types
 
@@ -17,12 +18,13 @@ import pytest
 import torch
 
 from planetrl import speed
-from planetrl.config import PlannerConfig, SpeedConfig
+from planetrl.config import Config, ConfigError, PlannerConfig, SpeedConfig
 from planetrl.models import WorldModel, make_transition
 from planetrl.models.reward import RewardModel
 from planetrl.models.state import State
 from planetrl.objective import compute_loss
-from planetrl.planning import cem
+from planetrl.planning import ICEM_DEFAULTS, cem
+from planetrl.planning.cem import CEM_OPTIONS
 from planetrl.speed import lean
 
 CUDA = torch.cuda.is_available()
@@ -85,7 +87,8 @@ def test_rollout_variants_agree():
 def test_flags_off_give_the_eager_planner():
     transition, reward = models(2)
     state = belief(transition, 2, seed=3)
-    for cfg in (OFF, SpeedConfig()):  # cuda_graphs (on by default) is ignored on CPU
+    # cuda_graphs is ignored on CPU; channels_last does not touch the planner
+    for cfg in (OFF, SpeedConfig(compile="off", bf16="off", channels_last="on", cuda_graphs="on")):
         planner = speed.make_planner(PLANNER, cfg, "cpu", torch.Generator().manual_seed(1))
         assert isinstance(planner, functools.partial) and planner.func is cem
         reference = functools.partial(cem, generator=torch.Generator().manual_seed(1), **OPTIONS)
@@ -167,8 +170,8 @@ def _loss_and_grads(model, batch, seed):
 @pytest.mark.parametrize(
     "cfg, tol",
     [
-        (SpeedConfig(channels_last=True, cuda_graphs=False), 1e-5),
-        (SpeedConfig(bf16=True, cuda_graphs=False), 1e-2),
+        (SpeedConfig(channels_last=True, bf16=False, cuda_graphs=False), 1e-5),
+        (SpeedConfig(bf16=True, channels_last=False, cuda_graphs=False), 1e-2),
         (SpeedConfig(bf16=True, channels_last=True, cuda_graphs=False), 1e-2),
     ],
 )
@@ -287,3 +290,159 @@ def test_compiled_planner_matches_eager():
         plan(reference, transition, reward, state, 13),
         atol=1e-4, rtol=0,
     )
+
+
+# ------------------------------------------------------------------- iCEM options, warm start
+ICEM_OPTIONS = {k: v for k, v in ICEM_DEFAULTS.items() if k in CEM_OPTIONS}
+OPTION_SETS = {
+    "paper": {},
+    "coloured": dict(noise_beta=2.0),
+    "keep_elites": dict(keep_elites=0.4),
+    "population_decay": dict(population_decay=1.5),
+    "momentum_init_std": dict(momentum=0.2, init_std=0.5),
+    "best_and_mean": dict(execute_best=True, mean_candidate=True),
+    "icem": ICEM_OPTIONS,
+}
+
+
+def flags(**on: bool):
+    """Speed flags, all off unless given (decided already: no hardware detection)."""
+    values = {**dict(compile=False, bf16=False, channels_last=False, cuda_graphs=False), **on}
+    if hasattr(speed, "SpeedDecision"):
+        return speed.SpeedDecision(**values)
+    return types.SimpleNamespace(**values)
+
+
+@pytest.mark.parametrize("options", OPTION_SETS.values(), ids=OPTION_SETS.keys())
+@pytest.mark.parametrize("warm", [False, True])
+def test_lean_cem_is_eager_cem_float32_for_every_option(options, warm):
+    """Same loop, same draws: equal plans, also over warm-started steps (kept elites shifted)."""
+    transition, reward = models(11)
+    actions = {}
+    for name, fn in (("eager", cem), ("lean", lean.lean_cem)):
+        planner = functools.partial(fn, generator=torch.Generator().manual_seed(5), **OPTIONS,
+                                    **options)
+        planner = speed.WarmStart(planner) if warm else planner
+        actions[name] = [plan(planner, transition, reward, belief(transition, 3, seed=30 + t),
+                              seed=40 + t) for t in range(3)]
+    for a, b in zip(actions["eager"], actions["lean"]):
+        assert b.shape == (3, 3)
+        torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
+
+
+def test_lean_cem_returns_the_plan_and_stats_as_eager():
+    transition, reward = models(12)
+    state = belief(transition, 2, seed=4)
+    results = []
+    for fn in (cem, lean.lean_cem):
+        torch.manual_seed(1)
+        results.append(fn(transition, reward, state, generator=torch.Generator().manual_seed(2),
+                          return_plan=True, return_stats=True, **OPTIONS, **ICEM_OPTIONS))
+    eager, fast = results
+    for field in ("action", "mean", "std", "elites"):
+        torch.testing.assert_close(getattr(fast, field), getattr(eager, field), atol=1e-5,
+                                   rtol=0)
+    assert fast.elites.shape == (2, 2, 5, 3)  # ⌊0.3 · 8⌋ = 2 kept elites
+    assert set(fast.stats) == set(eager.stats)
+
+
+def test_predrawn_noise_needs_a_constant_population():
+    transition, reward = models(13)
+    state = belief(transition, 2, seed=1)
+    noise = torch.randn(3, 2, 64, 5, 3)
+    action = lean.lean_cem(transition, reward, state, noise=noise, **OPTIONS)
+    assert action.shape == (2, 3)
+    with pytest.raises(ValueError, match="constant population"):
+        lean.lean_cem(transition, reward, state, noise=noise, population_decay=1.5, **OPTIONS)
+
+
+def test_config_passes_the_icem_options_to_eager_and_lean_planners():
+    # icem: iCEM's defaults (warm start on), one option overridden by the config.
+    cfg = PlannerConfig(name="icem", noise_beta=1.0, **OPTIONS)
+    eager = speed.make_planner(cfg, flags(), "cpu", torch.Generator().manual_seed(1))
+    assert isinstance(eager, speed.WarmStart)
+    assert eager.planner.func.__name__ == "icem"
+    assert eager.planner.keywords == dict(generator=eager.planner.keywords["generator"],
+                                          noise_beta=1.0, **OPTIONS)
+    fast = speed.make_planner(cfg, flags(bf16=True), "cpu", torch.Generator().manual_seed(1))
+    assert isinstance(fast, speed.WarmStart) and isinstance(fast.planner, speed._Fallback)
+    keywords = fast.planner.fast.keywords
+    assert {k: keywords[k] for k in CEM_OPTIONS} == {**ICEM_OPTIONS, "noise_beta": 1.0}
+    assert keywords["dtype"] is torch.bfloat16
+    # The lean planner of the config in float32 computes the eager one's function.
+    transition, reward = models(14)
+    fp32 = speed.WarmStart(functools.partial(
+        lean.lean_cem, **{**keywords, "dtype": None,
+                          "generator": torch.Generator().manual_seed(1)}))
+    for t in range(2):
+        state = belief(transition, 2, seed=t)
+        torch.testing.assert_close(plan(fp32, transition, reward, state, 7 + t),
+                                   plan(eager, transition, reward, state, 7 + t),
+                                   atol=1e-5, rtol=0)
+    # bf16 lean planner under the warm start: runs, close to float32 in shape and bounds.
+    a = plan(fast, transition, reward, belief(transition, 2, seed=3), 9)
+    assert a.shape == (2, 3) and a.dtype == torch.float32 and (a.abs() <= 1).all()
+    # cem: paper CEM unless the config turns an option on; warm start only when asked for.
+    plain = speed.make_planner(PlannerConfig(**OPTIONS), flags(), "cpu")
+    assert isinstance(plain, functools.partial) and plain.func is cem
+    assert set(plain.keywords) == {"generator", *OPTIONS}
+    warm = speed.make_planner(PlannerConfig(warm_start=True, keep_elites=0.25, **OPTIONS),
+                              flags(), "cpu")
+    assert isinstance(warm, speed.WarmStart) and warm.planner.keywords["keep_elites"] == 0.25
+    cold_icem = speed.make_planner(PlannerConfig(name="icem", warm_start=False, **OPTIONS),
+                                   flags(), "cpu")
+    assert isinstance(cold_icem, functools.partial)
+
+
+def test_cuda_graphs_only_for_the_plain_cem():
+    """Built, not run (no CUDA needed): the graph planner for the paper's CEM only."""
+    on = flags(cuda_graphs=True)
+    assert isinstance(speed.make_planner(PLANNER, on, "cuda"), speed.StaticPlanner)
+    explicit = PlannerConfig(noise_beta=0.0, keep_elites=0.0, warm_start=False, **OPTIONS)
+    assert isinstance(speed.make_planner(explicit, on, "cuda"), speed.StaticPlanner)
+    for cfg in (PlannerConfig(name="icem", **OPTIONS), PlannerConfig(noise_beta=1.0, **OPTIONS),
+                PlannerConfig(warm_start=True, **OPTIONS)):
+        planner = speed.make_planner(cfg, on, "cuda")
+        inner = planner.planner if isinstance(planner, speed.WarmStart) else planner
+        assert isinstance(inner, speed._Fallback), cfg
+
+
+def test_static_planner_reset_keeps_its_graphs():
+    transition, reward = models(15)
+    fast = functools.partial(lean.lean_cem, **OPTIONS)
+    static = speed.StaticPlanner(fast, functools.partial(cem, **OPTIONS), OPTIONS,
+                                 use_graphs=False)
+    static(transition, reward, belief(transition, 2, seed=0))
+    static.reset(2)  # Agent.reset: a new episode, nothing to forget
+    assert len(static._entries) == 1
+    static.clear()
+    assert len(static._entries) == 0
+
+
+@pytest.mark.parametrize(
+    "field, value, match",
+    [
+        ("noise_beta", -1.0, r"planner.noise_beta \(β\) must be a finite number >= 0"),
+        ("keep_elites", 1.0, r"planner.keep_elites \(ξ\) must be a number in \[0, 1\)"),
+        ("population_decay", 0.5, r"planner.population_decay \(γ\) must be"),
+        ("momentum", float("nan"), r"planner.momentum \(α\)"),
+        ("init_std", 0.0, r"planner.init_std \(σ_0\) must be a finite number > 0"),
+        ("execute_best", "yes", "planner.execute_best must be True or False"),
+        ("warm_start", 1, "planner.warm_start must be True, False or None"),
+    ],
+)
+def test_config_rejects_bad_planner_options(field, value, match):
+    config = Config()
+    config.planner = dataclasses.replace(config.planner, name="icem", **{field: value})
+    with pytest.raises(ConfigError, match=match):
+        config.validate()
+
+
+def test_config_planner_options_only_for_cem_and_icem():
+    config = Config()
+    config.planner = PlannerConfig(name="random", noise_beta=2.0)
+    with pytest.raises(ConfigError, match="planner.noise_beta applies to the cem and icem"):
+        config.validate()
+    for name in ("cem", "icem"):
+        config.planner = PlannerConfig(name=name, noise_beta=2.0, warm_start=True)
+        config.validate()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -258,3 +259,58 @@ def test_open_loop_reward_error_over_the_planning_horizon():
         assert open_loop_reward_error(wm, batch, horizon=3) == pytest.approx(full3)
         with pytest.raises(ValueError, match="horizon"):
             open_loop_reward_error(wm, batch, horizon=0)
+
+
+def test_fast_path_decision_is_saved_and_printed(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, max_episodes=2)
+    cfg.speed.bf16 = "off"
+    train(cfg, progress=False)
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    assert saved["bf16"] is False and saved["reasons"]["bf16"] == "forced off"
+    # a 2-episode run plans far too little for compiling to pay
+    assert saved["compile"] is False and saved["reasons"]["compile"].startswith("auto")
+    assert saved["hardware"]["device_type"] == "cpu"
+    out = capsys.readouterr().out
+    assert "fast paths" in out and "threads" in out and "forced off" in out
+
+
+def test_expected_plans_follow_the_budget(tmp_path):
+    from planetrl.training.loop import Counters, expected_plans
+
+    cfg = tiny_config(tmp_path, seed_episodes=5, max_episodes=105)  # cartpole: R=8, 125 plans
+    cfg.eval.every, cfg.eval.episodes = 10, 5
+    plans, graphs = expected_plans(cfg, Counters(), 1000)
+    assert plans == int(100 * 125 + 10 * 125 * 0.75 * 5) and graphs == 2
+    plans, _ = expected_plans(cfg, Counters(episodes=55, env_steps=55_000), 1000)
+    assert plans == int(50 * 125 + 5 * 125 * 0.75 * 5)
+    cfg.train.max_env_steps = 15_000  # 10 planned episodes after the 5 random ones
+    plans, _ = expected_plans(cfg, Counters(), 1000)
+    assert plans == int(10 * 125 + 1 * 125 * 0.75 * 5)
+
+
+def test_progress_shows_every_phase(tmp_path, monkeypatch):
+    from planetrl.training import progress
+
+    phases: list[str] = []
+    monkeypatch.setattr(progress.Progress, "phase",
+                        lambda self, text, force=False: phases.append(text))
+    cfg = tiny_config(tmp_path, seed_episodes=1, collect_interval=3, max_episodes=2)
+    cfg.eval.every = 1
+    train(cfg, progress=True)
+    assert [p for p in phases if p.startswith("update")] == [
+        "update 0/3", "update 1/3", "update 2/3", "update 3/3"]
+    assert sum(p.startswith("random episode 1: step") for p in phases) == 125  # 1000 / R=8
+    assert sum(p.startswith("collect 2: step") for p in phases) == 125
+    assert any(p.startswith("eval (2 episodes): step") for p in phases)
+
+
+def test_eval_command_honours_threads(tmp_path):
+    train(tiny_config(tmp_path, max_episodes=2), progress=False)
+    r = subprocess.run([sys.executable, "-m", "planetrl", "eval", "--logdir", str(tmp_path),
+                        "--episodes", "1", "--device", "cpu", "--threads", "1", "--no-progress"],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "threads       1" in r.stdout and "fixed by threads=1" in r.stdout
+    r = subprocess.run([sys.executable, "-m", "planetrl", "eval", "--logdir", str(tmp_path),
+                        "--threads", "-1"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--threads must be >= 0" in r.stderr

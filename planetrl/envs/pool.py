@@ -10,6 +10,11 @@ OpenGL (EGL/OSMesa) state and threads, which is unsafe. Each worker imports ``pl
 itself and makes its own env and OpenGL context; ``MUJOCO_GL`` is inherited, so all processes use
 the same backend. Workers are daemon processes: they cannot outlive the parent.
 
+Threads: each worker runs with one thread for every threaded library (``OMP_NUM_THREADS``,
+``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` = 1 in its environment from the start, and torch's
+intra-op threads = 1 if torch is loaded there): N workers beside a planner that uses the cores
+must not start N more thread teams (``worker_info()`` reports what a worker runs with).
+
 Masked stepping: ``step(actions, active)`` steps only the envs with ``active[i]`` true. An
 inactive env is not touched: it returns its last observation, reward 0, its last
 ``terminated``/``truncated`` flags (true for an env whose episode has ended) and an empty info.
@@ -18,8 +23,12 @@ This lets a collector finish the episodes of the other envs after one env's epis
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import numbers
+import os
+import sys
+import threading
 import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
@@ -29,6 +38,36 @@ import gymnasium
 import numpy as np
 
 from planetrl.envs.registry import check_seed, default_action_repeat, make_env, parse_task
+
+
+WORKER_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+"""Environment variables set to 1 in every worker process (read by libraries when they load)."""
+_ENVIRON_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _single_threaded_children():
+    """Set :data:`WORKER_THREAD_VARIABLES` to 1 while child processes are started (a spawned
+    child copies this process's environment at start), then restore them."""
+    with _ENVIRON_LOCK:
+        saved = {name: os.environ.get(name) for name in WORKER_THREAD_VARIABLES}
+        os.environ.update({name: "1" for name in WORKER_THREAD_VARIABLES})
+        try:
+            yield
+        finally:
+            for name, value in saved.items():
+                if value is None:
+                    os.environ.pop(name, None)
+                else:
+                    os.environ[name] = value
+
+
+def _thread_info() -> dict[str, Any]:
+    info: dict[str, Any] = {name: os.environ.get(name) for name in WORKER_THREAD_VARIABLES}
+    info["pid"] = os.getpid()
+    torch = sys.modules.get("torch")
+    info["torch_threads"] = torch.get_num_threads() if torch is not None else None
+    return info
 
 
 class EnvPoolWorkerError(RuntimeError):
@@ -41,6 +80,10 @@ def _worker(conn: Connection, index: int, task: str, make_kwargs: dict[str, Any]
     Replies are ``("ok", result)`` or ``("error", (exception type name, message, traceback))``.
     """
     env: gymnasium.Env | None = None
+    for name in WORKER_THREAD_VARIABLES:  # also when started by other means than EnvPool
+        os.environ[name] = "1"
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(1)
     try:
         try:
             env = make_env(task, **make_kwargs)
@@ -61,6 +104,8 @@ def _worker(conn: Connection, index: int, task: str, make_kwargs: dict[str, Any]
                     result: Any = env.reset(seed=data)
                 elif command == "step":
                     result = env.step(data)
+                elif command == "info":
+                    result = _thread_info()
                 else:
                     raise ValueError(f"unknown command {command!r}")
                 conn.send(("ok", result))
@@ -144,18 +189,8 @@ class EnvPool:
         if self.asynchronous:
             context = mp.get_context(start_method)
             try:
-                for i in range(self.num_envs):
-                    parent_conn, child_conn = context.Pipe()
-                    process = context.Process(
-                        target=_worker,
-                        args=(child_conn, i, task, per_env[i]),
-                        name=f"planetrl-envpool-{i}",
-                        daemon=True,
-                    )
-                    process.start()
-                    child_conn.close()  # so that recv() sees EOF when the worker dies
-                    self._processes.append(process)
-                    self._conns.append(parent_conn)
+                with _single_threaded_children():
+                    self._start_workers(context, task, per_env)
                 spaces_ = [self._receive(i, "make_env") for i in range(self.num_envs)]
             except BaseException:
                 self.close()
@@ -176,6 +211,20 @@ class EnvPool:
         self._obs = np.zeros((self.num_envs, *shape), dtype=np.uint8)
         self._terminated = np.zeros(self.num_envs, dtype=bool)
         self._truncated = np.zeros(self.num_envs, dtype=bool)
+
+    def _start_workers(self, context: Any, task: str, per_env: list[dict[str, Any]]) -> None:
+        for i in range(self.num_envs):
+            parent_conn, child_conn = context.Pipe()
+            process = context.Process(
+                target=_worker,
+                args=(child_conn, i, task, per_env[i]),
+                name=f"planetrl-envpool-{i}",
+                daemon=True,
+            )
+            process.start()
+            child_conn.close()  # so that recv() sees EOF when the worker dies
+            self._processes.append(process)
+            self._conns.append(parent_conn)
 
     # -- transport ----------------------------------------------------------------------------
     def _send(self, index: int, command: str, data: Any) -> None:
@@ -201,6 +250,8 @@ class EnvPool:
         if not self.asynchronous:
             command, data = self._pending.pop(index)
             env = self._envs[index]
+            if command == "info":
+                return _thread_info()
             return env.reset(seed=data) if command == "reset" else env.step(data)
         conn, process = self._conns[index], self._processes[index]
         waited = 0.0
@@ -315,6 +366,14 @@ class EnvPool:
         if errors:
             raise errors[0]
         return self._obs.copy(), rewards, self._terminated.copy(), self._truncated.copy(), infos
+
+    def worker_info(self) -> list[dict[str, Any]]:
+        """Per env: the pid and thread settings (``OMP_NUM_THREADS``, ..., torch's threads or
+        None where torch is not loaded) of the process it runs in."""
+        self._check_open()
+        for i in range(self.num_envs):
+            self._send(i, "info", None)
+        return [self._receive(i, "info") for i in range(self.num_envs)]
 
     @property
     def worker_pids(self) -> list[int]:

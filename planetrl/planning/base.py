@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import numbers
 from typing import Any, Callable, Protocol, runtime_checkable
 
@@ -48,16 +49,48 @@ class Planner(Protocol):
 # ---------------------------------------------------------------------------------------------
 
 _PLANNERS: dict[str, Callable[..., Tensor]] = {}
+_WARM_START: dict[str, bool] = {}
 _POSITIONAL = ("transition", "reward_model", "state")
 
 
-def register_planner(name: str, fn: Callable[..., Tensor]) -> None:
-    """Make ``fn`` (with the :class:`Planner` call) available to :func:`make_planner`."""
+def register_planner(name: str, fn: Callable[..., Tensor], *, warm_start: bool = False) -> None:
+    """Make ``fn`` (with the :class:`Planner` call) available to :func:`make_planner`.
+
+    ``warm_start``: whether the planner is meant to run warm-started from its previous plan
+    (:class:`planetrl.planning.WarmStart`, which needs ``init=`` and ``return_plan=``); the
+    configured planner (``planetrl.speed.make_planner``) follows it unless the config says
+    otherwise. The pure function ``fn`` itself is always stateless.
+    """
     if not isinstance(name, str) or not name:
         raise ValueError(f"planner name must be a non-empty string, got {name!r}")
     if not callable(fn):
         raise ValueError(f"planner {name!r} must be callable, got {type(fn).__name__}")
     _PLANNERS[name] = fn
+    _WARM_START[name] = bool(warm_start)
+
+
+def planner_function(name: str) -> Callable[..., Tensor]:
+    """The function registered as ``name`` (ValueError listing the known names otherwise)."""
+    if name not in _PLANNERS:
+        known = ", ".join(available_planners())
+        raise ValueError(f"unknown planner {name!r}; known planners: {known}")
+    return _PLANNERS[name]
+
+
+def planner_defaults(name: str) -> dict[str, Any]:
+    """The default value of every option of planner ``name`` (from its signature)."""
+    signature = inspect.signature(planner_function(name))
+    return {
+        n: p.default
+        for n, p in signature.parameters.items()
+        if n not in _POSITIONAL and p.default is not inspect.Parameter.empty
+    }
+
+
+def default_warm_start(name: str) -> bool:
+    """Whether planner ``name`` was registered to run warm-started (:func:`register_planner`)."""
+    planner_function(name)
+    return _WARM_START.get(name, False)
 
 
 def available_planners() -> list[str]:
@@ -75,10 +108,7 @@ def make_planner(name: str, **kwargs: Any) -> Planner:
         ValueError: unknown ``name`` (the message lists the known ones) or a bad option value.
         TypeError: an option the planner does not take.
     """
-    if name not in _PLANNERS:
-        known = ", ".join(available_planners())
-        raise ValueError(f"unknown planner {name!r}; known planners: {known}")
-    fn = _PLANNERS[name]
+    fn = planner_function(name)
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # builtins or exotic callables: no early checks
@@ -99,6 +129,7 @@ def make_planner(name: str, **kwargs: Any) -> Planner:
         }
         values.update(kwargs)
         check_int_options(values)
+        check_cem_options(values)
     return functools.partial(fn, **kwargs)  # type: ignore[return-value]
 
 
@@ -125,6 +156,33 @@ def check_int_options(values: dict[str, Any]) -> None:
         raise ValueError(
             f"top_k (K={values['top_k']}) must not exceed candidates (J={values['candidates']})"
         )
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def check_cem_options(values: dict[str, Any], prefix: str = "") -> None:
+    """Check whichever of the CEM/iCEM options (:func:`planetrl.planning.cem`) are present:
+    noise_beta (β >= 0), keep_elites (ξ in [0, 1)), population_decay (γ >= 1), momentum
+    (α in [0, 1)), init_std (σ_0 > 0), execute_best and mean_candidate (bools).
+
+    ``prefix`` is put before the option's name in the message (e.g. ``"planner."``).
+    """
+    ranges = {
+        # name: (symbol, accepted range in words, test)
+        "noise_beta": ("β", "a finite number >= 0", lambda v: _is_number(v) and v >= 0),
+        "keep_elites": ("ξ", "a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+        "population_decay": ("γ", "a finite number >= 1", lambda v: _is_number(v) and v >= 1),
+        "momentum": ("α", "a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
+        "init_std": ("σ_0", "a finite number > 0", lambda v: _is_number(v) and v > 0),
+        "execute_best": (None, "True or False", lambda v: isinstance(v, bool)),
+        "mean_candidate": (None, "True or False", lambda v: isinstance(v, bool)),
+    }
+    for key, (symbol, accepted, ok) in ranges.items():
+        if key in values and not ok(values[key]):
+            named = f"{prefix}{key}" + (f" ({symbol})" if symbol else "")
+            raise ValueError(f"{named} must be {accepted}, got {values[key]!r}")
 
 
 def check_state(state: Any) -> int:
@@ -209,6 +267,36 @@ def standard_normal(
     if generator is None:
         return torch.randn(shape, dtype=dtype, device=device)
     return torch.randn(shape, dtype=dtype, device=generator.device, generator=generator).to(device)
+
+
+def colour_noise(white: Tensor, beta: float, dim: int = -2) -> Tensor:
+    """Filter white N(0, 1) noise along ``dim`` (the time axis, length H) into coloured noise
+    whose power spectral density is proportional to 1/f^β, keeping unit variance.
+
+    In the frequency domain every rfft bin k (frequency f_k = k / H, with f_0 set to the lowest
+    non-zero frequency 1/H so that the constant component stays finite) is scaled by
+    f_k^(-β/2); the inverse transform is a circular convolution of the white noise with a fixed
+    kernel, so the result is a stationary Gaussian whose variance per step is, by Parseval,
+    (1/H) sum_k w_k s_k^2 over the rfft bins (w_k = 2 for the bins standing for a conjugate pair,
+    1 for f = 0 and, for even H, f = 1/2). The scales are divided by its square root: unit
+    variance at every step, exactly in expectation. β = 0 returns ``white`` itself (white noise,
+    plain CEM); β > 0 gives more power to low frequencies (β = 1 pink, β = 2 red/Brownian).
+    """
+    if beta == 0:
+        return white
+    length = white.shape[dim]
+    freqs = torch.fft.rfftfreq(length, dtype=white.dtype, device=white.device)
+    freqs[0] = 1.0 / length
+    scale = freqs ** (-beta / 2.0)
+    weight = torch.full_like(scale, 2.0)
+    weight[0] = 1.0
+    if length % 2 == 0:
+        weight[-1] = 1.0
+    scale = scale / torch.sqrt((weight * scale**2).sum() / length)
+    shape = [1] * white.dim()
+    shape[dim] = scale.shape[0]
+    spectrum = torch.fft.rfft(white, dim=dim) * scale.reshape(shape)
+    return torch.fft.irfft(spectrum, n=length, dim=dim)
 
 
 def standard_uniform(

@@ -19,7 +19,8 @@ Fast paths:
   ``compile`` ``torch.compile``s the whole H-step rollout + reward of one iteration, and on CUDA
   ``cuda_graphs`` captures the whole I-iteration plan in one CUDA graph per number of
   environments E (:class:`StaticPlanner`). Only for the RSSM with the MLP reward model; other
-  transition models fall back to the eager CEM (under bf16 autocast when ``bf16``).
+  transition models fall back to the eager CEM (under bf16 autocast when ``bf16``). The same for
+  ``icem`` and CEM with iCEM's options, except that CUDA graphs are for the plain CEM only.
 - update (``channels_last``, ``bf16``): encoder and decoder convolutions in channels_last memory
   format, and in bfloat16 autocast (their outputs are float32; the RSSM, the KL and the
   likelihoods stay float32). ``compile`` is for the planner only (see
@@ -28,6 +29,7 @@ Fast paths:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any, Callable
 
@@ -35,12 +37,21 @@ import torch
 from torch import Tensor
 
 from planetrl.models.state import State
+from planetrl.planning import Plan, WarmStart
 from planetrl.planning import make_planner as make_eager_planner
+from planetrl.planning.base import default_warm_start, planner_defaults
+from planetrl.planning.cem import CEM_OPTIONS
 from planetrl.speed import lean
+from planetrl.speed.auto import Hardware, SpeedDecision, Workload, decide, resolve
 from planetrl.speed.lean import lean_cem, rollout_returns
 
 __all__ = [
+    "Hardware",
+    "SpeedDecision",
     "StaticPlanner",
+    "Workload",
+    "decide",
+    "resolve",
     "lean_cem",
     "make_planner",
     "optimise_world_model",
@@ -49,10 +60,12 @@ __all__ = [
 
 
 def _on(speed_cfg: Any, name: str) -> bool:
+    """Flag ``name`` of a resolved :class:`SpeedDecision` (None: all off)."""
     return bool(getattr(speed_cfg, name, False)) if speed_cfg is not None else False
 
 
 def planner_dtype(speed_cfg: Any) -> torch.dtype | None:
+    """bfloat16 when the (resolved) ``bf16`` flag is on, else None (the model's dtype)."""
     return torch.bfloat16 if _on(speed_cfg, "bf16") else None
 
 
@@ -67,7 +80,9 @@ def optimise_world_model(world_model: Any, speed_cfg: Any, device: Any = None) -
     ``compile`` is not applied to the update: measured on 2 cores (bf16 + channels_last, B16 and
     B50 x L50) ``torch.compile`` of encoder and decoder was within noise (0.95-1.05x) and costs a
     recompile per batch shape (the agent encodes E images per step), so it is left out.
-    All off: the model is returned untouched."""
+    All off: the model is returned untouched. ``speed_cfg``: a :class:`SpeedDecision`, or a
+    SpeedConfig whose ``auto`` flags are decided here for ``device`` (:func:`resolve`)."""
+    speed_cfg = resolve(speed_cfg, device or "cpu") if speed_cfg is not None else None
     for module in (world_model.encoder, world_model.decoder):
         if _on(speed_cfg, "channels_last"):
             module.set_channels_last(True)
@@ -88,6 +103,29 @@ def _eager_rollout_gates() -> Callable[..., Tensor]:
     return functools.partial(rollout_returns, gru_cell=False)
 
 
+_CEM_PLANNERS = ("cem", "icem")
+_SIZES = ("horizon", "iterations", "candidates", "top_k")
+
+
+def planner_options(planner_cfg: Any) -> dict[str, Any]:
+    """The options ``planner_cfg`` gives its planner: H (and I, J, K for CEM/iCEM) and every
+    CEM/iCEM option field that is set (None leaves the planner's own default)."""
+    if planner_cfg.name not in _CEM_PLANNERS:
+        return dict(horizon=planner_cfg.horizon, candidates=planner_cfg.candidates)
+    options = {key: getattr(planner_cfg, key) for key in _SIZES}
+    for key in CEM_OPTIONS:
+        value = getattr(planner_cfg, key, None)
+        if value is not None:
+            options[key] = value
+    return options
+
+
+def uses_warm_start(planner_cfg: Any) -> bool:
+    """``planner_cfg.warm_start``, or when None the planner's default (on for ``icem``)."""
+    value = getattr(planner_cfg, "warm_start", None)
+    return default_warm_start(planner_cfg.name) if value is None else bool(value)
+
+
 def make_planner(
     planner_cfg: Any,
     speed_cfg: Any,
@@ -99,22 +137,33 @@ def make_planner(
 
     Returns ``planner(transition, reward_model, state) -> action (E, A)``. With ``bf16``,
     ``compile`` off and (``cuda_graphs`` off or a CPU device), or for the random-shooting
-    planner, this is exactly the eager ``planetrl.planning.make_planner(...)``."""
+    planner, this is exactly the eager ``planetrl.planning.make_planner(...)``; with the warm
+    start on (``planner_cfg.warm_start``, by default on for ``icem``) it is wrapped in
+    :class:`planetrl.planning.WarmStart` (call ``reset(num_envs)`` at the start of episodes;
+    :class:`planetrl.agent.Agent` does).
+
+    CUDA graphs (:class:`StaticPlanner`) are used only for the paper's plain CEM (every iCEM
+    option at the plain CEM's value, no warm start): with any iCEM option on, the fast path is the
+    lean planner without graphs (its population sizes, kept elites and warm start change shapes
+    and inputs between iterations and calls). With ``compile`` and a shrinking population
+    (γ > 1) or warm-start elites, the rollout is compiled once per population size N_i."""
     device = torch.device(device)
+    speed_cfg = resolve(speed_cfg, device) if speed_cfg is not None else None
     name = planner_cfg.name
-    if name == "cem":
-        options = dict(
-            horizon=planner_cfg.horizon,
-            iterations=planner_cfg.iterations,
-            candidates=planner_cfg.candidates,
-            top_k=planner_cfg.top_k,
-        )
-    else:
-        options = dict(horizon=planner_cfg.horizon, candidates=planner_cfg.candidates)
+    options = planner_options(planner_cfg)
     eager = make_eager_planner(name, generator=generator, **options)
+    warm = uses_warm_start(planner_cfg)
     graphs = device.type == "cuda" and _on(speed_cfg, "cuda_graphs")
-    if name != "cem" or not (_on(speed_cfg, "bf16") or _on(speed_cfg, "compile") or graphs):
-        return eager
+    if name not in _CEM_PLANNERS or not (
+        _on(speed_cfg, "bf16") or _on(speed_cfg, "compile") or graphs
+    ):
+        return WarmStart(eager) if warm else eager
+    # The lean planner gets every option resolved (its own defaults are plain CEM's, also for
+    # icem), so that it computes the eager planner's function.
+    defaults = planner_defaults(name)
+    resolved = {key: defaults[key] for key in CEM_OPTIONS}
+    resolved.update({key: options[key] for key in CEM_OPTIONS if key in options})
+    plain = not warm and resolved == {key: planner_defaults("cem")[key] for key in CEM_OPTIONS}
     dtype = planner_dtype(speed_cfg)
     # Eager CPU: torch.gru_cell (one fused kernel for the gate arithmetic); under compile and on
     # GPU the gates are written out so that the compiler fuses them with the rest of the step.
@@ -124,10 +173,14 @@ def make_planner(
         rollout = _eager_rollout_gates()
     else:
         rollout = rollout_returns
-    fast = functools.partial(lean_cem, generator=generator, dtype=dtype, rollout=rollout, **options)
-    if graphs:
-        return StaticPlanner(fast, eager, options, generator=generator, use_graphs=True)
-    return _Fallback(fast, eager, dtype)
+    sizes = {key: options[key] for key in _SIZES}
+    fast = functools.partial(
+        lean_cem, generator=generator, dtype=dtype, rollout=rollout, **sizes, **resolved
+    )
+    if graphs and plain:
+        return StaticPlanner(fast, eager, sizes, generator=generator, use_graphs=True)
+    planner = _Fallback(fast, eager, dtype)
+    return WarmStart(planner) if warm else planner
 
 
 class _Fallback:
@@ -137,13 +190,21 @@ class _Fallback:
     def __init__(self, fast: Callable, eager: Callable, dtype: torch.dtype | None) -> None:
         self.fast, self.eager, self.dtype = fast, eager, dtype
 
-    def __call__(self, transition: Any, reward_model: Any, state: State, **kwargs: Any) -> Tensor:
-        if not kwargs and lean.supports(transition, reward_model):
-            return self.fast(transition, reward_model, state)
+    # Per-call arguments the lean planner takes as the eager one does (the warm start's).
+    _LEAN_KWARGS = frozenset({"init", "return_plan", "return_stats"})
+
+    def __call__(self, transition: Any, reward_model: Any, state: State, **kwargs: Any) -> Any:
+        if set(kwargs) <= self._LEAN_KWARGS and lean.supports(transition, reward_model):
+            return self.fast(transition, reward_model, state, **kwargs)
         if self.dtype is None:
             return self.eager(transition, reward_model, state, **kwargs)
         with torch.autocast(state.deter.device.type, dtype=self.dtype):
-            return self.eager(transition, reward_model, state, **kwargs).float()
+            result = self.eager(transition, reward_model, state, **kwargs)
+        if isinstance(result, Plan):
+            return dataclasses.replace(result, action=result.action.float())
+        if isinstance(result, tuple):
+            return (result[0].float(), *result[1:])
+        return result.float()
 
 
 class StaticPlanner:
@@ -242,6 +303,10 @@ class StaticPlanner:
             return entry["action"].clone()
         return entry["plan"]()
 
-    def reset(self) -> None:
+    def reset(self, num_envs: int | None = None) -> None:
+        """Start of new episodes (:meth:`planetrl.agent.Agent.reset`): nothing to forget, the
+        plain CEM keeps no plan between calls; the captured graphs stay (see :meth:`clear`)."""
+
+    def clear(self) -> None:
         """Drop the captured graphs (e.g. after moving the model to another device)."""
         self._entries.clear()

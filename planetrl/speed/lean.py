@@ -1,5 +1,6 @@
 """A lean CEM for the RSSM: the same function as :func:`planetrl.planning.cem` with
-``transition.imagine`` + ``reward_model`` (same weights, same random draws in the same order), but
+``transition.imagine`` + ``reward_model`` (same weights, same random draws in the same order; the
+CEM loop itself is shared, :func:`planetrl.planning.cem_loop`, only the scoring differs), but
 written for speed: the RSSM prior step on bare tensors (no ``State`` objects, no argument checks,
 no mean/std kept for all H steps), the features written into one preallocated (N, H, F) buffer
 and the reward MLP applied once per iteration, optionally in bfloat16 (weights cast once per plan)
@@ -21,6 +22,7 @@ from torch import Tensor
 
 from planetrl.models.rssm import RSSM
 from planetrl.models.state import State
+from planetrl.planning.cem import Plan, PlanInit, cem_loop, plan_result
 
 
 @dataclass
@@ -168,51 +170,65 @@ def lean_cem(
     generator: torch.Generator | None = None,
     min_action: float = -1.0,
     max_action: float = 1.0,
+    noise_beta: float = 0.0,
+    keep_elites: float = 0.0,
+    population_decay: float = 1.0,
+    momentum: float = 0.0,
+    init_std: float = 1.0,
+    execute_best: bool = False,
+    mean_candidate: bool = False,
+    init: PlanInit | None = None,
     dtype: torch.dtype | None = None,
     rollout: Callable[..., Tensor] | None = None,
     noise: Tensor | None = None,
-) -> Tensor:
-    """CEM as :func:`planetrl.planning.cem` (same defaults for the bounds), for the RSSM.
+    return_stats: bool = False,
+    return_plan: bool = False,
+) -> Tensor | tuple[Tensor, dict[str, Tensor]] | Plan:
+    """CEM as :func:`planetrl.planning.cem` (the same loop, :func:`planetrl.planning.cem_loop`,
+    and the same options with the same defaults), scored by a fast rollout of the RSSM.
 
     ``dtype``: compute dtype of the rollout (None = the model's; e.g. torch.bfloat16); the CEM
     belief, the candidates and the returns stay float32. ``rollout``: the rollout function
-    (default :func:`rollout_returns` with ``torch.gru_cell``; e.g. a ``torch.compile``'d one).
-    ``noise`` (I, E, J, H, A): pre-drawn candidate noise (the CUDA-graph planner's static buffer
-    when its generator cannot be captured); None draws it from ``generator`` as the eager code.
+    (default :func:`rollout_returns` with ``torch.gru_cell``; e.g. a ``torch.compile``'d one,
+    which compiles once per population size N: with ``population_decay`` γ > 1 or warm-start
+    elites, once per distinct N_i). ``noise`` (I, E, J, H, A): pre-drawn white candidate noise (the
+    CUDA-graph planner's static buffer when its generator cannot be captured; only with a constant
+    population and no warm-start elites); None draws it from ``generator`` as the eager code.
     """
     out_dtype, device = state.deter.dtype, state.deter.device
     w = RSSMPriorWeights.from_rssm(transition, dtype)
     rew = reward_layers(reward_model, dtype)
-    if rollout is None:
-        rollout = rollout_returns
+    run = rollout_returns if rollout is None else rollout
     cdtype = w.w_ih.dtype
-    E, J, H, A = state.shape[0], candidates, horizon, transition.action_size
-    N, S = E * J, transition.stoch_size
-    # Env-major tiling (row e * J + c is env e, candidate c), as planetrl.planning.tile_state.
-    deter0 = state.deter.to(cdtype).unsqueeze(1).expand(E, J, -1).reshape(N, -1)
-    stoch0 = state.stoch.to(cdtype).unsqueeze(1).expand(E, J, -1).reshape(N, -1)
-    mean = torch.zeros((E, H, A), dtype=out_dtype, device=device)
-    std = torch.ones((E, H, A), dtype=out_dtype, device=device)
-    env_index = torch.arange(E, device=device).unsqueeze(1)
-    eps = torch.empty((H, N, S), dtype=out_dtype, device=device)
-    for it in range(iterations):
-        if noise is not None:
-            z = noise[it]
-        elif generator is None:
-            z = torch.randn((E, J, H, A), dtype=out_dtype, device=device)
-        else:
-            z = torch.randn((E, J, H, A), dtype=out_dtype, device=generator.device,
-                            generator=generator).to(device)
-        actions = torch.clamp(mean.unsqueeze(1) + std.unsqueeze(1) * z, min_action, max_action)
+    E, H, A, S = state.shape[0], horizon, transition.action_size, transition.stoch_size
+    buffers: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # per population size N
+
+    def score(actions: Tensor) -> Tensor:
+        num = actions.shape[1]
+        N = E * num
+        if num not in buffers:
+            # Env-major tiling (row e * N + c is env e, candidate c), as planning.tile_state.
+            deter0 = state.deter.to(cdtype).unsqueeze(1).expand(E, num, -1).reshape(N, -1)
+            stoch0 = state.stoch.to(cdtype).unsqueeze(1).expand(E, num, -1).reshape(N, -1)
+            eps = torch.empty((H, N, S), dtype=out_dtype, device=device)
+            buffers[num] = (deter0, stoch0, eps)
+        deter0, stoch0, eps = buffers[num]
         action_in = F.linear(actions.reshape(N, H, A).to(cdtype), w.w_action, w.b_in)
         for t in range(H):  # one draw per step, in the eager order (randn_like in the RSSM)
             eps[t] = torch.randn((N, S), dtype=out_dtype, device=device)
-        returns = rollout(
+        returns = run(
             deter0, stoch0, action_in, eps.to(cdtype), w.w_stoch, w.w_ih, w.b_ih, w.w_hh,
             w.b_hh, w.w_prior, w.b_prior, w.w_head, w.b_head, rew, w.min_std,
-        ).to(out_dtype).reshape(E, J)
-        _, elite_index = torch.topk(returns, top_k, dim=1)
-        elites = actions[env_index, elite_index]
-        mean = elites.mean(dim=1)
-        std = elites.std(dim=1, correction=0)
-    return torch.clamp(mean[:, 0], min_action, max_action)
+        )
+        return returns.to(out_dtype).reshape(E, num)
+
+    plan = cem_loop(
+        score,
+        num_envs=E, horizon=H, action_size=A, iterations=iterations, candidates=candidates,
+        top_k=top_k, low=min_action, high=max_action, dtype=out_dtype, device=device,
+        noise_beta=noise_beta, keep_elites=keep_elites, population_decay=population_decay,
+        momentum=momentum, init_std=init_std, execute_best=execute_best,
+        mean_candidate=mean_candidate, generator=generator, noise=noise, init=init,
+        return_stats=return_stats,
+    )
+    return plan_result(plan, return_stats, return_plan)

@@ -19,6 +19,7 @@ killed between writing an episode and writing the checkpoint.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import random
 import time
@@ -29,8 +30,8 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
+from planetrl import speed
 from planetrl.agent import Agent
 from planetrl.config import (
     Config,
@@ -43,11 +44,18 @@ from planetrl.config import (
 from planetrl.envs import EnvPool, default_action_repeat, make_env
 from planetrl.models import WorldModel
 from planetrl.objective import compute_loss
-from planetrl import speed
-from planetrl.training.videos import open_loop_video, tile_frames
 from planetrl.replay import Replay, parse_episode_filename
-from planetrl.training.io import CheckpointError, load_checkpoint, save_checkpoint
+from planetrl.speed.auto import Hardware, SpeedDecision, Workload
+from planetrl.speed.threads import ThreadGovernor
+from planetrl.training.io import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    save_checkpoint,
+)
 from planetrl.training.logger import Logger
+from planetrl.training.progress import Progress
+from planetrl.training.videos import open_loop_video, tile_frames
 
 
 class NonFiniteLossError(RuntimeError):
@@ -83,11 +91,82 @@ def build_world_model(config: Config, action_size: int) -> WorldModel:
 
 
 def build_planner(
-    config: Config, generator: torch.Generator | None = None, device: torch.device | str = "cpu"
+    config: Config,
+    generator: torch.Generator | None = None,
+    device: torch.device | str = "cpu",
+    fast: SpeedDecision | None = None,
 ) -> Callable:
-    """The configured planner with the fast paths of ``config.speed`` that apply on ``device``
-    (exactly the eager ``planetrl.planning`` planner when they are off)."""
-    return speed.make_planner(config.planner, config.speed, device, generator=generator)
+    """The configured planner with the fast paths that apply on ``device``: those of ``fast``
+    (the run's decision), else of ``config.speed`` decided for this machine (exactly the eager
+    ``planetrl.planning`` planner when they are off)."""
+    return speed.make_planner(config.planner, fast or config.speed, device, generator=generator)
+
+
+DEFAULT_EPISODE_STEPS = 1000
+"""Env steps of an episode assumed before any has been seen (every DMC task's time limit)."""
+
+
+def expected_plans(config: Config, counters: "Counters", episode_steps: int) -> tuple[int, int]:
+    """(planner calls at E=1-equivalent cost, distinct numbers of environments) that the rest of
+    the run is expected to make: the planned training episodes and the evaluations, each
+    episode ``episode_steps / R`` plans; an evaluation plan for M environments counted as
+    0.75 M single plans (batched planning is sub-linear in E). Bounded by the budgets
+    (``max_episodes``, ``max_env_steps``; ``max_minutes`` is applied by the caller)."""
+    t, e = config.train, config.eval
+    repeat = action_repeat_of(config)
+    per_episode = max(1, math.ceil(episode_steps / repeat))
+    episodes = max(0, t.max_episodes - max(counters.episodes, t.seed_episodes))
+    if t.max_env_steps:
+        left = max(0, t.max_env_steps - max(counters.env_steps, t.seed_episodes * episode_steps))
+        episodes = min(episodes, math.ceil(left / episode_steps))
+    plans = episodes * per_episode * (1 if t.collect_envs == 1 else 0.75 * t.collect_envs)
+    shapes = {t.collect_envs}
+    if e.every:
+        evaluations = episodes // e.every
+        plans += evaluations * per_episode * (1 if e.episodes == 1 else 0.75 * e.episodes)
+        if evaluations:
+            shapes.add(e.episodes)
+    return int(plans), len(shapes)
+
+
+def probe_plan_ms(config: Config, world_model: WorldModel, device: torch.device,
+                  bf16: bool, repeats: int = 2) -> float:
+    """Milliseconds of one plan for one environment with the run's planner options and
+    ``bf16``, compile off (the timing probe of ``speed.compile: auto``). Leaves every RNG as
+    it was."""
+    fast = SpeedDecision(compile=False, bf16=bf16, channels_last=False, cuda_graphs=False)
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), torch.no_grad():
+        planner = speed.make_planner(config.planner, fast, device,
+                                     generator=torch.Generator(device=device).manual_seed(0))
+        state = world_model.transition.initial(1, device=device)
+        planner(world_model.transition, world_model.reward, state)  # warm-up
+        times = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            start = time.perf_counter()
+            planner(world_model.transition, world_model.reward, state)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            times.append(1000 * (time.perf_counter() - start))
+    return min(times)
+
+
+def decide_speed(config: Config, world_model: WorldModel, device: torch.device,
+                 counters: "Counters", episode_steps: int = DEFAULT_EPISODE_STEPS) -> SpeedDecision:
+    """``config.speed`` decided for this machine and this run (see :mod:`planetrl.speed.auto`):
+    ``compile: auto`` weighs the compile time against the planning time the rest of the run is
+    expected to take (a timing probe x :func:`expected_plans`, capped by ``max_minutes``)."""
+
+    def workload(bf16: bool) -> Workload:
+        plans, graphs = expected_plans(config, counters, episode_steps)
+        ms = probe_plan_ms(config, world_model, device, bf16) if plans else 0.0
+        if config.train.max_minutes and ms:
+            plans = min(plans, int(config.train.max_minutes * 60_000 / ms))
+        return Workload(plans=plans, plan_ms=ms, graphs=graphs)
+
+    return speed.decide(config.speed, Hardware.detect(device), workload)
 
 
 def loss_kwargs(config: Config) -> dict[str, Any]:
@@ -123,11 +202,14 @@ def run_episodes(
     *,
     keep: bool = False,
     record: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> Rollouts:
     """Run ``len(seeds)`` episodes in the first environments of ``pool``, in lockstep: one call
     ``act(obs (E, ...)) -> actions (E, A)`` serves them all (batched planning); a finished
     environment is no longer stepped. ``keep``: return the episodes in the replay's step
-    convention (see ``docs/design.md``); ``record``: frames of all environments side by side."""
+    convention (see ``docs/design.md``); ``record``: frames of all environments side by side;
+    ``on_step(agent_steps, env_steps)`` after every step: the step count so far and the env steps
+    (after action repeat, summed over environments) of this step (for a progress display)."""
     count = len(seeds)
     if not 1 <= count <= pool.num_envs:
         raise ValueError(f"need 1..{pool.num_envs} seeds, got {count}")
@@ -156,6 +238,7 @@ def run_episodes(
         was_active = active[:count].copy()
         next_obs, reward, terminated, truncated, infos = pool.step(full, active)
         next_obs = next_obs[:count]
+        before = int(steps.sum())
         for i in np.flatnonzero(was_active):
             returns[i] += reward[i]
             steps[i] += int(infos[i].get("env_steps", 1))
@@ -170,6 +253,8 @@ def run_episodes(
         obs = next_obs
         if record:
             frames.append(tile_frames(obs))
+        if on_step is not None:
+            on_step(acts, int(steps.sum()) - before)
     episodes = None
     if keep:
         episodes = [
@@ -216,6 +301,7 @@ def evaluate(
     planner: Callable,
     parallel: bool = True,
     record: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> tuple[list[float], np.ndarray | None, dict[str, float]]:
     """M episodes without exploration noise, the M environments stepped together and planned for
     in one batch. Returns (returns, frames (T, 64, 64*M, 3) if ``record``, timing).
@@ -227,15 +313,16 @@ def evaluate(
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         return _evaluate(config, world_model, episodes=episodes, seed=seed, planner=planner,
-                         parallel=parallel, record=record)
+                         parallel=parallel, record=record, on_step=on_step)
 
 
-def _evaluate(config, world_model, *, episodes, seed, planner, parallel, record):
+def _evaluate(config, world_model, *, episodes, seed, planner, parallel, record, on_step):
     generator = torch.Generator().manual_seed(seed)
     agent = Agent(world_model, planner, bits=config.train.bits, generator=generator)
     agent.reset(episodes)
     with make_pool(config, episodes, parallel) as pool:
-        out = run_episodes(pool, agent.act, [seed + i for i in range(episodes)], record=record)
+        out = run_episodes(pool, agent.act, [seed + i for i in range(episodes)], record=record,
+                           on_step=on_step)
     return out.returns, out.frames, {"eval/ms_per_plan": out.ms_per_act}
 
 
@@ -290,7 +377,11 @@ class Trainer:
         config: the merged configuration.
         allow_config_change: resume even if ``config`` differs from the saved one in fields other
             than budgets, logging and device (the new values win and are saved).
-        progress: show a tqdm progress bar over env steps.
+        progress: show a tqdm progress bar over env steps, with the phase in progress.
+
+    At start the fast paths are decided for this machine and run (``self.fast``, printed and
+    written to ``speed.json`` in the run directory) and torch's threads are set by a
+    :class:`planetrl.speed.threads.ThreadGovernor` (re-checked before every phase).
     """
 
     def __init__(self, config: Config, *, allow_config_change: bool = False, progress: bool = True):
@@ -311,25 +402,21 @@ class Trainer:
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
-        if config.threads:
-            torch.set_num_threads(config.threads)
         self.repeat = action_repeat_of(config)
 
         random.seed(config.seed)
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
         self.pool = make_pool(config, config.train.collect_envs)
+        self.threads = ThreadGovernor(config.threads, own=lambda: self.pool.worker_pids)
+        self.threads.adjust()
         self.action_size = int(self.pool.single_action_space.shape[0])
-        self.world_model = speed.optimise_world_model(
-            build_world_model(config, self.action_size).to(self.device), config.speed, self.device
-        )
+        self.world_model = build_world_model(config, self.action_size).to(self.device)
         self.optimizer = torch.optim.Adam(
             self.world_model.parameters(), lr=config.train.learning_rate, eps=config.train.adam_eps
         )
         self.generator = torch.Generator().manual_seed(config.seed)
-        plan_gen = torch.Generator(device=self.device).manual_seed(config.seed + 1)
-        self.planner = build_planner(config, plan_gen, self.device)
-        self.plan_generator = plan_gen
+        self.plan_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         self.action_rng = np.random.default_rng(config.seed)
         self.replay = Replay(
             self.logdir / "episodes", capacity=config.train.replay_capacity, seed=config.seed
@@ -337,7 +424,18 @@ class Trainer:
         self.counters = Counters()
         self.start_time = time.time()
         self.logger = Logger(self.logdir)
+        self.bar = Progress(False)  # run() makes the visible one
+        self._compiled: set[int] = set()  # numbers of environments planned for with compile on
         self._restore()
+        episodes, steps = self._episodes_on_disk()
+        self.fast = decide_speed(config, self.world_model, self.device, self.counters,
+                                 steps // episodes if episodes else DEFAULT_EPISODE_STEPS)
+        speed.optimise_world_model(self.world_model, self.fast, self.device)
+        self.planner = build_planner(config, self.plan_generator, self.device, self.fast)
+        atomic_write_text(self.logdir / "speed.json",
+                          json.dumps(self.fast.to_dict(), indent=2, sort_keys=True) + "\n")
+        print(f"{self.fast.describe()}\n  {'threads':<13} {self.threads.threads:<3}  "
+              f"({self.threads.reason})", flush=True)
 
     # ----------------------------------------------------------------- resume
     def _episodes_on_disk(self) -> tuple[int, int]:
@@ -436,9 +534,21 @@ class Trainer:
             agent = Agent(self.world_model, self.planner, bits=t.bits, generator=self.generator)
             agent.reset(count)
             act = functools.partial(agent.act, explore_noise=t.exploration_noise)
+        what = "random episode" if random_actions else "collect"
+        label = f"{what}{'s' if count > 1 else ''} {self.counters.episodes + 1}"
+        if count > 1:
+            label += f"-{self.counters.episodes + count}"
+
+        def on_step(step: int, env_steps: int) -> None:
+            self.bar.advance(env_steps)
+            self.bar.phase(f"{label}: step {step}")
+
+        self.threads.adjust()
+        if not random_actions:
+            self._announce_compile(label, count)
         self.world_model.eval()
         try:
-            out = run_episodes(self.pool, act, seeds, keep=True)
+            out = run_episodes(self.pool, act, seeds, keep=True, on_step=on_step)
         finally:
             self.world_model.train()
         timing = {"train/env_steps_per_s": out.env_steps_per_s}
@@ -446,7 +556,13 @@ class Trainer:
             timing["train/ms_per_plan"] = out.ms_per_act
         return out.episodes, timing
 
-    def _add_episode(self, episode, timing, bar) -> None:
+    def _announce_compile(self, label: str, num_envs: int) -> None:
+        """Say so on the bar before the first plan for ``num_envs`` environments compiles."""
+        if self.fast.compile and num_envs not in self._compiled:
+            self._compiled.add(num_envs)
+            self.bar.phase(f"{label}: compiling the planner for E={num_envs} (once)", force=True)
+
+    def _add_episode(self, episode, timing) -> None:
         ret = float(episode["reward"].sum())
         self.replay.add(episode)
         self.counters.episodes += 1
@@ -462,9 +578,7 @@ class Trainer:
                 **timing,
             },
         )
-        if bar is not None:
-            bar.update(steps)
-            bar.set_postfix(ep=self.counters.episodes, ret=f"{ret:.1f}", refresh=False)
+        self.bar.postfix(ep=self.counters.episodes, ret=f"{ret:.1f}")
 
     def evaluate_now(self) -> dict[str, float]:
         e = self.config.eval
@@ -472,11 +586,15 @@ class Trainer:
         record = e.video
         seed = 1_000_000 + 1000 * self.config.seed
         eval_planner = build_planner(
-            self.config, torch.Generator(device=self.device).manual_seed(seed), self.device
+            self.config, torch.Generator(device=self.device).manual_seed(seed), self.device,
+            self.fast,
         )
+        self.threads.adjust()
+        self._announce_compile("eval", e.episodes)
         returns, frames, timing = evaluate(
             self.config, self.world_model, episodes=e.episodes, seed=seed, planner=eval_planner,
             parallel=e.parallel, record=record,
+            on_step=lambda step, _: self.bar.phase(f"eval ({e.episodes} episodes): step {step}"),
         )
         row = {
             "eval/open_loop_reward_mse": self.open_loop_reward_mse(),
@@ -535,49 +653,49 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Run Algorithm 1 until the budget is spent; returns a summary."""
         cfg = self.config
-        bar = None
-        if self.progress:
-            total = cfg.train.max_env_steps or None
-            bar = tqdm(total=total, initial=self.counters.env_steps, unit="step", dynamic_ncols=True)
+        C = cfg.train.collect_interval
+        self.bar = Progress(self.progress, cfg.train.max_env_steps or None, self.counters.env_steps)
         last_eval = None
         try:
             while self.counters.episodes < cfg.train.seed_episodes and not self.done():
                 episodes, timing = self.collect(random_actions=True)
                 for episode in episodes:
-                    self._add_episode(episode, timing, bar)
+                    self._add_episode(episode, timing)
                 self.save()
             while not self.done():
                 losses: dict[str, list[float]] = {}
+                self.threads.adjust()
+                self.bar.phase(f"update 0/{C}", force=True)
                 start = time.perf_counter()
-                for _ in range(cfg.train.collect_interval):
+                for i in range(C):
                     for k, v in self.update().items():
                         losses.setdefault(k, []).append(v)
-                update_ms = 1000 * (time.perf_counter() - start) / cfg.train.collect_interval
+                    self.bar.phase(f"update {i + 1}/{C}")
+                update_ms = 1000 * (time.perf_counter() - start) / C
                 means = {f"loss/{k}": float(np.mean(v)) for k, v in losses.items()}
-                self.logger.scalars(self.counters.env_steps, {**means, "train/ms_per_update": update_ms})
+                self.logger.scalars(self.counters.env_steps, {
+                    **means, "train/ms_per_update": update_ms, "train/threads": self.threads.threads,
+                })
                 before = self.counters.episodes
                 episodes, timing = self.collect(random_actions=False)
                 for episode in episodes:
-                    self._add_episode(episode, timing, bar)
-                if bar is not None:
-                    bar.set_postfix(
-                        ep=self.counters.episodes, ret=f"{float(episodes[-1]['reward'].sum()):.1f}",
-                        loss=f"{means.get('loss/loss', float('nan')):.1f}",
-                        kl=f"{means.get('loss/kl', float('nan')):.2f}",
-                    )
+                    self._add_episode(episode, timing)
+                self.bar.postfix(
+                    ep=self.counters.episodes, ret=f"{float(episodes[-1]['reward'].sum()):.1f}",
+                    loss=f"{means.get('loss/loss', float('nan')):.1f}",
+                    kl=f"{means.get('loss/kl', float('nan')):.2f}",
+                )
                 every = cfg.eval.every
                 if every and self.counters.episodes // every > before // every:
                     last_eval = self.evaluate_now()
-                    if bar is not None:
-                        bar.write(
-                            f"episode {self.counters.episodes} step {self.counters.env_steps}: "
-                            f"eval return {last_eval['eval/return']:.1f} "
-                            f"± {last_eval['eval/return_std']:.1f}"
-                        )
+                    self.bar.write(
+                        f"episode {self.counters.episodes} step {self.counters.env_steps}: "
+                        f"eval return {last_eval['eval/return']:.1f} "
+                        f"± {last_eval['eval/return_std']:.1f}"
+                    )
                 self.save()
         finally:
-            if bar is not None:
-                bar.close()
+            self.bar.close()
             self.logger.flush()
         return {
             "episodes": self.counters.episodes,
