@@ -89,6 +89,8 @@ def test_speed_config_values():
     assert SpeedConfig(bf16=True, compile=False).compile == "off"
     assert SpeedConfig().bf16 == "auto"
     cfg = Config()
+    cfg.speed.compile = True  # set after construction: validate normalises it
+    assert cfg.validate().speed.compile == "on"
     cfg.speed.bf16 = "fast"
     with pytest.raises(ConfigError, match="speed.bf16 must be auto, on or off"):
         cfg.validate()

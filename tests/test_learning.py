@@ -41,7 +41,7 @@ def learning_config(logdir):
     c.train.batch_size, c.train.chunk_length, c.train.collect_interval = 16, 25, 40
     c.train.seed_episodes, c.train.max_episodes = 3, EPISODES
     c.planner.horizon, c.planner.iterations, c.planner.candidates, c.planner.top_k = 10, 4, 100, 10
-    c.speed.bf16, c.speed.compile = False, False
+    c.speed.bf16, c.speed.compile = "off", "off"
     # The objective the thresholds were calibrated with, whatever the small preset's loss becomes.
     c.loss.decode_fraction, c.loss.overshooting_distance = 1.0, 1
     c.eval.every, c.eval.episodes, c.eval.video, c.eval.parallel = 0, 5, False, False
