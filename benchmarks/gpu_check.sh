@@ -25,5 +25,5 @@ export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 echo "== CUDA tests" | tee "$OUTDIR/tests.txt"
 timeout 240 "$PY" -m pytest tests/test_speed.py -q -m "" -p no:cacheprovider -rs 2>&1 | tail -30 | tee -a "$OUTDIR/tests.txt"
 echo "== bench_all --device cuda" | tee "$OUTDIR/bench.txt"
-timeout 300 "$PY" benchmarks/bench_all.py --device cuda --skip-envs --profile ${BENCH_ARGS:-} 2>&1 | tee -a "$OUTDIR/bench.txt"
+timeout 300 "$PY" benchmarks/bench_all.py --device cuda --skip-envs --profile --speed "${SPEED:-compile,bf16,channels_last,cuda_graphs}" ${BENCH_ARGS:-} 2>&1 | tee -a "$OUTDIR/bench.txt"
 echo "== done"; date

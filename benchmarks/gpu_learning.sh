@@ -13,4 +13,4 @@ PY="${PYTHON:-python}"
 export PYTHONPATH="$PWD:${PYTHONPATH:-}"
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" || { echo "no CUDA: stop"; exit 2; }
 "$PY" benchmarks/learning.py --task dmc:cartpole-swingup --preset paper --device cuda \
-  --minutes "$MINUTES" --eval-every 5 --target 400 --logdir "$LOGDIR" --set speed.bf16=true
+  --minutes "$MINUTES" --eval-every 5 --target 400 --logdir "$LOGDIR" --set speed.bf16=on speed.cuda_graphs=on

@@ -79,6 +79,23 @@ def write_curve(logdir: Path, baseline: list[float], target: float | None, title
     return curve
 
 
+def parse_value(text: str, current):
+    """``text`` as the type of ``current`` where it has one (int, float, bool: true/false), else
+    None for ``none``, a number when it reads as one, or the string (e.g. ``speed.bf16=on``)."""
+    if isinstance(current, bool) or text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if text.lower() == "none":
+        return None
+    if isinstance(current, (int, float)):
+        return type(current)(text)
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return text
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--task", default="dmc:cartpole-balance")
@@ -111,7 +128,7 @@ def main(argv=None) -> int:
         section, _, name = key.rpartition(".")
         target = getattr(config, section) if section else config
         current = getattr(target, name)
-        setattr(target, name, type(current)(value) if not isinstance(current, bool) else value == "true")
+        setattr(target, name, parse_value(value, current))
     logdir = Path(config.logdir)
 
     seed = 1_000_000 + 1000 * config.seed  # the seeds Trainer.evaluate_now uses
