@@ -314,3 +314,16 @@ def test_eval_command_honours_threads(tmp_path):
     r = subprocess.run([sys.executable, "-m", "planetrl", "eval", "--logdir", str(tmp_path),
                         "--threads", "-1"], capture_output=True, text=True)
     assert r.returncode == 2 and "--threads must be >= 0" in r.stderr
+
+
+def test_a_row_cut_by_a_kill_does_not_swallow_the_next_one(tmp_path):
+    from planetrl.training.logger import Logger
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "a": 1.0}\n{"step": 2, "a"')  # torn
+    logger = Logger(tmp_path, tensorboard=False)
+    logger.scalars(3, {"a": 3.0})
+    logger.close()
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert [r["step"] for r in rows] == [1, 3]
+    Logger(tmp_path, tensorboard=False).close()  # a whole last line: nothing added
+    assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 3

@@ -21,7 +21,11 @@ class Logger:
     def __init__(self, logdir: str | Path, *, tensorboard: bool = True):
         self.logdir = Path(logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self._jsonl = open(self.logdir / "metrics.jsonl", "a", buffering=1)
+        path = self.logdir / "metrics.jsonl"
+        torn = path.exists() and path.stat().st_size > 0 and _last_byte(path) != b"\n"
+        self._jsonl = open(path, "a", buffering=1)
+        if torn:  # a row cut by a kill: end it, so that it cannot swallow the next row
+            self._jsonl.write("\n")
         self._writer = None
         if tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -88,6 +92,12 @@ def _ffmpeg(path: Path, frames: np.ndarray, fps: int) -> None:
     with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, format="FFMPEG") as w:
         for frame in frames:
             w.append_data(frame)
+
+
+def _last_byte(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        f.seek(-1, 2)
+        return f.read(1)
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
