@@ -13,6 +13,7 @@ import functools
 
 import pytest
 import torch
+from conftest import ICEM_OPTIONS, OPTION_SETS
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor
@@ -38,7 +39,7 @@ from planetrl.planning.base import (
     standard_normal,
     tile_state,
 )
-from planetrl.planning.cem import CEM_OPTIONS, population_sizes
+from planetrl.planning.cem import population_sizes
 
 
 class TargetStub(TransitionModel):
@@ -485,16 +486,6 @@ def test_register_planner_makes_a_replacement_available():
 # iCEM's options (arXiv 2008.06389), the icem planner and the warm start
 # --------------------------------------------------------------------------------------------
 
-ICEM_OPTIONS = {k: v for k, v in ICEM_DEFAULTS.items() if k in CEM_OPTIONS}
-OPTION_SETS = {
-    "paper": {},
-    "coloured": dict(noise_beta=2.0),
-    "keep_elites": dict(keep_elites=0.3),
-    "population_decay": dict(population_decay=1.5),
-    "momentum_init_std": dict(momentum=0.1, init_std=0.5),
-    "best_and_mean": dict(execute_best=True, mean_candidate=True),
-    "icem": ICEM_OPTIONS,
-}
 
 
 def reference_cem(transition, reward_model, state, *, horizon, iterations, candidates, top_k,

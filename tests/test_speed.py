@@ -16,6 +16,7 @@ import types
 
 import pytest
 import torch
+from conftest import ICEM_OPTIONS, OPTION_SETS
 
 from planetrl import speed
 from planetrl.config import Config, ConfigError, PlannerConfig, SpeedConfig
@@ -23,7 +24,7 @@ from planetrl.models import WorldModel, make_transition
 from planetrl.models.reward import RewardModel
 from planetrl.models.state import State
 from planetrl.objective import compute_loss
-from planetrl.planning import ICEM_DEFAULTS, cem
+from planetrl.planning import cem
 from planetrl.planning.cem import CEM_OPTIONS
 from planetrl.speed import lean
 
@@ -293,16 +294,6 @@ def test_compiled_planner_matches_eager():
 
 
 # ------------------------------------------------------------------- iCEM options, warm start
-ICEM_OPTIONS = {k: v for k, v in ICEM_DEFAULTS.items() if k in CEM_OPTIONS}
-OPTION_SETS = {
-    "paper": {},
-    "coloured": dict(noise_beta=2.0),
-    "keep_elites": dict(keep_elites=0.4),
-    "population_decay": dict(population_decay=1.5),
-    "momentum_init_std": dict(momentum=0.2, init_std=0.5),
-    "best_and_mean": dict(execute_best=True, mean_candidate=True),
-    "icem": ICEM_OPTIONS,
-}
 
 
 def flags(**on: bool):

@@ -1,0 +1,19 @@
+"""Shared test data: the planner option sets that the planning and speed tests run over."""
+
+from __future__ import annotations
+
+from planetrl.planning.cem import CEM_OPTIONS, ICEM_DEFAULTS
+
+ICEM_OPTIONS = {k: v for k, v in ICEM_DEFAULTS.items() if k in CEM_OPTIONS}
+"""iCEM's published option values (without the warm start, which is the wrapper's)."""
+
+OPTION_SETS = {
+    "paper": {},
+    "coloured": {"noise_beta": 2.0},
+    "keep_elites": {"keep_elites": 0.3},
+    "population_decay": {"population_decay": 1.5},
+    "momentum_init_std": {"momentum": 0.1, "init_std": 0.5},
+    "best_and_mean": {"execute_best": True, "mean_candidate": True},
+    "icem": ICEM_OPTIONS,
+}
+"""Each iCEM option on its own, and all of them: the sets every option test is run over."""
