@@ -2,6 +2,7 @@
 
     planetrl train --task dmc:cartpole-swingup --logdir runs/NAME [--preset paper|small] [overrides]
     planetrl eval --logdir runs/NAME --episodes N [--video]
+    planetrl suite dmc100k --dir runs/dmc100k [--preset small] [--seeds N] [--tasks ...]
     planetrl tasks
 
 ``planetrl train --help`` documents every option (the paper's symbol is in each help text); the
@@ -15,13 +16,14 @@ import argparse
 import sys
 from typing import Sequence
 
-USAGE = """usage: planetrl {train,eval,tasks} ...
+USAGE = """usage: planetrl {train,eval,suite,tasks} ...
 
 PlaNet (Hafner et al., 2019): learn latent dynamics from pixels and plan in latent space.
 
 commands:
   train   train an agent (Algorithm 1), or resume the run in --logdir
   eval    evaluate a trained run without exploration noise
+  suite   train a benchmark suite (e.g. dmc100k) on Ray and report it beside published figures
   tasks   list the task names
 
 `planetrl COMMAND --help` documents each command's options.
@@ -190,6 +192,41 @@ def _eval(argv: list[str]) -> int:
     return 0
 
 
+def _suite(argv: list[str]) -> int:
+    import tyro
+
+    from planetrl.suite.args import SuiteArgs
+
+    try:
+        args = _quiet_tyro(lambda: tyro.cli(SuiteArgs, args=argv, prog="planetrl suite"))
+    except _ParseError as err:
+        return _fail(f"{err}; see `planetrl suite --help`")
+
+    from planetrl.config import ConfigError
+    from planetrl.suite import SuiteError, builtin, run_suite, write_report
+
+    directory = args.dir or f"runs/suite-{args.name}"
+    try:
+        suite = builtin(args.name, preset=args.preset, seeds=args.seeds, env_steps=args.env_steps,
+                        tasks=args.tasks)
+        if args.report_only:
+            for path in write_report(directory):
+                print(path)
+            return 0
+        run_suite(suite, directory, address=args.address, cpus_per_run=args.cpus_per_run,
+                  gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
+    except (ConfigError, SuiteError, ValueError) as err:
+        return _fail(str(err))
+    except FileNotFoundError as err:
+        return _fail(f"{err}; is {directory} a suite directory?")
+    except KeyboardInterrupt:
+        print("planetrl: interrupted; rerun the same command to continue the suite",
+              file=sys.stderr)
+        return 130
+    print(f"suite {args.name}: done; report in {directory}/results.md")
+    return 0
+
+
 def _tasks(argv: list[str]) -> int:
     from planetrl.envs import default_action_repeat, list_tasks
 
@@ -205,7 +242,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    commands = {"train": _train, "eval": _eval, "tasks": _tasks}
+    commands = {"train": _train, "eval": _eval, "suite": _suite, "tasks": _tasks}
     if command not in commands:
         return _fail(f"unknown command {command!r}; accepted: {', '.join(commands)}")
     return commands[command](rest)

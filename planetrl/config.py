@@ -492,3 +492,20 @@ def load_config(path: str | Path) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} is corrupt: expected a JSON object")
     return from_dict(data)
+
+
+def set_field(config: Config, name: str, value: Any) -> None:
+    """Set the dotted field ``name`` (``"planner.candidates"``, ``"seed"``) of ``config`` to
+    ``value``; an unknown name is a :class:`ConfigError` naming the accepted ones."""
+    section_name, _, field_name = name.rpartition(".")
+    target: Any = config
+    if section_name:
+        if section_name not in _SECTIONS:
+            raise ConfigError(f"unknown config section {section_name!r} in {name!r}; accepted: "
+                              f"{', '.join(_SECTIONS)}")
+        target = getattr(config, section_name)
+    names = [f.name for f in dataclasses.fields(target)]
+    if field_name not in names:
+        where = f"section {section_name!r}" if section_name else "the top level"
+        raise ConfigError(f"unknown config field {name!r}; accepted in {where}: {', '.join(names)}")
+    setattr(target, field_name, value)

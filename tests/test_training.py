@@ -327,3 +327,17 @@ def test_a_row_cut_by_a_kill_does_not_swallow_the_next_one(tmp_path):
     assert [r["step"] for r in rows] == [1, 3]
     Logger(tmp_path, tensorboard=False).close()  # a whole last line: nothing added
     assert (tmp_path / "metrics.jsonl").read_text().count("\n") == 3
+
+
+def test_an_evaluation_cut_off_by_a_kill_runs_on_resume(tmp_path):
+    """The evaluation due after the last episode is recorded in the checkpoint; a run resumed
+    after it was missed runs it, although no episode is left to collect."""
+    cfg = tiny_config(tmp_path, seed_episodes=2, max_episodes=3)
+    train(cfg, progress=False)  # eval.every = 0: no evaluation
+    assert not [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/return" in r]
+    cfg.eval.every = 1  # now one is due at episode 3 (the seed episodes are never evaluated)
+    summary = train(cfg, progress=False)
+    evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/return" in r]
+    assert [r["step"] for r in evals] == [3000] and summary["eval"] is not None
+    train(cfg, progress=False)  # nothing is due any more
+    assert len([r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/return" in r]) == 1

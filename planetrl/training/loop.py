@@ -368,6 +368,15 @@ class Counters:
     episodes: int = 0
     env_steps: int = 0
     updates: int = 0
+    evaluated_at: int = -1
+    """Episodes when the last evaluation ran (-1: none recorded; set from the episodes on disk
+    when a checkpoint without it is resumed)."""
+
+
+def eval_seed(config: Config) -> int:
+    """Seed of a run's evaluation episodes (episode i uses ``eval_seed + i``): the same for every
+    evaluation of a run, and for the random-policy baseline of the suite."""
+    return 1_000_000 + 1000 * config.seed
 
 
 class Trainer:
@@ -462,7 +471,10 @@ class Trainer:
             self.plan_generator.set_state(payload["plan_generator"].to(self.plan_generator.get_state().device))
             self.action_rng.bit_generator.state = payload["action_rng"]
             self.replay.set_rng_state(payload["replay_rng"])
+            self.counters.evaluated_at = int(payload.get("evaluated_at", -1))
         self.counters.episodes, self.counters.env_steps = self._episodes_on_disk()
+        if self.counters.evaluated_at < 0:  # a checkpoint from before evaluated_at existed
+            self.counters.evaluated_at = self.counters.episodes
 
     def save(self) -> None:
         save_checkpoint(
@@ -474,6 +486,7 @@ class Trainer:
                 "updates": self.counters.updates,
                 "episodes": self.counters.episodes,
                 "env_steps": self.counters.env_steps,
+                "evaluated_at": self.counters.evaluated_at,
                 "torch_rng": torch.get_rng_state(),
                 "numpy_rng": np.random.get_state(),
                 "python_rng": random.getstate(),
@@ -584,7 +597,7 @@ class Trainer:
         e = self.config.eval
         self.world_model.eval()
         record = e.video
-        seed = 1_000_000 + 1000 * self.config.seed
+        seed = eval_seed(self.config)
         eval_planner = build_planner(
             self.config, torch.Generator(device=self.device).manual_seed(seed), self.device,
             self.fast,
@@ -611,6 +624,26 @@ class Trainer:
             self.logger.video(self.counters.env_steps, "eval/policy", frames)
             self.log_open_loop()
         self.world_model.train()
+        self.counters.evaluated_at = self.counters.episodes
+        return row
+
+    def eval_due(self) -> bool:
+        """An evaluation is due when the episodes crossed a multiple of ``eval.every`` since the
+        last one (the seed episodes excluded). Kept in the checkpoint, so an evaluation cut off by
+        a kill runs when the run resumes, also after the last episode."""
+        every = self.config.eval.every
+        last = max(self.counters.evaluated_at, self.config.train.seed_episodes)
+        return bool(every) and self.counters.episodes // every > last // every
+
+    def _evaluate_if_due(self) -> dict[str, float] | None:
+        if not self.eval_due():
+            return None
+        row = self.evaluate_now()
+        self.bar.write(
+            f"episode {self.counters.episodes} step {self.counters.env_steps}: "
+            f"eval return {row['eval/return']:.1f} ± {row['eval/return_std']:.1f}"
+        )
+        self.save()
         return row
 
     def open_loop_reward_mse(
@@ -662,6 +695,7 @@ class Trainer:
                 for episode in episodes:
                     self._add_episode(episode, timing)
                 self.save()
+            last_eval = self._evaluate_if_due()  # cut off by a kill before it ran
             while not self.done():
                 losses: dict[str, list[float]] = {}
                 self.threads.adjust()
@@ -676,7 +710,6 @@ class Trainer:
                 self.logger.scalars(self.counters.env_steps, {
                     **means, "train/ms_per_update": update_ms, "train/threads": self.threads.threads,
                 })
-                before = self.counters.episodes
                 episodes, timing = self.collect(random_actions=False)
                 for episode in episodes:
                     self._add_episode(episode, timing)
@@ -685,15 +718,9 @@ class Trainer:
                     loss=f"{means.get('loss/loss', float('nan')):.1f}",
                     kl=f"{means.get('loss/kl', float('nan')):.2f}",
                 )
-                every = cfg.eval.every
-                if every and self.counters.episodes // every > before // every:
-                    last_eval = self.evaluate_now()
-                    self.bar.write(
-                        f"episode {self.counters.episodes} step {self.counters.env_steps}: "
-                        f"eval return {last_eval['eval/return']:.1f} "
-                        f"± {last_eval['eval/return_std']:.1f}"
-                    )
                 self.save()
+                last_eval = self._evaluate_if_due() or last_eval
+            last_eval = self._evaluate_if_due() or last_eval  # cut off at the end by a kill
         finally:
             self.bar.close()
             self.logger.flush()

@@ -1,0 +1,41 @@
+"""The options of ``planetrl suite`` (parsed by tyro: ``planetrl suite --help`` is the manual)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+import tyro
+
+
+@dataclass
+class SuiteArgs:
+    """Train a benchmark suite on Ray (one run directory per task × variant × seed under --dir)
+    and write its report (results.md/csv, curves.csv/png) beside the published figures.
+    Rerunning the same command continues unfinished runs and skips finished ones."""
+
+    name: tyro.conf.Positional[str]
+    """The suite: dmc100k (the paper's six tasks at 100k env steps), ablation-transition
+    (RSSM / SSM / GRU on cartpole-swingup), ablation-overshooting (D=1 against D=12)."""
+    dir: Optional[str] = None
+    """Suite directory (default runs/suite-NAME)."""
+    preset: Literal["small", "paper"] = "small"
+    """Configuration preset of every run."""
+    seeds: int = 1
+    """Seeds per task and variant (0 .. N-1)."""
+    env_steps: int = 100_000
+    """Budget of every run in env steps (agent steps × action repeat)."""
+    tasks: Optional[list[str]] = None
+    """Tasks to run instead of the suite's own (e.g. --tasks dmc:cheetah-run dmc:walker-walk)."""
+    address: Optional[str] = None
+    """An existing Ray cluster (`auto` for one started with `ray start --head` here); the suite
+    directory must be on a file system every node sees. Default: a local cluster of this
+    machine's CPUs."""
+    cpus_per_run: Optional[float] = None
+    """CPUs each run asks Ray for (default 2: one run at a time on a 2-core machine)."""
+    gpus_per_run: Optional[float] = None
+    """GPUs each run asks Ray for (default 1 where the cluster has GPUs, else 0)."""
+    max_retries: int = 3
+    """Restarts of a run whose worker process died; each resumes from its checkpoint."""
+    report_only: bool = False
+    """Only (re)write the report from what the run directories hold."""

@@ -1,0 +1,284 @@
+"""Run a suite's runs on Ray, resumably.
+
+Why Ray core (``ray.remote`` tasks) and not Ray Tune: every run is already a resumable planetrl
+run directory (checkpoint, episodes, metrics) with a fixed configuration; Tune's trials,
+searchers and its own checkpoint syncing would duplicate that state and hide the run directories
+behind its layout. A remote task per run keeps ``planetrl train``'s run directory as the one
+source of truth, and Ray supplies what the suite needs from it: placement by resources (CPUs,
+GPUs), a local cluster or ``--address`` for an existing one, and retries of a task whose worker
+died (the retry resumes from the run directory's checkpoint).
+
+Layout of a suite directory::
+
+    <dir>/suite.json                 the suite (runs, budget, evaluation schedule; union of calls)
+    <dir>/runs/<run name>/           a normal run directory (config.json, checkpoint.pt, ...)
+        random.json                  the random policy's returns on the run's evaluation seeds
+        finished.json                written when the run reached its budget (summary, wall-clock,
+                                     CPU model, planetrl commit)
+    <dir>/results.csv, results.md, curves.csv, curves.png   the report (see ``report.py``)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from planetrl.config import ConfigError, from_dict, to_dict
+from planetrl.suite.spec import RunSpec, Suite, run_config
+
+SUITE_FILE = "suite.json"
+FINISHED_FILE = "finished.json"
+RANDOM_FILE = "random.json"
+ATTEMPTS_FILE = "attempts.jsonl"
+_FIXED = ("preset", "eval_every_env_steps", "eval_episodes", "overrides")
+
+
+class SuiteError(RuntimeError):
+    """A suite's run failed for good (after its retries) or the suite directory is inconsistent."""
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), for the record beside every figure."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def code_version() -> str:
+    """The planetrl git commit the code runs from (``+dirty`` with local changes), or ``unknown``."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
+                                text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
+                                "planetrl"], capture_output=True, text=True, timeout=10).stdout
+        return commit + ("+dirty" if dirty.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def merge_suite(directory: Path, suite: Suite) -> Suite:
+    """Record ``suite`` in ``directory/suite.json``: a later call may add runs (more seeds or
+    tasks) and change the budget; the settings that define the runs must stay the same."""
+    path = directory / SUITE_FILE
+    if path.exists():
+        try:
+            saved = Suite.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise SuiteError(f"{path} is corrupt: {err}") from None
+        if saved.name != suite.name:
+            raise SuiteError(f"{directory} holds suite {saved.name!r}, not {suite.name!r}; use "
+                             "another directory")
+        changed = {k: (getattr(saved, k), getattr(suite, k)) for k in _FIXED
+                   if getattr(saved, k) != getattr(suite, k)}
+        if changed:
+            lines = ", ".join(f"{k}: saved {a!r} != new {b!r}" for k, (a, b) in changed.items())
+            raise SuiteError(f"{directory} holds this suite with other settings ({lines}); use "
+                             "the same options or another directory")
+        runs = list(dict.fromkeys([*saved.runs, *suite.runs]))
+        suite = Suite(suite.name, suite.preset, suite.env_steps, suite.eval_every_env_steps,
+                      suite.eval_episodes, runs, suite.description, suite.overrides)
+    directory.mkdir(parents=True, exist_ok=True)
+    suite.save(path)
+    return suite
+
+
+def is_finished(run_dir: Path, env_steps: int) -> bool:
+    path = run_dir / FINISHED_FILE
+    if not path.exists():
+        return False
+    try:
+        return int(json.loads(path.read_text())["env_steps"]) >= env_steps
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+        return False
+
+
+def train_run(config_data: dict[str, Any]) -> dict[str, Any]:
+    """Train (or continue) one run to its budget; the body of the Ray task, also callable directly.
+
+    Computes the random policy's returns on the run's evaluation seeds first (once), then runs
+    ``planetrl train``'s Trainer, then writes ``finished.json``. Killed at any point, calling it
+    again continues where the run directory says.
+    """
+    from planetrl.training.io import atomic_write_text
+    from planetrl.training.loop import eval_seed, random_policy_returns, train
+
+    config = from_dict(config_data)
+    run_dir = Path(config.logdir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    attempts = run_dir / ATTEMPTS_FILE
+    _append_line(attempts, {"start": start, "cpu": cpu_model()})
+    random_path = run_dir / RANDOM_FILE
+    if not random_path.exists():
+        seed = eval_seed(config)
+        returns = random_policy_returns(config, episodes=config.eval.episodes, seed=seed,
+                                        parallel=config.eval.parallel)
+        atomic_write_text(random_path, json.dumps(
+            {"seed": seed, "episodes": len(returns), "returns": returns}, indent=1) + "\n")
+    summary = train(config, progress=False)
+    _append_line(attempts, {"start": start, "seconds": time.time() - start, "cpu": cpu_model()})
+    total = wall_clock(run_dir)
+    record = {
+        **{k: v for k, v in summary.items() if k != "eval"},
+        "last_eval": summary.get("eval"),
+        "wall_clock_s": total,
+        "cpu": cpu_model(),
+        "commit": code_version(),
+        "host": platform.node(),
+        "finished": time.time(),
+    }
+    atomic_write_text(run_dir / FINISHED_FILE, json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _append_line(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def wall_clock(run_dir: Path) -> float:
+    """Seconds spent on a run over all its attempts (``attempts.jsonl``): a completed attempt
+    counts its duration; one that was killed counts until the last row it logged."""
+    from planetrl.training.logger import read_metrics
+
+    rows = []
+    for line in (run_dir / ATTEMPTS_FILE).read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill
+    ended = {row["start"]: row["seconds"] for row in rows if "seconds" in row}
+    starts = sorted({row["start"] for row in rows})
+    metrics = run_dir / "metrics.jsonl"
+    times = [row["time"] for row in read_metrics(metrics)] if metrics.exists() else []
+    total = 0.0
+    for start, following in zip(starts, [*starts[1:], float("inf")]):
+        if start in ended:
+            total += ended[start]
+        else:
+            logged = [t for t in times if start <= t < following]
+            total += (max(logged) - start) if logged else 0.0
+    return total
+
+
+def run_suite(
+    suite: Suite,
+    directory: str | Path,
+    *,
+    address: str | None = None,
+    cpus_per_run: float | None = None,
+    gpus_per_run: float | None = None,
+    max_retries: int = 3,
+    report: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train every unfinished run of ``suite`` under ``directory`` on Ray; finished runs are
+    skipped, unfinished ones continue from their run directories. Returns {run name: record}.
+
+    Args:
+        address: an existing Ray cluster (``ray.init(address=...)``; the suite directory must be
+            on a file system every node sees). None starts a local one with this machine's CPUs.
+        cpus_per_run: CPUs each run asks for; default 2 (one plans/updates with 2 threads while
+            its env workers step): one run at a time on a 2-core machine.
+        gpus_per_run: GPUs each run asks for; default 1 where the cluster has GPUs, else 0.
+        max_retries: how often Ray restarts a run whose worker process died (each retry resumes).
+    """
+    directory = Path(directory)
+    suite = merge_suite(directory, suite)
+    configs: dict[str, dict[str, Any]] = {}
+    pending: list[RunSpec] = []
+    for run in suite.runs:
+        config = run_config(suite, run, directory)
+        run_dir = Path(config.logdir)
+        configs[run.name] = to_dict(config)
+        if is_finished(run_dir, suite.env_steps):
+            log(f"suite {suite.name}: {run.name} finished, skipped")
+        else:
+            pending.append(run)
+    results: dict[str, Any] = {}
+    if pending:
+        results = _run_on_ray(pending, configs, address=address, cpus_per_run=cpus_per_run,
+                              gpus_per_run=gpus_per_run, max_retries=max_retries,
+                              on_finish=(lambda: _report(directory, log)) if report else None,
+                              log=log)
+    if report:
+        _report(directory, log)
+    return results
+
+
+def _report(directory: Path, log: Callable[[str], None]) -> None:
+    from planetrl.suite.report import write_report
+
+    paths = write_report(directory)
+    log(f"suite report: {', '.join(str(p) for p in paths)}")
+
+
+def _run_on_ray(pending, configs, *, address, cpus_per_run, gpus_per_run, max_retries, on_finish,
+                log) -> dict[str, Any]:
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=False,
+                                      log_to_driver=True)
+        if address:
+            kwargs["address"] = address
+        else:
+            kwargs.update(num_cpus=os.cpu_count() or 1, object_store_memory=128 * 1024**2)
+        ray.init(**kwargs)
+    try:
+        resources = ray.cluster_resources()
+        cpus = cpus_per_run if cpus_per_run is not None else min(2.0, resources.get("CPU", 1.0))
+        gpus = gpus_per_run if gpus_per_run is not None else (1.0 if resources.get("GPU") else 0.0)
+        if cpus > resources.get("CPU", 0) or gpus > resources.get("GPU", 0):
+            raise SuiteError(f"each run asks for {cpus} CPUs and {gpus} GPUs but the Ray cluster "
+                             f"has {resources.get('CPU', 0)} and {resources.get('GPU', 0)}")
+        task = ray.remote(train_run).options(num_cpus=cpus, num_gpus=gpus,
+                                             max_retries=max_retries, retry_exceptions=False)
+        refs = {}
+        for run in pending:
+            refs[task.remote(configs[run.name])] = run.name
+        log(f"suite: {len(refs)} runs on Ray ({cpus:g} CPUs, {gpus:g} GPUs each; cluster "
+            f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)")
+        results, failures = {}, {}
+        waiting = list(refs)
+        while waiting:
+            done, waiting = ray.wait(waiting, num_returns=1)
+            name = refs[done[0]]
+            try:
+                results[name] = record = ray.get(done[0])
+            except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
+                    ray.exceptions.RayError) as err:
+                failures[name] = err
+                log(f"suite: {name} failed: {str(err).strip().splitlines()[-1]}")
+                continue
+            last = record.get("last_eval") or {}
+            tail = f", eval return {last['eval/return']:.1f}" if last else ""
+            log(f"suite: {name} finished: {record['env_steps']} env steps in "
+                f"{record['wall_clock_s'] / 60:.1f} min{tail}")
+            if on_finish is not None:
+                on_finish()
+        if failures:
+            names = ", ".join(failures)
+            raise SuiteError(f"{len(failures)} runs failed after their retries ({names}); rerun "
+                             "the same command to continue them")
+        return results
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+__all__ = ["run_suite", "train_run", "merge_suite", "is_finished", "SuiteError", "cpu_model",
+           "code_version", "ConfigError"]
