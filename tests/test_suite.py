@@ -266,3 +266,19 @@ def test_ray_retries_a_run_whose_worker_died(tmp_path):
     assert sum("seconds" in line for line in attempts) == 1  # the killed attempt never ended
     assert len(attempts) == 3
     assert finished["wall_clock_s"] > 0
+
+
+def test_report_shows_the_attribution(tmp_path):
+    from planetrl.suite.attribution import attribute_suite
+
+    suite = tiny_suite(env_steps=2000, seeds=1)
+    suite.overrides = {**TINY, "planner.horizon": 2, "planner.candidates": 8, "planner.top_k": 2,
+                       "planner.iterations": 1}
+    run_suite(suite, tmp_path, log=lambda _: None)
+    attribute_suite(suite, tmp_path, episodes=1, device="cpu", log=lambda _: None)
+    write_report(tmp_path)
+    table = (tmp_path / "results.md").read_text()
+    assert "## Attribution" in table
+    row = [line for line in table.splitlines() if line.startswith("| dmc:cartpole-balance")][-1]
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[3] != "–" and float(cells[4]) >= 0  # ceiling, held-out MSE

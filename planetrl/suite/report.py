@@ -42,6 +42,9 @@ class RunResult:
     """env steps -> (mean, std over the evaluation episodes)."""
     random: list[float] | None = None
     finished: dict | None = None
+    attribution: dict | None = None
+    replay_open_loop_mse: float | None = None
+    """The last evaluation's open-loop reward MSE over H on replay chunks (training data)."""
 
 
 def read_run(directory: Path, run) -> RunResult:
@@ -55,7 +58,10 @@ def read_run(directory: Path, run) -> RunResult:
             if "eval/return" in row:
                 result.curve[int(row["step"])] = (float(row["eval/return"]),
                                                   float(row.get("eval/return_std", math.nan)))
-    for name, attr in (("random.json", "random"), ("finished.json", "finished")):
+                if "eval/open_loop_reward_mse_H" in row:
+                    result.replay_open_loop_mse = float(row["eval/open_loop_reward_mse_H"])
+    for name, attr in (("random.json", "random"), ("finished.json", "finished"),
+                       ("attribution.json", "attribution")):
         path = run_dir / name
         if path.exists():
             try:
@@ -64,6 +70,18 @@ def read_run(directory: Path, run) -> RunResult:
                 continue
             setattr(result, attr, data["returns"] if attr == "random" else data)
     return result
+
+
+def _ceiling(directory: Path, suite: Suite, task: str) -> dict | None:
+    from planetrl.suite.attribution import ceiling_path
+    from planetrl.suite.spec import run_config
+
+    run = next(r for r in suite.runs if r.task == task)
+    path = ceiling_path(directory, task, run_config(suite, run, directory))
+    try:
+        return json.loads(path.read_text()) if path.exists() else None
+    except json.JSONDecodeError:
+        return None
 
 
 def _stats(values: list[float], episode_std: float) -> tuple[float, float, str]:
@@ -103,7 +121,8 @@ def curves(results: list[RunResult]) -> list[dict]:
     return rows
 
 
-def final_table(suite: Suite, results: list[RunResult], published: list[Published]) -> list[dict]:
+def final_table(suite: Suite, results: list[RunResult], published: list[Published],
+                directory: Path | None = None) -> list[dict]:
     rows = []
     for task in suite.tasks():
         for variant in suite.variants():
@@ -130,6 +149,16 @@ def final_table(suite: Suite, results: list[RunResult], published: list[Publishe
             for p in published_at(task, suite.env_steps, published):
                 if p.agent in COMPARED:
                     row[f"{p.agent} mean"], row[f"{p.agent} std"] = p.mean, p.std
+            ceiling = _ceiling(directory, suite, task) if directory is not None else None
+            if ceiling:
+                row["ceiling_mean"], row["ceiling_std"] = ceiling["mean"], ceiling["std"]
+            heldout = [r.attribution["heldout_open_loop"] for r in runs if r.attribution]
+            if heldout:
+                row["heldout_reward_mse_H"] = float(np.mean([h["mse"] for h in heldout]))
+                row["heldout_reward_var"] = float(np.mean([h["reward_var"] for h in heldout]))
+            replay = [r.replay_open_loop_mse for r in runs if r.replay_open_loop_mse is not None]
+            if replay:
+                row["replay_reward_mse_H"] = float(np.mean(replay))
             rows.append(row)
     return rows
 
@@ -160,6 +189,30 @@ def _markdown(suite: Suite, table: list[dict]) -> str:
         wall = row.get("wall_clock_min")
         cells += [f"{wall:.0f} min" if wall else "–", row.get("cpu", "–"), row.get("commit", "–")]
         lines.append("| " + " | ".join(cells) + " |")
+    attributed = [row for row in table if "ceiling_mean" in row or "heldout_reward_mse_H" in row]
+    if attributed:
+        lines += [
+            "",
+            "## Attribution: the planner or the model",
+            "",
+            "Planner ceiling: the same CEM (H, I, J, K, R) with the true simulator as its model "
+            "(physics state restored for every candidate). Open-loop reward MSE over H: filter 5 "
+            "steps, imagine H under the true actions; held-out = fresh episodes of the trained "
+            "agent, replay = training chunks at the last evaluation; the reward variance of the "
+            "held-out chunks is the MSE of predicting their mean.",
+            "",
+            "| task | variant | planetrl | planner ceiling | open-loop reward MSE over H, held-out"
+            " | reward variance (held-out) | open-loop reward MSE over H, replay |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row in attributed:
+            def num(key: str) -> str:
+                return f"{row[key]:.3g}" if key in row else "–"
+            lines.append("| " + " | ".join([
+                row["task"], row["variant"], _fmt(row.get("mean"), row.get("std")),
+                _fmt(row.get("ceiling_mean"), row.get("ceiling_std")),
+                num("heldout_reward_mse_H"), num("heldout_reward_var"), num("replay_reward_mse_H"),
+            ]) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -172,7 +225,8 @@ def _csv(rows: list[dict]) -> str:
     return out.getvalue()
 
 
-def plot(suite: Suite, rows: list[dict], published: list[Published], path: Path) -> None:
+def plot(suite: Suite, rows: list[dict], published: list[Published], path: Path,
+         directory: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -200,6 +254,10 @@ def plot(suite: Suite, rows: list[dict], published: list[Published], path: Path)
             if p.agent == "PlaNet":
                 ax.errorbar([suite.env_steps], [p.mean], yerr=[p.std or 0], fmt="s", color="k",
                             ms=4, capsize=3, label="PlaNet (published)")
+        ceiling = _ceiling(directory, suite, task)
+        if ceiling:
+            ax.axhline(ceiling["mean"], color="tab:green", ls=":", lw=1,
+                       label="planner with the true model")
         ax.set_title(task.split(":", 1)[-1])
         ax.set_xlabel("env steps")
         ax.set_ylabel("return")
@@ -229,12 +287,12 @@ def write_report(directory: str | Path) -> list[Path]:
     published = load_published()
     results = [read_run(directory, run) for run in suite.runs]
     rows = curves(results)
-    table = final_table(suite, results, published)
+    table = final_table(suite, results, published, directory)
     paths = [directory / "curves.csv", directory / "results.csv", directory / "results.md"]
     atomic_write_text(paths[0], _csv(rows))
     atomic_write_text(paths[1], _csv(table))
     atomic_write_text(paths[2], _markdown(suite, table))
     if rows:
         paths.append(directory / "curves.png")
-        plot(suite, rows, published, paths[-1])
+        plot(suite, rows, published, paths[-1], directory)
     return paths
