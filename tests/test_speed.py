@@ -72,17 +72,36 @@ def test_lean_cem_is_eager_cem_float32(num_envs):
 
 def test_rollout_variants_agree():
     transition, reward = models(1)
-    w = lean.RSSMPriorWeights.from_rssm(transition)
+    prior = transition.prior_weights().cast()
     rew = lean.reward_layers(reward, None)
     N, H = 50, 4
     args = (
         torch.randn(N, 40), torch.randn(N, 8), torch.randn(N, H, 32), torch.randn(H, N, 8),
-        w.w_stoch, w.w_ih, w.b_ih, w.w_hh, w.b_hh, w.w_prior, w.b_prior, w.w_head, w.b_head,
-        rew, w.min_std,
+        prior, rew,
     )
     fused = lean.rollout_returns(*args, gru_cell=True)
     gates = lean.rollout_returns(*args, gru_cell=False)
     torch.testing.assert_close(gates, fused, atol=1e-4, rtol=1e-5)
+
+
+def test_the_lean_rollout_and_img_step_share_the_rssm_prior_step():
+    """The fast rollout steps with the RSSM's own prior step: with the same noise, its returns
+    are those of the eager ``imagine`` + reward model (no weights read by name in speed/)."""
+    transition, reward = models(2)
+    N, H = 6, 4
+    state = belief(transition, N, seed=1)
+    actions = torch.rand(N, H, 3) * 2 - 1
+    torch.manual_seed(3)
+    priors = transition.imagine(state, actions)
+    expected = reward(transition.features(priors)).sum(1)
+    torch.manual_seed(3)
+    eps = torch.stack([torch.randn(N, 8) for _ in range(H)])
+    for gru_cell in (True, False):
+        returns = lean.rollout_returns(
+            state.deter, state.stoch, transition.prepare_actions(actions), eps,
+            transition.prior_weights().cast(), lean.reward_layers(reward, None), gru_cell=gru_cell,
+        )
+        torch.testing.assert_close(returns, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_flags_off_give_the_eager_planner():
