@@ -22,7 +22,7 @@ from torch import Tensor
 
 from planetrl.models.rssm import RSSM, PriorWeights, prior_step
 from planetrl.models.state import State
-from planetrl.planning.cem import Plan, PlanInit, cem_loop, plan_result
+from planetrl.planning.cem import CEMOptions, Plan, PlanInit, cem_loop, plan_result
 
 
 def reward_mlp(features: Tensor, layers: list[tuple[Tensor, Tensor]]) -> Tensor:
@@ -92,16 +92,10 @@ def lean_cem(
     iterations: int,
     candidates: int,
     top_k: int,
+    options: CEMOptions = CEMOptions(),
     generator: torch.Generator | None = None,
     min_action: float = -1.0,
     max_action: float = 1.0,
-    noise_beta: float = 0.0,
-    keep_elites: float = 0.0,
-    population_decay: float = 1.0,
-    momentum: float = 0.0,
-    init_std: float = 1.0,
-    execute_best: bool = False,
-    mean_candidate: bool = False,
     init: PlanInit | None = None,
     dtype: torch.dtype | None = None,
     rollout: Callable[..., Tensor] | None = None,
@@ -110,7 +104,8 @@ def lean_cem(
     return_plan: bool = False,
 ) -> Tensor | tuple[Tensor, dict[str, Tensor]] | Plan:
     """CEM as :func:`planetrl.planning.cem` (the same loop, :func:`planetrl.planning.cem_loop`,
-    and the same options with the same defaults), scored by a fast rollout of the RSSM.
+    with iCEM's ``options`` as one :class:`planetrl.planning.CEMOptions`, plain CEM by default),
+    scored by a fast rollout of the RSSM.
 
     ``dtype``: compute dtype of the rollout (None = the model's; e.g. torch.bfloat16); the CEM
     belief, the candidates and the returns stay float32. ``rollout``: the rollout function
@@ -149,9 +144,6 @@ def lean_cem(
         score,
         num_envs=E, horizon=H, action_size=A, iterations=iterations, candidates=candidates,
         top_k=top_k, low=min_action, high=max_action, dtype=out_dtype, device=device,
-        noise_beta=noise_beta, keep_elites=keep_elites, population_decay=population_decay,
-        momentum=momentum, init_std=init_std, execute_best=execute_best,
-        mean_candidate=mean_candidate, generator=generator, noise=noise, init=init,
-        return_stats=return_stats,
+        options=options, generator=generator, noise=noise, init=init, return_stats=return_stats,
     )
     return plan_result(plan, return_stats, return_plan)

@@ -31,7 +31,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from planetrl import speed
+from planetrl import planning, speed
 from planetrl.agent import Agent
 from planetrl.config import (
     Config,
@@ -96,10 +96,12 @@ def build_planner(
     device: torch.device | str = "cpu",
     fast: SpeedDecision | None = None,
 ) -> Callable:
-    """The configured planner with the fast paths that apply on ``device``: those of ``fast``
+    """The configured planner (built by :func:`planetrl.planning.planner_from_config`) with the
+    fast paths that apply on ``device`` (:func:`planetrl.speed.accelerate`): those of ``fast``
     (the run's decision), else of ``config.speed`` decided for this machine (exactly the eager
-    ``planetrl.planning`` planner when they are off)."""
-    return speed.make_planner(config.planner, fast or config.speed, device, generator=generator)
+    planner when they are off)."""
+    planner = planning.planner_from_config(config.planner, generator=generator)
+    return speed.accelerate(planner, fast or config.speed, device)
 
 
 DEFAULT_EPISODE_STEPS = 1000
@@ -137,8 +139,7 @@ def probe_plan_ms(config: Config, world_model: WorldModel, device: torch.device,
     fast = SpeedDecision(compile=False, bf16=bf16, channels_last=False, cuda_graphs=False)
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
-        planner = speed.make_planner(config.planner, fast, device,
-                                     generator=torch.Generator(device=device).manual_seed(0))
+        planner = build_planner(config, torch.Generator(device=device).manual_seed(0), device, fast)
         state = world_model.transition.initial(1, device=device)
         planner(world_model.transition, world_model.reward, state)  # warm-up
         times = []
