@@ -225,7 +225,6 @@ def test_open_loop_reward_error_over_the_planning_horizon():
     from types import SimpleNamespace
 
     from planetrl.models import WorldModel
-    from planetrl.training.loop import open_loop_reward_error
 
     torch.manual_seed(0)
     wm = WorldModel(1, cnn_depth=4, embed_size=128, deter_size=8, stoch_size=4, hidden_size=8,
@@ -245,20 +244,69 @@ def test_open_loop_reward_error_over_the_planning_horizon():
         priors = wm.transition.imagine(posts[:, -1], batch.action[:2, 5:])
         predicted = wm.reward(wm.transition.features(priors))
         squared = (predicted - batch.reward[:2, 5:]).square()
-        assert open_loop_reward_error(wm, batch) == pytest.approx(float(squared.mean()), rel=1e-5)
+        assert wm.open_loop_reward_error(batch) == pytest.approx(float(squared.mean()), rel=1e-5)
         # Chunk 2's reset (t=9) is past context + 3, so all three chunks count over 3 steps.
         posts, _ = wm.transition.observe(wm.encoder(batch.image[:, :5]), batch.action[:, :5],
                                          batch.is_first[:, :5])
         priors = wm.transition.imagine(posts[:, -1], batch.action[:, 5:8])
         predicted = wm.reward(wm.transition.features(priors))
         squared = (predicted - batch.reward[:, 5:8]).square()
-        assert open_loop_reward_error(wm, batch, horizon=3) == pytest.approx(
+        assert wm.open_loop_reward_error(batch, horizon=3) == pytest.approx(
             float(squared.mean()), rel=1e-5)
-        full3 = open_loop_reward_error(wm, SimpleNamespace(**{
+        full3 = wm.open_loop_reward_error(SimpleNamespace(**{
             k: getattr(batch, k)[:, :8] for k in ("image", "action", "reward", "is_first")}))
-        assert open_loop_reward_error(wm, batch, horizon=3) == pytest.approx(full3)
+        assert wm.open_loop_reward_error(batch, horizon=3) == pytest.approx(full3)
         with pytest.raises(ValueError, match="horizon"):
-            open_loop_reward_error(wm, batch, horizon=0)
+            wm.open_loop_reward_error(batch, horizon=0)
+
+
+def test_open_loop_diagnostics_draw_their_own_samples():
+    """The diagnostics sample the latent states from a stream of their own: repeatable for a
+    seed, and torch's global stream and the training mode are left as they were."""
+    from types import SimpleNamespace
+
+    from planetrl.models import WorldModel
+
+    torch.manual_seed(0)
+    wm = WorldModel(1, cnn_depth=4, embed_size=128, deter_size=8, stoch_size=4, hidden_size=8,
+                    reward_hidden=8)
+    g = torch.Generator().manual_seed(0)
+    batch = SimpleNamespace(
+        image=torch.rand(2, 8, 3, 64, 64, generator=g) - 0.5,
+        action=torch.rand(2, 8, 1, generator=g) * 2 - 1,
+        reward=torch.rand(2, 8, generator=g),
+        is_first=torch.zeros(2, 8, dtype=torch.bool),
+    )
+    state = torch.get_rng_state()
+    first = wm.open_loop_reward_error(batch, seed=3)
+    video = wm.open_loop_prediction(batch.image, batch.action, batch.is_first, seed=3)
+    assert torch.equal(torch.get_rng_state(), state) and wm.training
+    assert wm.open_loop_reward_error(batch, seed=3) == first
+    assert torch.equal(
+        wm.open_loop_prediction(batch.image, batch.action, batch.is_first, seed=3), video)
+    assert wm.open_loop_reward_error(batch, seed=4) != first
+
+
+def test_videos_do_not_change_the_training_sample_stream(tmp_path):
+    """An evaluation with videos on draws the training run's next batch, latent samples and
+    planner noise exactly as one with videos off (the open-loop video samples its own chunks)."""
+    streams = {}
+    for video in (False, True):
+        cfg = tiny_config(tmp_path / f"video-{video}", max_episodes=2)
+        cfg.eval.video = video
+        trainer = Trainer(cfg, progress=False)
+        try:
+            trainer.run()  # the two seed episodes
+            trainer.evaluate_now()
+            assert any((trainer.logdir / "videos").glob("open_loop*")) == video
+            batch = trainer.replay.sample(4, 8)
+            streams[video] = (batch.image, batch.action, torch.rand(5),
+                              torch.rand(5, generator=trainer.generator),
+                              torch.rand(5, generator=trainer.plan_generator))
+        finally:
+            trainer.close()
+    for off, on in zip(streams[False], streams[True]):
+        assert torch.equal(off, on)
 
 
 def test_fast_path_decision_is_saved_and_printed(tmp_path, capsys):
