@@ -185,10 +185,37 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     assert r.returncode == 2 and "paper, small" in r.stderr
     r = run("eval", "--logdir", str(tmp_path / "missing"))
     assert r.returncode == 2 and "no config" in r.stderr and "Traceback" not in r.stderr
+    for bad in (["--episodes", "abc"], ["--bogus", "1"], ["--episodes", "0"]):
+        r = run("eval", "--logdir", str(tmp_path / "missing"), *bad)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and bad[0] in r.stderr, r.stderr
+    r = run("eval")
+    assert r.returncode == 2 and "--logdir" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run("frobnicate")
     assert r.returncode == 2 and "train" in r.stderr
     r = run("train", "--help")
     assert r.returncode == 0 and "--planner.candidates" in r.stdout and "J," in r.stdout
+
+
+def test_cli_error_line_follows_the_shape_not_the_words():
+    """The one-line message is read from the shape of the parser's output (frame, rules,
+    ``error:``), so a reworded or recoloured tyro message, or plain argparse, still gives it."""
+    from planetrl.cli import one_line_error
+
+    framed = "\n".join([
+        "\x1b[31m╭─ Value error ─────────────────╮\x1b[0m",
+        "│ Error parsing --train.batch-size: │",
+        "│ invalid literal 'abc'             │",
+        "│ ──────────────────────────────── │",
+        "│ Some new section: --train.batch-size INT │",
+        "╰───────────────────────────────────╯",
+    ])
+    assert one_line_error(framed) == "Error parsing --train.batch-size: invalid literal 'abc'"
+    plain = "usage: planetrl eval [-h] --logdir LOGDIR\nplanetrl eval: error: unrecognized: --x"
+    assert one_line_error(plain) == "unrecognized: --x"
+    assert one_line_error("something odd\nhappened --y") == "happened --y"
+    assert one_line_error("") == "invalid arguments"
+    assert len(one_line_error("│ " + "x " * 500 + "│")) <= 400
 
 
 def test_eval_command(tmp_path):
