@@ -33,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from reference import ReferenceWorldModel, reference_cem, reference_loss  # noqa: E402
 
-from planetrl import speed  # noqa: E402
+from planetrl import planning, speed  # noqa: E402
 from planetrl.config import preset  # noqa: E402
 from planetrl.models import WorldModel  # noqa: E402
 from planetrl.models.state import State  # noqa: E402
@@ -112,8 +112,8 @@ def bench_plan(cfg, num_envs: int, device: torch.device, fast_cfg: SpeedDecision
     options = dict(horizon=p.horizon, iterations=p.iterations, candidates=p.candidates,
                    top_k=p.top_k)
     gen = lambda s: torch.Generator(device=device).manual_seed(s)  # noqa: E731
-    eager = speed.make_planner(p, OFF, device, gen(1))
-    fast = speed.make_planner(p, fast_cfg, device, gen(1))
+    eager = speed.accelerate(planning.planner_from_config(p, generator=gen(1)), OFF, device)
+    fast = speed.accelerate(planning.planner_from_config(p, generator=gen(1)), fast_cfg, device)
 
     def run_ref(state, g):
         return reference_cem(ref.rssm, ref.reward, state.deter, state.stoch, generator=g,
@@ -256,8 +256,10 @@ def profile(cfg, device: torch.device, fast_cfg: SpeedDecision, rows: int = 15) 
         loss.backward()
         opt.step()
 
-    planner = speed.make_planner(cfg.planner, fast_cfg, device,
-                                 torch.Generator(device=device).manual_seed(0))
+    planner = speed.accelerate(
+        planning.planner_from_config(cfg.planner,
+                                     generator=torch.Generator(device=device).manual_seed(0)),
+        fast_cfg, device)
     state = random_belief(wm.transition, 1, device, seed=2)
     for name, fn in (("update", update),
                      ("plan E=1", lambda: planner(wm.transition, wm.reward, state))):

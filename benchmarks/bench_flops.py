@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench_all import machine, random_batch, random_belief  # noqa: E402
 
-from planetrl import speed  # noqa: E402
+from planetrl import planning, speed  # noqa: E402
 from planetrl.config import preset  # noqa: E402
 from planetrl.objective import compute_loss  # noqa: E402
 from planetrl.speed.auto import FLAGS, Hardware, SpeedDecision  # noqa: E402
@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> None:
             loss.backward()
             opt.step()
 
-        planner = speed.make_planner(cfg.planner, fast, device, torch.Generator().manual_seed(0))
+        planner = speed.accelerate(
+            planning.planner_from_config(cfg.planner, generator=torch.Generator().manual_seed(0)),
+            fast, device)
         state = random_belief(wm.transition, 1, device, seed=2)
 
         def plan():

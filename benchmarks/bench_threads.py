@@ -27,7 +27,7 @@ CHILD = r"""
 import json, statistics, sys, time, types
 import torch
 sys.path.insert(0, {root!r})
-from planetrl import speed
+from planetrl import planning, speed
 from planetrl.config import preset
 from planetrl.models import WorldModel
 from planetrl.objective import compute_loss
@@ -42,7 +42,9 @@ decision = speed.resolve(cfg.speed, "cpu")
 torch.manual_seed(0)
 wm = speed.optimise_world_model(build_world_model(cfg, 6), decision, "cpu")
 opt = torch.optim.Adam(wm.parameters(), lr=1e-3, eps=1e-4)
-planner = speed.make_planner(cfg.planner, decision, "cpu", torch.Generator().manual_seed(0))
+planner = speed.accelerate(
+    planning.planner_from_config(cfg.planner, generator=torch.Generator().manual_seed(0)),
+    decision, "cpu")
 state = wm.transition.initial(1).map(lambda x: torch.randn(x.shape))
 B, L = cfg.train.batch_size, cfg.train.chunk_length
 is_first = torch.zeros(B, L, dtype=torch.bool); is_first[:, 0] = True

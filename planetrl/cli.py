@@ -12,9 +12,14 @@ command on the same logdir resumes the run.
 
 from __future__ import annotations
 
-import argparse
+import contextlib
+import io
+import re
 import sys
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence, TypeVar
+
+T = TypeVar("T")
 
 USAGE = """usage: planetrl {train,eval,suite,tasks} ...
 
@@ -39,12 +44,50 @@ class _ParseError(Exception):
     pass
 
 
-def _quiet_tyro(parse):
-    """Run a tyro parse; turn its boxed error message into one line (:class:`_ParseError`)."""
-    import contextlib
-    import io
-    import re
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_BOX = re.compile(r"[\u2500-\u257f]")  # box drawing: tyro frames its messages with them
+_SIDES = "\u2502\u2503\u2551"  # │ ┃ ║: the sides of a frame, around its text
+_MAX_MESSAGE = 400
 
+
+def one_line_error(text: str) -> str:
+    """The message of a command-line parser's error output, as one line.
+
+    Written against tyro's framed output (tested with tyro 1.0: a frame titled with the kind of
+    error, the message, then rule-separated sections of argument help and a pointer to
+    ``--help``), relying only on its shape: colour codes are removed; a line that starts with a
+    box-drawing character other than a frame's side (the frame's top, whose text is a title, or
+    bottom) or holds only box-drawing characters between the sides (a rule) ends a block; the
+    message is the first block of text, without the frame's sides.
+    Unframed output (argparse's ``usage: ...`` then ``prog: error: message``) gives the text
+    after the last ``error:``; anything else its last line. Collapsed to one line, at most
+    400 characters."""
+    lines = [_ANSI.sub("", line).strip() for line in text.splitlines()]
+    if any(_BOX.match(line) for line in lines):
+        blocks: list[list[str]] = [[]]
+        for line in lines:
+            inner = line.strip(_SIDES + " ")
+            content = _BOX.sub("", inner).strip()
+            edge = bool(_BOX.match(line)) and line[0] not in _SIDES
+            if edge or (inner and not content):
+                blocks.append([])  # the frame's top or bottom, or a rule: a new block
+            elif content:
+                blocks[-1].append(content)
+        texts = [" ".join(block) for block in blocks if block]
+        message = texts[0] if texts else ""
+    else:
+        errors = [line.split("error:", 1)[1] for line in lines if "error:" in line]
+        texts = [line for line in lines if line]
+        message = errors[-1] if errors else (texts[-1] if texts else "")
+    message = re.sub(r"\s+", " ", message).strip() or "invalid arguments"
+    if len(message) > _MAX_MESSAGE:
+        message = message[: _MAX_MESSAGE - 3].rstrip() + "..."
+    return message
+
+
+def _quiet_tyro(parse: Callable[[], T]) -> T:
+    """Run a tyro parse; turn its error output into one line (:class:`_ParseError`, see
+    :func:`one_line_error`). Help (exit status 0) goes through unchanged."""
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
@@ -52,17 +95,19 @@ def _quiet_tyro(parse):
     except SystemExit as exit_:
         if not exit_.code:
             raise
-        lines = []
-        for line in captured.getvalue().splitlines():
-            text = re.sub(r"[\u2500-\u257f]", "", line).strip()
-            if not text and lines:
-                continue
-            if "Argument helptext" in text or text.startswith("For full helptext"):
-                break
-            if text:
-                lines.append(text)
-        message = " ".join(lines[1:] if len(lines) > 1 else lines) or "invalid arguments"
-        raise _ParseError(re.sub(r"\s+", " ", message)) from None
+        raise _ParseError(one_line_error(captured.getvalue())) from None
+
+
+@dataclass
+class TrainFlags:
+    """The flags of `planetrl train` that are not config fields (parsed first)."""
+
+    preset: str = "paper"
+    """The preset whose values are the defaults (also the config field ``preset``)."""
+    allow_config_change: bool = False
+    """Resume with changed hyperparameters."""
+    progress: bool = True
+    """Show the progress bar (--no-progress: none)."""
 
 
 def _train(argv: list[str]) -> int:
@@ -70,11 +115,13 @@ def _train(argv: list[str]) -> int:
 
     from planetrl.config import PRESETS, Config, ConfigError, preset
 
-    pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument("--preset", default="paper")
-    pre.add_argument("--allow-config-change", action="store_true")
-    pre.add_argument("--no-progress", action="store_true")
-    known, rest = pre.parse_known_args(argv)
+    try:  # first the flags that are not config fields, and the preset that sets the defaults
+        known, rest = _quiet_tyro(
+            lambda: tyro.cli(TrainFlags, args=argv, prog="planetrl train", add_help=False,
+                             return_unknown_args=True)
+        )
+    except _ParseError as err:
+        return _fail(f"{err}; see `planetrl train --help`")
     if known.preset not in PRESETS:
         return _fail(f"unknown preset {known.preset!r}; accepted: {', '.join(PRESETS)}")
     description = (
@@ -108,7 +155,7 @@ def _train(argv: list[str]) -> int:
 
     try:
         summary = train(
-            config, allow_config_change=known.allow_config_change, progress=not known.no_progress
+            config, allow_config_change=known.allow_config_change, progress=known.progress
         )
     except NonFiniteLossError as err:
         return _fail(str(err), code=3)
@@ -126,23 +173,39 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+@dataclass
+class EvalArgs:
+    """Evaluate a trained run: M episodes with no exploration noise, the environments stepped in
+    parallel and planned for in one batch."""
+
+    logdir: str
+    """Run directory written by `planetrl train`."""
+    episodes: int = 5
+    """M, evaluation episodes."""
+    video: bool = False
+    """Write an mp4 of the episodes (<logdir>/videos/eval-seed<seed>.mp4)."""
+    seed: int = 12345
+    """Seed of the evaluation episodes."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+    serial: bool = False
+    """Step the envs in this process."""
+    threads: int | None = None
+    """Torch CPU threads (0 = auto: the free cores; default: the run's `threads` setting)."""
+    progress: bool = True
+    """Show the progress line (--no-progress: none)."""
+
+
 def _eval(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="planetrl eval",
-        description="Evaluate a trained run: M episodes with no exploration noise, the "
-        "environments stepped in parallel and planned for in one batch.",
-    )
-    parser.add_argument("--logdir", required=True, help="run directory written by `planetrl train`")
-    parser.add_argument("--episodes", type=int, default=5, help="M, evaluation episodes (default 5)")
-    parser.add_argument("--video", action="store_true", help="write an mp4 of the episodes")
-    parser.add_argument("--seed", type=int, default=12345, help="seed of the evaluation episodes")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    parser.add_argument("--serial", action="store_true", help="step the envs in this process")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="torch CPU threads (0 = auto: the free cores; default: the run's "
-                             "`threads` setting)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress line")
-    args = parser.parse_args(argv)
+    import tyro
+
+    try:
+        args = _quiet_tyro(
+            lambda: tyro.cli(EvalArgs, args=argv, prog="planetrl eval",
+                             description=" ".join((EvalArgs.__doc__ or "").split()))
+        )
+    except _ParseError as err:
+        return _fail(f"{err}; see `planetrl eval --help`")
     if args.episodes < 1:
         return _fail(f"--episodes must be a positive integer, got {args.episodes}")
     if args.threads is not None and args.threads < 0:
@@ -170,7 +233,7 @@ def _eval(argv: list[str]) -> int:
     print(f"{fast.describe()}\n  {'threads':<13} {threads.threads:<3}  ({threads.reason})")
     planner = build_planner(config, torch.Generator(device=device).manual_seed(args.seed), device,
                             fast)
-    bar = Progress(not args.no_progress)
+    bar = Progress(args.progress)
     try:
         returns, frames, timing = evaluate(
             config, world_model, episodes=args.episodes, seed=args.seed, planner=planner,

@@ -14,7 +14,7 @@ import torch
 
 from planetrl import speed
 from planetrl.config import Config, ConfigError, PlannerConfig, SpeedConfig
-from planetrl.planning import cem
+from planetrl.planning import cem, planner_from_config
 from planetrl.speed.auto import FLAGS, Hardware, SpeedDecision, Workload, decide, setting
 from planetrl.speed.threads import ThreadGovernor, busy_elsewhere, choose_threads
 
@@ -110,9 +110,9 @@ def test_decision_is_reported_and_accepted_everywhere():
     assert speed.resolve(decision) is decision
     # all off: exactly the eager planetrl.planning planner
     off = SpeedDecision(**{n: False for n in FLAGS})
-    planner = speed.make_planner(PlannerConfig(horizon=3, iterations=2, candidates=8, top_k=2),
-                                 off, "cpu")
-    assert getattr(planner, "func", None) is cem
+    eager = planner_from_config(PlannerConfig(horizon=3, iterations=2, candidates=8, top_k=2))
+    planner = speed.accelerate(eager, off, "cpu")
+    assert planner is eager and getattr(planner, "func", None) is cem
 
 
 def test_detect_reads_this_machine():

@@ -212,6 +212,16 @@ def test_gru_kl_is_zero():
     assert torch.equal(model.kl(posts, priors), torch.zeros(3, 7))
 
 
+def test_gru_deter_size_is_the_size_of_state_deter():
+    """``deter_size`` means one thing at the interface, the size of ``State.deter``: the GRU's
+    h_t (the constructor's ``deter_size``) is ``belief_size``, plus its observation input u_t."""
+    model = make("gru")
+    posts, _ = model.observe(*sequence())
+    assert model.belief_size == SIZES["deter_size"] == model.feature_size
+    assert model.deter_size == model.belief_size + model.obs_input_size == posts.deter.shape[-1]
+    assert model.features(posts).shape[-1] == model.belief_size
+
+
 def test_std_lower_bound():
     model = make("rssm", min_std=0.25)
     with torch.no_grad():

@@ -21,7 +21,10 @@ from torch import Tensor
 from planetrl.models.base import TransitionModel
 from planetrl.models.state import State
 from planetrl.planning import (
+    CEM_OPTIONS,
+    ICEM,
     ICEM_DEFAULTS,
+    CEMOptions,
     Plan,
     PlanInit,
     Planner,
@@ -30,6 +33,7 @@ from planetrl.planning import (
     cem,
     icem,
     make_planner,
+    planner_from_config,
     random_shooting,
     register_planner,
 )
@@ -464,6 +468,40 @@ def test_make_planner_names_options_and_errors():
         make_planner("cem", top_k=2000)  # > the default J = 1000, caught before any planning
     with pytest.raises(ValueError, match="horizon"):
         make_planner("cem", horizon=0)
+
+
+def test_planner_from_config_takes_the_options_from_the_planners_signature():
+    from planetrl.config import PlannerConfig
+
+    # Random shooting takes H and J only: the config's I and K are not passed.
+    cfg = PlannerConfig(name="random", horizon=4, candidates=32, iterations=3, top_k=5)
+    planner = planner_from_config(cfg)
+    assert planner.func is random_shooting
+    assert planner.keywords == dict(generator=None, horizon=4, candidates=32)
+    # CEM: the sizes and every iCEM option that is set; None leaves the planner's own default.
+    g = gen(0)
+    planner = planner_from_config(PlannerConfig(horizon=3, momentum=0.2), generator=g)
+    assert planner.func is cem and planner.keywords == dict(
+        generator=g, horizon=3, iterations=10, candidates=1000, top_k=100, momentum=0.2)
+    # icem is warm-started by default; the config can turn it off.
+    warm = planner_from_config(PlannerConfig(name="icem", horizon=3))
+    assert isinstance(warm, WarmStart) and warm.planner.func is icem
+    assert not isinstance(planner_from_config(PlannerConfig(name="icem", warm_start=False)),
+                          WarmStart)
+    # An option the planner does not take: a TypeError naming the accepted ones.
+    with pytest.raises(TypeError, match="accepted options: horizon, candidates"):
+        make_planner("random", top_k=5)
+
+
+def test_cem_options_have_one_owner():
+    """CEMOptions owns the options' names, defaults (cem's signature) and checks; ICEM the
+    values of icem's signature."""
+    defaults = planner_defaults("cem")
+    assert CEMOptions(**{k: defaults[k] for k in CEM_OPTIONS}) == CEMOptions()
+    icem_defaults = planner_defaults("icem")
+    assert CEMOptions(**{k: icem_defaults[k] for k in CEM_OPTIONS}) == ICEM
+    with pytest.raises(ValueError, match=r"keep_elites \(ξ\)"):
+        CEMOptions(keep_elites=1.0)
 
 
 def test_register_planner_makes_a_replacement_available():

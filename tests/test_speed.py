@@ -18,20 +18,27 @@ import pytest
 import torch
 from conftest import ICEM_OPTIONS, OPTION_SETS
 
-from planetrl import speed
+from planetrl import planning, speed
 from planetrl.config import Config, ConfigError, PlannerConfig, SpeedConfig
 from planetrl.models import WorldModel, make_transition
 from planetrl.models.reward import RewardModel
 from planetrl.models.state import State
 from planetrl.objective import compute_loss
 from planetrl.planning import cem
-from planetrl.planning.cem import CEM_OPTIONS
+from planetrl.planning import CEMOptions
 from planetrl.speed import lean
 
 CUDA = torch.cuda.is_available()
 OPTIONS = dict(horizon=5, iterations=3, candidates=64, top_k=8)
 PLANNER = PlannerConfig(**OPTIONS)
 OFF = SpeedConfig(compile=False, bf16=False, channels_last=False, cuda_graphs=False)
+
+
+def make(planner_cfg, speed_cfg, device="cpu", generator=None):
+    """The configured planner with the fast paths, as the training loop builds it: planning
+    builds it, speed wraps it."""
+    planner = planning.planner_from_config(planner_cfg, generator=generator)
+    return speed.accelerate(planner, speed_cfg, device)
 
 
 def models(seed: int, action_size: int = 3, device: str = "cpu", kind: str = "rssm"):
@@ -72,17 +79,36 @@ def test_lean_cem_is_eager_cem_float32(num_envs):
 
 def test_rollout_variants_agree():
     transition, reward = models(1)
-    w = lean.RSSMPriorWeights.from_rssm(transition)
+    prior = transition.prior_weights().cast()
     rew = lean.reward_layers(reward, None)
     N, H = 50, 4
     args = (
         torch.randn(N, 40), torch.randn(N, 8), torch.randn(N, H, 32), torch.randn(H, N, 8),
-        w.w_stoch, w.w_ih, w.b_ih, w.w_hh, w.b_hh, w.w_prior, w.b_prior, w.w_head, w.b_head,
-        rew, w.min_std,
+        prior, rew,
     )
     fused = lean.rollout_returns(*args, gru_cell=True)
     gates = lean.rollout_returns(*args, gru_cell=False)
     torch.testing.assert_close(gates, fused, atol=1e-4, rtol=1e-5)
+
+
+def test_the_lean_rollout_and_img_step_share_the_rssm_prior_step():
+    """The fast rollout steps with the RSSM's own prior step: with the same noise, its returns
+    are those of the eager ``imagine`` + reward model (no weights read by name in speed/)."""
+    transition, reward = models(2)
+    N, H = 6, 4
+    state = belief(transition, N, seed=1)
+    actions = torch.rand(N, H, 3) * 2 - 1
+    torch.manual_seed(3)
+    priors = transition.imagine(state, actions)
+    expected = reward(transition.features(priors)).sum(1)
+    torch.manual_seed(3)
+    eps = torch.stack([torch.randn(N, 8) for _ in range(H)])
+    for gru_cell in (True, False):
+        returns = lean.rollout_returns(
+            state.deter, state.stoch, transition.prepare_actions(actions), eps,
+            transition.prior_weights().cast(), lean.reward_layers(reward, None), gru_cell=gru_cell,
+        )
+        torch.testing.assert_close(returns, expected, atol=1e-5, rtol=1e-5)
 
 
 def test_flags_off_give_the_eager_planner():
@@ -90,7 +116,7 @@ def test_flags_off_give_the_eager_planner():
     state = belief(transition, 2, seed=3)
     # cuda_graphs is ignored on CPU; channels_last does not touch the planner
     for cfg in (OFF, SpeedConfig(compile="off", bf16="off", channels_last="on", cuda_graphs="on")):
-        planner = speed.make_planner(PLANNER, cfg, "cpu", torch.Generator().manual_seed(1))
+        planner = make(PLANNER, cfg, "cpu", torch.Generator().manual_seed(1))
         assert isinstance(planner, functools.partial) and planner.func is cem
         reference = functools.partial(cem, generator=torch.Generator().manual_seed(1), **OPTIONS)
         torch.testing.assert_close(
@@ -99,17 +125,17 @@ def test_flags_off_give_the_eager_planner():
             atol=0, rtol=0,
         )
     random_cfg = PlannerConfig(name="random", horizon=5, candidates=64)
-    planner = speed.make_planner(random_cfg, SpeedConfig(bf16=True), "cpu")
+    planner = make(random_cfg, SpeedConfig(bf16=True), "cpu")
     assert isinstance(planner, functools.partial) and planner.func.__name__ == "random_shooting"
 
 
 def test_bf16_planner_close_to_float32():
     transition, reward = models(3)
     state = belief(transition, 2, seed=5)
-    fp32 = speed.make_planner(PLANNER, SpeedConfig(bf16=False, compile=False, cuda_graphs=True),
+    fp32 = make(PLANNER, SpeedConfig(bf16=False, compile=False, cuda_graphs=True),
                               "cpu", torch.Generator().manual_seed(2))
     assert isinstance(fp32, functools.partial)  # cuda_graphs alone does nothing on CPU
-    bf16 = speed.make_planner(PLANNER, SpeedConfig(bf16=True, cuda_graphs=False), "cpu",
+    bf16 = make(PLANNER, SpeedConfig(bf16=True, cuda_graphs=False), "cpu",
                               torch.Generator().manual_seed(2))
     a = plan(fp32, transition, reward, state, 6)
     b = plan(bf16, transition, reward, state, 6)
@@ -122,7 +148,7 @@ def test_unsupported_models_fall_back_to_eager(kind):
     transition, reward = models(4, kind=kind)
     assert not lean.supports(transition, reward)
     state = belief(transition, 2, seed=8)
-    planner = speed.make_planner(PLANNER, SpeedConfig(bf16=True), "cpu",
+    planner = make(PLANNER, SpeedConfig(bf16=True), "cpu",
                                  torch.Generator().manual_seed(3))
     reference = functools.partial(cem, generator=torch.Generator().manual_seed(3), **OPTIONS)
     a = plan(reference, transition, reward, state, 9)
@@ -236,9 +262,9 @@ def _generator_of(planner) -> torch.Generator:
 def test_cuda_graph_planner_matches_uncaptured(bf16):
     transition, reward = models(7, device="cuda")
     cfg = SpeedConfig(bf16=bf16, cuda_graphs=True)
-    graphed = speed.make_planner(PLANNER, cfg, "cuda", torch.Generator(device="cuda").manual_seed(1))
+    graphed = make(PLANNER, cfg, "cuda", torch.Generator(device="cuda").manual_seed(1))
     assert isinstance(graphed, speed.StaticPlanner)
-    plain = speed.make_planner(PLANNER, SpeedConfig(bf16=bf16, cuda_graphs=False), "cuda",
+    plain = make(PLANNER, SpeedConfig(bf16=bf16, cuda_graphs=False), "cuda",
                                torch.Generator(device="cuda").manual_seed(1))
     for num_envs in (1, 3):
         state = belief(transition, num_envs, seed=num_envs, device="cuda")
@@ -283,7 +309,7 @@ def test_compiled_planner_matches_eager():
     """``compile``: the torch.compile'd rollout gives the eager plan (float32, same draws)."""
     transition, reward = models(8)
     state = belief(transition, 2, seed=12)
-    compiled = speed.make_planner(PLANNER, SpeedConfig(compile=True, cuda_graphs=False), "cpu",
+    compiled = make(PLANNER, SpeedConfig(compile=True, cuda_graphs=False), "cpu",
                                   torch.Generator().manual_seed(6))
     reference = functools.partial(cem, generator=torch.Generator().manual_seed(6), **OPTIONS)
     torch.testing.assert_close(
@@ -310,9 +336,9 @@ def test_lean_cem_is_eager_cem_float32_for_every_option(options, warm):
     """Same loop, same draws: equal plans, also over warm-started steps (kept elites shifted)."""
     transition, reward = models(11)
     actions = {}
-    for name, fn in (("eager", cem), ("lean", lean.lean_cem)):
-        planner = functools.partial(fn, generator=torch.Generator().manual_seed(5), **OPTIONS,
-                                    **options)
+    for name, planner in (("eager", functools.partial(cem, **options)),
+                          ("lean", functools.partial(lean.lean_cem, options=CEMOptions(**options)))):
+        planner = functools.partial(planner, generator=torch.Generator().manual_seed(5), **OPTIONS)
         planner = speed.WarmStart(planner) if warm else planner
         actions[name] = [plan(planner, transition, reward, belief(transition, 3, seed=30 + t),
                               seed=40 + t) for t in range(3)]
@@ -325,10 +351,11 @@ def test_lean_cem_returns_the_plan_and_stats_as_eager():
     transition, reward = models(12)
     state = belief(transition, 2, seed=4)
     results = []
-    for fn in (cem, lean.lean_cem):
+    for fn in (functools.partial(cem, **ICEM_OPTIONS),
+               functools.partial(lean.lean_cem, options=CEMOptions(**ICEM_OPTIONS))):
         torch.manual_seed(1)
         results.append(fn(transition, reward, state, generator=torch.Generator().manual_seed(2),
-                          return_plan=True, return_stats=True, **OPTIONS, **ICEM_OPTIONS))
+                          return_plan=True, return_stats=True, **OPTIONS))
     eager, fast = results
     for field in ("action", "mean", "std", "elites"):
         torch.testing.assert_close(getattr(fast, field), getattr(eager, field), atol=1e-5,
@@ -344,22 +371,24 @@ def test_predrawn_noise_needs_a_constant_population():
     action = lean.lean_cem(transition, reward, state, noise=noise, **OPTIONS)
     assert action.shape == (2, 3)
     with pytest.raises(ValueError, match="constant population"):
-        lean.lean_cem(transition, reward, state, noise=noise, population_decay=1.5, **OPTIONS)
+        lean.lean_cem(transition, reward, state, noise=noise,
+                      options=CEMOptions(population_decay=1.5), **OPTIONS)
 
 
 def test_config_passes_the_icem_options_to_eager_and_lean_planners():
     # icem: iCEM's defaults (warm start on), one option overridden by the config.
     cfg = PlannerConfig(name="icem", noise_beta=1.0, **OPTIONS)
-    eager = speed.make_planner(cfg, flags(), "cpu", torch.Generator().manual_seed(1))
+    eager = make(cfg, flags(), "cpu", torch.Generator().manual_seed(1))
     assert isinstance(eager, speed.WarmStart)
     assert eager.planner.func.__name__ == "icem"
     assert eager.planner.keywords == dict(generator=eager.planner.keywords["generator"],
                                           noise_beta=1.0, **OPTIONS)
-    fast = speed.make_planner(cfg, flags(bf16=True), "cpu", torch.Generator().manual_seed(1))
+    fast = make(cfg, flags(bf16=True), "cpu", torch.Generator().manual_seed(1))
     assert isinstance(fast, speed.WarmStart) and isinstance(fast.planner, speed._Fallback)
     keywords = fast.planner.fast.keywords
-    assert {k: keywords[k] for k in CEM_OPTIONS} == {**ICEM_OPTIONS, "noise_beta": 1.0}
+    assert keywords["options"] == CEMOptions(**{**ICEM_OPTIONS, "noise_beta": 1.0})
     assert keywords["dtype"] is torch.bfloat16
+    assert fast.planner.eager.func.__name__ == "icem"  # speed wrapped what planning built
     # The lean planner of the config in float32 computes the eager one's function.
     transition, reward = models(14)
     fp32 = speed.WarmStart(functools.partial(
@@ -374,26 +403,44 @@ def test_config_passes_the_icem_options_to_eager_and_lean_planners():
     a = plan(fast, transition, reward, belief(transition, 2, seed=3), 9)
     assert a.shape == (2, 3) and a.dtype == torch.float32 and (a.abs() <= 1).all()
     # cem: paper CEM unless the config turns an option on; warm start only when asked for.
-    plain = speed.make_planner(PlannerConfig(**OPTIONS), flags(), "cpu")
+    plain = make(PlannerConfig(**OPTIONS), flags(), "cpu")
     assert isinstance(plain, functools.partial) and plain.func is cem
     assert set(plain.keywords) == {"generator", *OPTIONS}
-    warm = speed.make_planner(PlannerConfig(warm_start=True, keep_elites=0.25, **OPTIONS),
+    warm = make(PlannerConfig(warm_start=True, keep_elites=0.25, **OPTIONS),
                               flags(), "cpu")
     assert isinstance(warm, speed.WarmStart) and warm.planner.keywords["keep_elites"] == 0.25
-    cold_icem = speed.make_planner(PlannerConfig(name="icem", warm_start=False, **OPTIONS),
+    cold_icem = make(PlannerConfig(name="icem", warm_start=False, **OPTIONS),
                                    flags(), "cpu")
     assert isinstance(cold_icem, functools.partial)
+
+
+def test_speed_wraps_the_planner_planning_built():
+    """speed builds no planner: it returns planning's planner, or wraps it (the eager fallback is
+    the very object planning built, the warm start stays around the fast planner)."""
+    eager = planning.planner_from_config(PLANNER, generator=torch.Generator().manual_seed(0))
+    assert speed.accelerate(eager, flags(), "cpu") is eager
+    fast = speed.accelerate(eager, flags(bf16=True), "cpu")
+    assert isinstance(fast, speed._Fallback) and fast.eager is eager
+    assert fast.fast.keywords["generator"] is eager.keywords["generator"]
+    warm = planning.planner_from_config(PlannerConfig(name="icem", **OPTIONS))
+    fast = speed.accelerate(warm, flags(bf16=True), "cpu")
+    assert isinstance(fast, speed.WarmStart) and fast.planner.eager is warm.planner
+    shooting = planning.planner_from_config(PlannerConfig(name="random", horizon=5))
+    assert speed.accelerate(shooting, flags(bf16=True, compile=True), "cpu") is shooting
+    # A planner with per-call options the lean one does not take stays eager.
+    stats = functools.partial(cem, return_stats=True, **OPTIONS)
+    assert speed.accelerate(stats, flags(bf16=True), "cpu") is stats
 
 
 def test_cuda_graphs_only_for_the_plain_cem():
     """Built, not run (no CUDA needed): the graph planner for the paper's CEM only."""
     on = flags(cuda_graphs=True)
-    assert isinstance(speed.make_planner(PLANNER, on, "cuda"), speed.StaticPlanner)
+    assert isinstance(make(PLANNER, on, "cuda"), speed.StaticPlanner)
     explicit = PlannerConfig(noise_beta=0.0, keep_elites=0.0, warm_start=False, **OPTIONS)
-    assert isinstance(speed.make_planner(explicit, on, "cuda"), speed.StaticPlanner)
+    assert isinstance(make(explicit, on, "cuda"), speed.StaticPlanner)
     for cfg in (PlannerConfig(name="icem", **OPTIONS), PlannerConfig(noise_beta=1.0, **OPTIONS),
                 PlannerConfig(warm_start=True, **OPTIONS)):
-        planner = speed.make_planner(cfg, on, "cuda")
+        planner = make(cfg, on, "cuda")
         inner = planner.planner if isinstance(planner, speed.WarmStart) else planner
         assert isinstance(inner, speed._Fallback), cfg
 

@@ -185,10 +185,37 @@ def test_cli_errors_are_one_clear_line(tmp_path):
     assert r.returncode == 2 and "paper, small" in r.stderr
     r = run("eval", "--logdir", str(tmp_path / "missing"))
     assert r.returncode == 2 and "no config" in r.stderr and "Traceback" not in r.stderr
+    for bad in (["--episodes", "abc"], ["--bogus", "1"], ["--episodes", "0"]):
+        r = run("eval", "--logdir", str(tmp_path / "missing"), *bad)
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and bad[0] in r.stderr, r.stderr
+    r = run("eval")
+    assert r.returncode == 2 and "--logdir" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     r = run("frobnicate")
     assert r.returncode == 2 and "train" in r.stderr
     r = run("train", "--help")
     assert r.returncode == 0 and "--planner.candidates" in r.stdout and "J," in r.stdout
+
+
+def test_cli_error_line_follows_the_shape_not_the_words():
+    """The one-line message is read from the shape of the parser's output (frame, rules,
+    ``error:``), so a reworded or recoloured tyro message, or plain argparse, still gives it."""
+    from planetrl.cli import one_line_error
+
+    framed = "\n".join([
+        "\x1b[31m╭─ Value error ─────────────────╮\x1b[0m",
+        "│ Error parsing --train.batch-size: │",
+        "│ invalid literal 'abc'             │",
+        "│ ──────────────────────────────── │",
+        "│ Some new section: --train.batch-size INT │",
+        "╰───────────────────────────────────╯",
+    ])
+    assert one_line_error(framed) == "Error parsing --train.batch-size: invalid literal 'abc'"
+    plain = "usage: planetrl eval [-h] --logdir LOGDIR\nplanetrl eval: error: unrecognized: --x"
+    assert one_line_error(plain) == "unrecognized: --x"
+    assert one_line_error("something odd\nhappened --y") == "happened --y"
+    assert one_line_error("") == "invalid arguments"
+    assert len(one_line_error("│ " + "x " * 500 + "│")) <= 400
 
 
 def test_eval_command(tmp_path):
@@ -225,7 +252,6 @@ def test_open_loop_reward_error_over_the_planning_horizon():
     from types import SimpleNamespace
 
     from planetrl.models import WorldModel
-    from planetrl.training.loop import open_loop_reward_error
 
     torch.manual_seed(0)
     wm = WorldModel(1, cnn_depth=4, embed_size=128, deter_size=8, stoch_size=4, hidden_size=8,
@@ -245,20 +271,69 @@ def test_open_loop_reward_error_over_the_planning_horizon():
         priors = wm.transition.imagine(posts[:, -1], batch.action[:2, 5:])
         predicted = wm.reward(wm.transition.features(priors))
         squared = (predicted - batch.reward[:2, 5:]).square()
-        assert open_loop_reward_error(wm, batch) == pytest.approx(float(squared.mean()), rel=1e-5)
+        assert wm.open_loop_reward_error(batch) == pytest.approx(float(squared.mean()), rel=1e-5)
         # Chunk 2's reset (t=9) is past context + 3, so all three chunks count over 3 steps.
         posts, _ = wm.transition.observe(wm.encoder(batch.image[:, :5]), batch.action[:, :5],
                                          batch.is_first[:, :5])
         priors = wm.transition.imagine(posts[:, -1], batch.action[:, 5:8])
         predicted = wm.reward(wm.transition.features(priors))
         squared = (predicted - batch.reward[:, 5:8]).square()
-        assert open_loop_reward_error(wm, batch, horizon=3) == pytest.approx(
+        assert wm.open_loop_reward_error(batch, horizon=3) == pytest.approx(
             float(squared.mean()), rel=1e-5)
-        full3 = open_loop_reward_error(wm, SimpleNamespace(**{
+        full3 = wm.open_loop_reward_error(SimpleNamespace(**{
             k: getattr(batch, k)[:, :8] for k in ("image", "action", "reward", "is_first")}))
-        assert open_loop_reward_error(wm, batch, horizon=3) == pytest.approx(full3)
+        assert wm.open_loop_reward_error(batch, horizon=3) == pytest.approx(full3)
         with pytest.raises(ValueError, match="horizon"):
-            open_loop_reward_error(wm, batch, horizon=0)
+            wm.open_loop_reward_error(batch, horizon=0)
+
+
+def test_open_loop_diagnostics_draw_their_own_samples():
+    """The diagnostics sample the latent states from a stream of their own: repeatable for a
+    seed, and torch's global stream and the training mode are left as they were."""
+    from types import SimpleNamespace
+
+    from planetrl.models import WorldModel
+
+    torch.manual_seed(0)
+    wm = WorldModel(1, cnn_depth=4, embed_size=128, deter_size=8, stoch_size=4, hidden_size=8,
+                    reward_hidden=8)
+    g = torch.Generator().manual_seed(0)
+    batch = SimpleNamespace(
+        image=torch.rand(2, 8, 3, 64, 64, generator=g) - 0.5,
+        action=torch.rand(2, 8, 1, generator=g) * 2 - 1,
+        reward=torch.rand(2, 8, generator=g),
+        is_first=torch.zeros(2, 8, dtype=torch.bool),
+    )
+    state = torch.get_rng_state()
+    first = wm.open_loop_reward_error(batch, seed=3)
+    video = wm.open_loop_prediction(batch.image, batch.action, batch.is_first, seed=3)
+    assert torch.equal(torch.get_rng_state(), state) and wm.training
+    assert wm.open_loop_reward_error(batch, seed=3) == first
+    assert torch.equal(
+        wm.open_loop_prediction(batch.image, batch.action, batch.is_first, seed=3), video)
+    assert wm.open_loop_reward_error(batch, seed=4) != first
+
+
+def test_videos_do_not_change_the_training_sample_stream(tmp_path):
+    """An evaluation with videos on draws the training run's next batch, latent samples and
+    planner noise exactly as one with videos off (the open-loop video samples its own chunks)."""
+    streams = {}
+    for video in (False, True):
+        cfg = tiny_config(tmp_path / f"video-{video}", max_episodes=2)
+        cfg.eval.video = video
+        trainer = Trainer(cfg, progress=False)
+        try:
+            trainer.run()  # the two seed episodes
+            trainer.evaluate_now()
+            assert any((trainer.logdir / "videos").glob("open_loop*")) == video
+            batch = trainer.replay.sample(4, 8)
+            streams[video] = (batch.image, batch.action, torch.rand(5),
+                              torch.rand(5, generator=trainer.generator),
+                              torch.rand(5, generator=trainer.plan_generator))
+        finally:
+            trainer.close()
+    for off, on in zip(streams[False], streams[True]):
+        assert torch.equal(off, on)
 
 
 def test_fast_path_decision_is_saved_and_printed(tmp_path, capsys):

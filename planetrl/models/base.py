@@ -104,7 +104,12 @@ class TransitionModel(nn.Module, abc.ABC):
         action_size: dimension of a_t.
         embed_size: dimension of the image embedding e_t.
         feature_size: dimension of ``features(state)``, the input of decoder and reward model.
-        deter_size: size of ``State.deter`` (0 without a deterministic path).
+        deter_size: size of ``State.deter``, the deterministic part a state carries from step to
+            step (0 without a deterministic path). It is the size of h_t for the RSSM, but not
+            for every model: :class:`~planetrl.models.gru.DeterministicGRU` carries h_t and its
+            observation input u_t there, so its ``deter_size`` is ``belief_size`` (h_t, what
+            its constructor and ``model.deter_size`` call ``deter_size``) + ``obs_input_size``.
+            ``feature_size`` is the size of what is decoded.
         stoch_size: size of ``State.stoch`` / ``mean`` / ``std`` (0 without a stochastic path).
     """
 

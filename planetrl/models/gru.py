@@ -22,9 +22,12 @@ class DeterministicGRU(TransitionModel):
     - a prior (``img_step`` / ``imagine``) stores the placeholder u_t = 0 (flag 0: "no
       observation").
 
-    So ``State.deter`` = concat(h_t, u_t) has size ``deter_size + hidden_size + 1``, while the
-    features h_t at step t are a function of (o_{<t}, a_{<t}) only, identical for the posterior and
-    the prior of step t (KL = 0 is then exact, not an approximation). The decoder and reward loss on
+    So ``State.deter`` = concat(h_t, u_t) has size ``belief_size + obs_input_size`` (the
+    constructor's ``deter_size`` + ``hidden_size`` + 1): that is the attribute ``deter_size``,
+    in the interface's meaning (the size of ``State.deter``, see
+    :class:`planetrl.models.base.TransitionModel`); h_t alone is ``belief_size`` =
+    ``feature_size``. The features h_t at step t are a function of (o_{<t}, a_{<t}) only,
+    identical for the posterior and the prior of step t (KL = 0 is then exact, not an approximation). The decoder and reward loss on
     posterior features is the one-step-ahead prediction loss of a classical deterministic RNN world
     model trained with teacher forcing. An imagined rollout from a filtered state uses the last real
     observation in its first transition and the zero placeholder afterwards; it never sees a future
@@ -40,8 +43,9 @@ class DeterministicGRU(TransitionModel):
     predictions (they are never compared with data), and the planner can exploit their errors.
 
     Args:
-        action_size: A. embed_size: E. deter_size: size of h_t (200). hidden_size: units of the
-        transition's input layer and of the observation projection u (200).
+        action_size: A. embed_size: E. deter_size: size of h_t (200; ``model.deter_size``), kept
+        as the attribute ``belief_size``. hidden_size: units of the transition's input layer
+        and of the observation projection u (200).
         stoch_size, min_std, mean_only: not used (no stochastic path); accepted as 0/None-ish only
         via :func:`planetrl.models.make_transition`, which drops them.
     """

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -14,6 +16,61 @@ from planetrl.models.base import (
     sample_normal,
 )
 from planetrl.models.state import State
+
+
+class PriorWeights(NamedTuple):
+    """The tensors of one RSSM prior step (:func:`prior_step`), as bare tensors: what the fast
+    planner's rollout (:mod:`planetrl.speed.lean`) takes instead of the modules. ``hidden`` is
+    the size of the transition's and the prior's hidden layers, D of h_t, S of s_t."""
+
+    w_stoch: Tensor  # (hidden, S): the s_{t-1} columns of the transition's input layer
+    w_ih: Tensor  # (3D, hidden): GRU input weights, gates (r, z, n)
+    b_ih: Tensor  # (3D,)
+    w_hh: Tensor  # (3D, D): GRU recurrent weights
+    b_hh: Tensor  # (3D,)
+    w_prior: Tensor  # (hidden, D): the prior's hidden layer
+    b_prior: Tensor  # (hidden,)
+    w_head: Tensor  # (2S, hidden): the prior's mean and raw std
+    b_head: Tensor  # (2S,)
+    min_std: float
+
+    def cast(self, dtype: torch.dtype | None = None) -> "PriorWeights":
+        """Detached, contiguous copies (once per plan, not per step), in ``dtype`` when given."""
+
+        def get(t: Tensor) -> Tensor:
+            t = t.detach()
+            return (t.to(dtype) if dtype is not None else t).contiguous()
+
+        return PriorWeights(*(get(t) for t in self[:-1]), self.min_std)
+
+
+def prior_step(
+    weights: PriorWeights, deter: Tensor, stoch: Tensor, action_in: Tensor, fused_gru: bool = True
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One step of the RSSM prior on bare tensors: (h_{t-1}, s_{t-1}, W_a a_{t-1} + b) ->
+    (h_t, mu_t, sigma_t) of p(s_t | h_t) = N(mu_t, diag(sigma_t^2)), with
+    h_t = GRUCell(ReLU(W_s s_{t-1} + W_a a_{t-1} + b), h_{t-1}).
+
+    The one definition of the step: :meth:`RSSM._img_step` calls it on the live parameters (then
+    samples s_t), the fast planner's rollout on cast copies (:meth:`PriorWeights.cast`).
+    ``fused_gru``: the GRU as ``torch.gru_cell`` (``nn.GRUCell``'s kernel; one fused CPU kernel for
+    the gates); else written out, r, z = sigmoid(.), n = tanh(W_in x + b_in + r (W_hn h + b_hn)),
+    h' = (1 - z) n + z h (the same function, for compilers to fuse with the rest of the step).
+    """
+    w = weights
+    x = F.relu(F.linear(stoch, w.w_stoch) + action_in)
+    if fused_gru:
+        deter = torch.gru_cell(x, deter, w.w_ih, w.w_hh, w.b_ih, w.b_hh)
+    else:
+        i_r, i_z, i_n = F.linear(x, w.w_ih, w.b_ih).chunk(3, -1)
+        h_r, h_z, h_n = F.linear(deter, w.w_hh, w.b_hh).chunk(3, -1)
+        r = torch.sigmoid(i_r + h_r)
+        z = torch.sigmoid(i_z + h_z)
+        n = torch.tanh(i_n + r * h_n)
+        deter = n + z * (deter - n)
+    hidden = F.relu(F.linear(deter, w.w_prior, w.b_prior))
+    mean, raw_std = F.linear(hidden, w.w_head, w.b_head).chunk(2, -1)
+    return deter, mean, F.softplus(raw_std) + w.min_std
 
 
 class RSSM(TransitionModel):
@@ -88,10 +145,18 @@ class RSSM(TransitionModel):
         # W_e e_t + b: the embedding columns of the posterior's hidden layer, batched over time.
         return self.post_hidden.part(1, embeds, bias=True)
 
+    def prior_weights(self) -> PriorWeights:
+        """The live parameters of the prior step (views; gradients flow through them)."""
+        return PriorWeights(
+            self.img_in.weight_part(0),
+            self.cell.weight_ih, self.cell.bias_ih, self.cell.weight_hh, self.cell.bias_hh,
+            self.prior_hidden.weight, self.prior_hidden.bias,
+            self.prior_head.linear.weight, self.prior_head.linear.bias,
+            self.prior_head.min_std,
+        )
+
     def _img_step(self, prev: State, action_in: Tensor) -> State:
-        x = F.relu(self.img_in.part(0, prev.stoch) + action_in)
-        deter = self.cell(x, prev.deter)
-        mean, std = self.prior_head(F.relu(self.prior_hidden(deter)))
+        deter, mean, std = prior_step(self.prior_weights(), prev.deter, prev.stoch, action_in)
         return State(deter, sample_normal(mean, std, self.mean_only), mean, std)
 
     def _obs_step(self, prev: State, action_in: Tensor, embed_in: Tensor) -> tuple[State, State]:

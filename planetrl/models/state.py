@@ -18,7 +18,9 @@ class State:
     stochastic path (GRU) has ``stoch``, ``mean`` and ``std`` of size 0.
 
     Attributes:
-        deter: h_t, the deterministic (GRU) part, (..., D).
+        deter: the deterministic part, (..., D) with D = the model's ``deter_size``: h_t (RSSM);
+            concat(h_t, u_t) for the deterministic GRU, which carries its observation input u_t
+            here (see :class:`planetrl.models.gru.DeterministicGRU`).
         stoch: s_t, the stochastic sample, (..., S).
         mean: mean of the diagonal Gaussian over s_t, (..., S).
         std: standard deviation of that Gaussian, (..., S).

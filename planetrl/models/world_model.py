@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+from types import SimpleNamespace
+from typing import Any, Iterator
+
 import torch
 from torch import Tensor, nn
 
@@ -64,9 +68,67 @@ class WorldModel(nn.Module):
         self.decoder = Decoder(feature_size, cnn_depth, channels_last=channels_last)
         self.reward = RewardModel(feature_size, reward_hidden, reward_layers)
 
+    # ------------------------------------------------------------- open-loop diagnostics
+    @contextlib.contextmanager
+    def own_samples(self, seed: int) -> Iterator[None]:
+        """Evaluation mode, and the latent samples s_t ~ q, p drawn from a stream of their own:
+        torch's global RNG (CPU and the model's CUDA device) forked and seeded with ``seed``, so
+        that a diagnostic is repeatable and leaves every stream of the training run as it was
+        (the training mode is restored too)."""
+        device = next(self.parameters()).device
+        devices = [device] if device.type == "cuda" else []
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(seed)
+                yield
+        finally:
+            self.train(was_training)
+
+    @torch.no_grad()
+    def open_loop_reward_error(
+        self, batch: Any, context: int = 5, horizon: int | None = None, *, seed: int = 0
+    ) -> float:
+        """Mean squared error of the rewards predicted open loop: filter ``context`` steps, then
+        imagine the rest of the chunk (or only its next ``horizon`` steps, e.g. the planner's H)
+        under the true actions and compare the reward model's means with the true rewards,
+        (1 / N) sum (E[p(r_t | s_t)] - r_t)^2 over the imagined steps. Chunks with an episode
+        start after the context are not used (NaN when none is left).
+
+        ``batch``: ``image`` (B, T, 3, 64, 64) preprocessed, ``action`` (B, T, A), ``reward``
+        (B, T), ``is_first`` (B, T). The latent samples come from their own stream (``seed``,
+        :meth:`own_samples`)."""
+        if horizon is not None:
+            if horizon < 1:
+                raise ValueError(f"horizon must be >= 1 or None, got {horizon!r}")
+            batch = SimpleNamespace(
+                **{k: getattr(batch, k)[:, : context + horizon]
+                   for k in ("image", "action", "reward", "is_first")}
+            )
+        is_first = torch.as_tensor(batch.is_first)
+        keep = ~is_first[:, context:].any(dim=1).to(batch.image.device)
+        if not keep.any():
+            return float("nan")
+        image, action, reward = batch.image[keep], batch.action[keep], batch.reward[keep]
+        with self.own_samples(seed):
+            embeds = self.encoder(image[:, :context])
+            posts, _ = self.transition.observe(
+                embeds, action[:, :context], is_first[keep][:, :context]
+            )
+            priors = self.transition.imagine(posts[:, -1], action[:, context:])
+            predicted = self.reward(self.transition.features(priors))
+        return float((predicted - reward[:, context:]).square().mean())
+
     @torch.no_grad()
     def open_loop_prediction(
-        self, images: Tensor, actions: Tensor, is_first: Tensor, context: int = 5
+        self,
+        images: Tensor,
+        actions: Tensor,
+        is_first: Tensor,
+        context: int = 5,
+        *,
+        seed: int | None = None,
     ) -> Tensor:
         """Predicted frames for the open-loop video (truth / model / error).
 
@@ -78,9 +140,14 @@ class WorldModel(nn.Module):
         Args:
             images: (B, T, 3, 64, 64) preprocessed. actions: (B, T, A), actions[:, t] = a_{t-1}.
             is_first: (B, T) bool. context: number of filtered frames, 1 <= context <= T.
+            seed: draw the latent samples from their own stream seeded with ``seed``, in
+                evaluation mode (:meth:`own_samples`); None: from torch's global RNG, as is.
         Returns:
             (B, T, 3, 64, 64) float predicted images (preprocessed scale).
         """
+        if seed is not None:
+            with self.own_samples(seed):
+                return self.open_loop_prediction(images, actions, is_first, context)
         check_image(images, "images")
         if images.dim() != 5:
             raise ValueError(f"images must be (B, T, 3, 64, 64), got {tuple(images.shape)}")

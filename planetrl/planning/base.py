@@ -58,8 +58,8 @@ def register_planner(name: str, fn: Callable[..., Tensor], *, warm_start: bool =
 
     ``warm_start``: whether the planner is meant to run warm-started from its previous plan
     (:class:`planetrl.planning.WarmStart`, which needs ``init=`` and ``return_plan=``); the
-    configured planner (``planetrl.speed.make_planner``) follows it unless the config says
-    otherwise. The pure function ``fn`` itself is always stateless.
+    configured planner (:func:`planetrl.planning.planner_from_config`) follows it unless the
+    config says otherwise. The pure function ``fn`` itself is always stateless.
     """
     if not isinstance(name, str) or not name:
         raise ValueError(f"planner name must be a non-empty string, got {name!r}")
@@ -87,6 +87,16 @@ def planner_defaults(name: str) -> dict[str, Any]:
     }
 
 
+def planner_option_names(name: str) -> tuple[str, ...]:
+    """The options planner ``name`` takes (its keyword parameters, from its signature)."""
+    signature = inspect.signature(planner_function(name))
+    return tuple(
+        n
+        for n, p in signature.parameters.items()
+        if n not in _POSITIONAL and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    )
+
+
 def default_warm_start(name: str) -> bool:
     """Whether planner ``name`` was registered to run warm-started (:func:`register_planner`)."""
     planner_function(name)
@@ -101,8 +111,11 @@ def available_planners() -> list[str]:
 def make_planner(name: str, **kwargs: Any) -> Planner:
     """The planner ``name`` with its options fixed: ``make_planner("cem", horizon=12)(t, r, s)``.
 
-    Options are checked now (unknown option -> TypeError; bad value -> ValueError) rather than at
-    the first environment step. Options may still be overridden per call, e.g. ``generator=``.
+    The one planner factory: the options are the planner's own keyword parameters (its
+    signature), checked now (unknown option -> TypeError naming the accepted ones; bad value ->
+    ValueError) rather than at the first environment step. Options may still be overridden per
+    call, e.g. ``generator=``. :func:`planetrl.planning.planner_from_config` calls it with the
+    options of a ``PlannerConfig``; :func:`planetrl.speed.accelerate` wraps what it returns.
 
     Raises:
         ValueError: unknown ``name`` (the message lists the known ones) or a bad option value.
@@ -119,7 +132,8 @@ def make_planner(name: str, **kwargs: Any) -> Planner:
         for key in kwargs:
             if key in _POSITIONAL or (not accepts_any and key not in signature.parameters):
                 raise TypeError(
-                    f"planner {name!r} takes no option {key!r}; options: {', '.join(options)}"
+                    f"planner {name!r} takes no option {key!r}; accepted options: "
+                    f"{', '.join(options)}"
                 )
         # Early value checks with the planner's own defaults filled in.
         values = {

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Callable
 
 import torch
@@ -42,28 +42,55 @@ Score = Callable[[Tensor], Tensor]
 """Maps candidate action sequences (E, N, H, A) to their predicted returns (E, N), env-major
 (row e is environment e); a return that is NaN must come back as -inf."""
 
-CEM_OPTIONS = (
-    "noise_beta",
-    "keep_elites",
-    "population_decay",
-    "momentum",
-    "init_std",
-    "execute_best",
-    "mean_candidate",
-)
-"""The options beyond the paper's H, I, J, K; their defaults in :func:`cem` are the paper's
-plain CEM, their iCEM values are :data:`ICEM_DEFAULTS`."""
 
-ICEM_DEFAULTS: dict[str, Any] = {
-    "noise_beta": 3.0,
-    "keep_elites": 0.3,
-    "population_decay": 1.25,
-    "momentum": 0.1,
-    "init_std": 0.5,
-    "execute_best": True,
-    "mean_candidate": True,
-    "warm_start": True,
-}
+@dataclass(frozen=True)
+class CEMOptions:
+    """iCEM's improvements to CEM (arXiv 2008.06389), the options beyond the paper's H, I, J, K;
+    the defaults are the paper's plain CEM (see :func:`cem` for what each one does). The one list
+    of these options: :func:`cem` takes them as keywords with these defaults, :func:`cem_loop`
+    and the lean planner (:func:`planetrl.speed.lean.lean_cem`) take the dataclass. Checked on
+    construction (:func:`planetrl.planning.base.check_cem_options`).
+
+    Attributes:
+        noise_beta: β >= 0, the exponent of the coloured candidate noise (0: white).
+        keep_elites: ξ in [0, 1), the fraction of the K elites kept for the next iteration.
+        population_decay: γ >= 1, J_i = max(round(J γ^{-i}), min(2K, J)) at iteration i.
+        momentum: α in [0, 1) on the refitted μ and σ.
+        init_std: σ_0 > 0, the initial standard deviation.
+        execute_best: execute the best sequence's first action instead of μ_t.
+        mean_candidate: μ is a candidate in the last iteration.
+    """
+
+    noise_beta: float = 0.0
+    keep_elites: float = 0.0
+    population_decay: float = 1.0
+    momentum: float = 0.0
+    init_std: float = 1.0
+    execute_best: bool = False
+    mean_candidate: bool = False
+
+    def __post_init__(self) -> None:
+        check_cem_options(self.as_dict())
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+CEM_OPTIONS = tuple(f.name for f in fields(CEMOptions))
+"""The names of :class:`CEMOptions` (also the :class:`planetrl.config.PlannerConfig` fields)."""
+
+ICEM = CEMOptions(
+    noise_beta=3.0,
+    keep_elites=0.3,
+    population_decay=1.25,
+    momentum=0.1,
+    init_std=0.5,
+    execute_best=True,
+    mean_candidate=True,
+)
+"""iCEM's published option values (the planner ``icem``), see :data:`ICEM_DEFAULTS`."""
+
+ICEM_DEFAULTS: dict[str, Any] = {**ICEM.as_dict(), "warm_start": True}
 """iCEM's published defaults: the settings shared by every task in the authors' code release for
 the paper (martius-lab/iCEM, ``icem/settings/defaults/i-cem-blitz.json``): coloured noise β = 3
 (tuned per task there, e.g. 0.25 for HalfCheetah running and 2.5 for Door), ξ = 0.3 of the elites kept between iterations and shifted
@@ -153,20 +180,14 @@ def cem_loop(
     high: float | Tensor,
     dtype: torch.dtype,
     device: torch.device,
-    noise_beta: float = 0.0,
-    keep_elites: float = 0.0,
-    population_decay: float = 1.0,
-    momentum: float = 0.0,
-    init_std: float = 1.0,
-    execute_best: bool = False,
-    mean_candidate: bool = False,
+    options: CEMOptions = CEMOptions(),
     generator: torch.Generator | None = None,
     noise: Tensor | None = None,
     init: PlanInit | None = None,
     return_stats: bool = False,
 ) -> Plan:
     """The CEM optimisation of E time-dependent diagonal Gaussians over action sequences, for
-    any scoring function (see :func:`cem` for the maths and the options).
+    any scoring function (see :func:`cem` for the maths and ``options``, :class:`CEMOptions`).
 
     Random draws, in order, per iteration: the candidate noise (E, N_i, H, A) from ``generator``
     (or from ``noise[i]``, pre-drawn white noise, when given), then whatever ``score`` draws.
@@ -176,19 +197,12 @@ def cem_loop(
     check_int_options(
         {"horizon": horizon, "iterations": iterations, "candidates": candidates, "top_k": top_k}
     )
-    options = {
-        "noise_beta": noise_beta,
-        "keep_elites": keep_elites,
-        "population_decay": population_decay,
-        "momentum": momentum,
-        "init_std": init_std,
-        "execute_best": execute_best,
-        "mean_candidate": mean_candidate,
-    }
-    check_cem_options(options)
+    if not isinstance(options, CEMOptions):
+        raise ValueError(f"options must be a CEMOptions, got {type(options).__name__}")
     E, H, A, K = num_envs, horizon, action_size, top_k
-    sizes = population_sizes(candidates, K, iterations, population_decay)
-    keep = kept_elites(keep_elites, K)
+    sizes = population_sizes(candidates, K, iterations, options.population_decay)
+    keep = kept_elites(options.keep_elites, K)
+    momentum = options.momentum
 
     if init is None:
         mean = torch.zeros((E, H, A), dtype=dtype, device=device)
@@ -211,7 +225,7 @@ def cem_loop(
             if shape[1] == 0:
                 shifted_elites = None
     # σ_0 at every call, also when warm-started (the shifted σ would be too narrow to explore).
-    std = torch.full((E, H, A), float(init_std), dtype=dtype, device=device)
+    std = torch.full((E, H, A), float(options.init_std), dtype=dtype, device=device)
     env_index = torch.arange(E, device=device).unsqueeze(1)  # (E, 1)
     kept: Tensor | None = None  # the ⌊ξK⌋ best sequences of the previous iteration (E, P, H, A)
     kept_returns: Tensor | None = None  # and their returns (E, P), not scored again
@@ -234,14 +248,14 @@ def cem_loop(
                 )
         else:
             z = standard_normal(shape, dtype=dtype, device=device, generator=generator)
-        z = colour_noise(z, noise_beta, dim=2)  # ~ 1/f^β along the H axis (β = 0: as drawn)
+        z = colour_noise(z, options.noise_beta, dim=2)  # ~ 1/f^β along H (β = 0: as drawn)
         # a^(j) = clip(μ + σ ⊙ z^(j)), j = 1..N_i, per environment.
         actions = torch.clamp(mean.unsqueeze(1) + std.unsqueeze(1) * z, low, high)
         if extra:
             # The previous step's elites, shifted: their first H - 1 steps, then a fresh last step.
             shifted = torch.cat([shifted_elites, actions[:, fresh:, H - 1 :]], dim=2)
             actions = torch.cat([actions[:, :fresh], shifted], dim=1)
-        if mean_candidate and i == iterations - 1:
+        if options.mean_candidate and i == iterations - 1:
             actions[:, 0] = torch.clamp(mean, low, high)  # iCEM: μ itself is a candidate
         returns = score(actions)  # (E, N_i), env-major
         if kept is not None and kept_returns is not None:
@@ -267,7 +281,7 @@ def cem_loop(
             history["best_return"].append(elite_returns[:, 0])
             history["mean_std"].append(std.mean(dim=(1, 2)))
 
-    if execute_best:
+    if options.execute_best:
         action = elites[:, 0, 0]  # the best sequence of the last iteration (candidates: in bounds)
     else:
         action = torch.clamp(mean[:, 0], low, high)  # already inside: a mean of clipped samples
@@ -307,13 +321,13 @@ def cem(
     action_size: int | None = None,
     min_action: float | Tensor = -1.0,
     max_action: float | Tensor = 1.0,
-    noise_beta: float = 0.0,
-    keep_elites: float = 0.0,
-    population_decay: float = 1.0,
-    momentum: float = 0.0,
-    init_std: float = 1.0,
-    execute_best: bool = False,
-    mean_candidate: bool = False,
+    noise_beta: float = CEMOptions.noise_beta,
+    keep_elites: float = CEMOptions.keep_elites,
+    population_decay: float = CEMOptions.population_decay,
+    momentum: float = CEMOptions.momentum,
+    init_std: float = CEMOptions.init_std,
+    execute_best: bool = CEMOptions.execute_best,
+    mean_candidate: bool = CEMOptions.mean_candidate,
     init: PlanInit | None = None,
     generator: torch.Generator | None = None,
     return_stats: bool = False,
@@ -393,6 +407,11 @@ def cem(
     check_int_options(
         {"horizon": horizon, "iterations": iterations, "candidates": candidates, "top_k": top_k}
     )
+    options = CEMOptions(
+        noise_beta=noise_beta, keep_elites=keep_elites, population_decay=population_decay,
+        momentum=momentum, init_std=init_std, execute_best=execute_best,
+        mean_candidate=mean_candidate,
+    )
     num_envs = check_state(state)
     action_size = resolve_action_size(transition, action_size)
     dtype, device = state.deter.dtype, state.deter.device
@@ -419,13 +438,7 @@ def cem(
         high=high,
         dtype=dtype,
         device=device,
-        noise_beta=noise_beta,
-        keep_elites=keep_elites,
-        population_decay=population_decay,
-        momentum=momentum,
-        init_std=init_std,
-        execute_best=execute_best,
-        mean_candidate=mean_candidate,
+        options=options,
         generator=generator,
         init=init,
         return_stats=return_stats,
@@ -437,7 +450,7 @@ def cem(
 # iCEM: the same planner with iCEM's defaults
 # ---------------------------------------------------------------------------------------------
 
-_ICEM_OPTIONS = {k: v for k, v in ICEM_DEFAULTS.items() if k in CEM_OPTIONS}
+_ICEM_OPTIONS = ICEM.as_dict()
 
 
 def icem(

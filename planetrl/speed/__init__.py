@@ -1,14 +1,16 @@
 """Fast paths, each switched by a :class:`planetrl.config.SpeedConfig` field and each checked
 against the eager code (``tests/test_speed.py``; figures in ``docs/benchmarks.md``).
 
-With every field off (and on CPU, where ``cuda_graphs`` is ignored) the functions here return the
-eager objects unchanged: :func:`make_planner` gives ``planetrl.planning.make_planner("cem", ...)``
-and :func:`optimise_world_model` leaves the model as it is.
+The planner is built by :mod:`planetrl.planning` only; :func:`accelerate` wraps the planner it
+built. With every field off (and on CPU, where ``cuda_graphs`` is ignored) the functions here
+return the eager objects unchanged: :func:`accelerate` the planner it was given and
+:func:`optimise_world_model` the model as it is.
 
 How the training loop uses them::
 
     world_model = speed.optimise_world_model(world_model, cfg.speed, device)  # before the optimiser
-    planner = speed.make_planner(cfg.planner, cfg.speed, device, generator=plan_gen)
+    planner = speed.accelerate(planning.planner_from_config(cfg.planner, generator=plan_gen),
+                               cfg.speed, device)
     action = planner(world_model.transition, world_model.reward, state)       # as before
 
 Fast paths:
@@ -31,16 +33,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from planetrl.models.state import State
-from planetrl.planning import Plan, WarmStart
-from planetrl.planning import make_planner as make_eager_planner
-from planetrl.planning.base import default_warm_start, planner_defaults
-from planetrl.planning.cem import CEM_OPTIONS
+from planetrl.planning import CEM_OPTIONS, CEMOptions, Plan, WarmStart, cem, icem
 from planetrl.speed import lean
 from planetrl.speed.auto import Hardware, SpeedDecision, Workload, decide, resolve
 from planetrl.speed.lean import lean_cem, rollout_returns
@@ -52,8 +52,8 @@ __all__ = [
     "Workload",
     "decide",
     "resolve",
+    "accelerate",
     "lean_cem",
-    "make_planner",
     "optimise_world_model",
     "planner_dtype",
 ]
@@ -103,67 +103,61 @@ def _eager_rollout_gates() -> Callable[..., Tensor]:
     return functools.partial(rollout_returns, gru_cell=False)
 
 
-_CEM_PLANNERS = ("cem", "icem")
+_CEM_PLANNERS = (cem, icem)  # the planners scored through cem_loop, which lean_cem can score
 _SIZES = ("horizon", "iterations", "candidates", "top_k")
+_LEAN_TAKES = frozenset({*_SIZES, *CEM_OPTIONS, "generator", "min_action", "max_action"})
+"""The fixed options of an eager CEM planner that the lean one takes too."""
 
 
-def planner_options(planner_cfg: Any) -> dict[str, Any]:
-    """The options ``planner_cfg`` gives its planner: H (and I, J, K for CEM/iCEM) and every
-    CEM/iCEM option field that is set (None leaves the planner's own default)."""
-    if planner_cfg.name not in _CEM_PLANNERS:
-        return dict(horizon=planner_cfg.horizon, candidates=planner_cfg.candidates)
-    options = {key: getattr(planner_cfg, key) for key in _SIZES}
-    for key in CEM_OPTIONS:
-        value = getattr(planner_cfg, key, None)
-        if value is not None:
-            options[key] = value
-    return options
+def _cem_options(planner: functools.partial) -> dict[str, Any]:
+    """Every option of an eager CEM partial, resolved: its fixed keywords over the planner's
+    own defaults (for ``icem``, iCEM's), from its signature."""
+    return {
+        name: p.default
+        for name, p in inspect.signature(planner).parameters.items()
+        if p.default is not inspect.Parameter.empty
+    }
 
 
-def uses_warm_start(planner_cfg: Any) -> bool:
-    """``planner_cfg.warm_start``, or when None the planner's default (on for ``icem``)."""
-    value = getattr(planner_cfg, "warm_start", None)
-    return default_warm_start(planner_cfg.name) if value is None else bool(value)
+def accelerate(planner: Callable[..., Any], speed_cfg: Any, device: Any = "cpu") -> Callable:
+    """``planner`` (as :func:`planetrl.planning.make_planner` or
+    :func:`planetrl.planning.planner_from_config` built it) with the fast paths of ``speed_cfg``
+    that apply on ``device``; ``planner`` itself when none does.
 
+    The planner's own options are kept: the lean CEM (:func:`planetrl.speed.lean.lean_cem`) gets
+    every option of the eager one resolved (sizes, :class:`planetrl.planning.CEMOptions`,
+    generator), so that it computes the eager planner's function, and the eager planner stays
+    the fallback for models the lean one does not support (:func:`lean.supports`). A
+    :class:`planetrl.planning.WarmStart` around the planner is kept around the fast one.
 
-def make_planner(
-    planner_cfg: Any,
-    speed_cfg: Any,
-    device: Any = "cpu",
-    generator: torch.Generator | None = None,
-) -> Callable[..., Tensor]:
-    """The planner of ``planner_cfg`` (a :class:`planetrl.config.PlannerConfig`) with the fast
-    paths of ``speed_cfg`` that apply on ``device``.
-
-    Returns ``planner(transition, reward_model, state) -> action (E, A)``. With ``bf16``,
-    ``compile`` off and (``cuda_graphs`` off or a CPU device), or for the random-shooting
-    planner, this is exactly the eager ``planetrl.planning.make_planner(...)``; with the warm
-    start on (``planner_cfg.warm_start``, by default on for ``icem``) it is wrapped in
-    :class:`planetrl.planning.WarmStart` (call ``reset(num_envs)`` at the start of episodes;
-    :class:`planetrl.agent.Agent` does).
-
-    CUDA graphs (:class:`StaticPlanner`) are used only for the paper's plain CEM (every iCEM
-    option at the plain CEM's value, no warm start): with any iCEM option on, the fast path is the
-    lean planner without graphs (its population sizes, kept elites and warm start change shapes
-    and inputs between iterations and calls). With ``compile`` and a shrinking population
-    (γ > 1) or warm-start elites, the rollout is compiled once per population size N_i."""
+    With ``bf16``, ``compile`` off and (``cuda_graphs`` off or a CPU device), or for a planner
+    that is not CEM / iCEM (random shooting), ``planner`` is returned as it is. CUDA graphs
+    (:class:`StaticPlanner`) are used only for the paper's plain CEM (every iCEM option at the
+    plain CEM's value, no warm start): with any iCEM option on, the fast path is the lean planner
+    without graphs (its population sizes, kept elites and warm start change shapes and inputs
+    between iterations and calls). With ``compile`` and a shrinking population (γ > 1) or
+    warm-start elites, the rollout is compiled once per population size N_i."""
     device = torch.device(device)
     speed_cfg = resolve(speed_cfg, device) if speed_cfg is not None else None
-    name = planner_cfg.name
-    options = planner_options(planner_cfg)
-    eager = make_eager_planner(name, generator=generator, **options)
-    warm = uses_warm_start(planner_cfg)
+    warm = isinstance(planner, WarmStart)
+    eager = planner.planner if warm else planner
     graphs = device.type == "cuda" and _on(speed_cfg, "cuda_graphs")
-    if name not in _CEM_PLANNERS or not (
-        _on(speed_cfg, "bf16") or _on(speed_cfg, "compile") or graphs
+    if not (_on(speed_cfg, "bf16") or _on(speed_cfg, "compile") or graphs):
+        return planner
+    if not (
+        isinstance(eager, functools.partial)
+        and eager.func in _CEM_PLANNERS
+        and not eager.args
+        and set(eager.keywords) <= _LEAN_TAKES
     ):
-        return WarmStart(eager) if warm else eager
-    # The lean planner gets every option resolved (its own defaults are plain CEM's, also for
-    # icem), so that it computes the eager planner's function.
-    defaults = planner_defaults(name)
-    resolved = {key: defaults[key] for key in CEM_OPTIONS}
-    resolved.update({key: options[key] for key in CEM_OPTIONS if key in options})
-    plain = not warm and resolved == {key: planner_defaults("cem")[key] for key in CEM_OPTIONS}
+        return planner
+    resolved = _cem_options(eager)
+    options = CEMOptions(**{key: resolved[key] for key in CEM_OPTIONS})
+    sizes = {key: resolved[key] for key in _SIZES}
+    bounds = {key: eager.keywords[key] for key in ("min_action", "max_action")
+              if key in eager.keywords}
+    generator = eager.keywords.get("generator")
+    plain = not warm and options == CEMOptions()
     dtype = planner_dtype(speed_cfg)
     # Eager CPU: torch.gru_cell (one fused kernel for the gate arithmetic); under compile and on
     # GPU the gates are written out so that the compiler fuses them with the rest of the step.
@@ -173,14 +167,14 @@ def make_planner(
         rollout = _eager_rollout_gates()
     else:
         rollout = rollout_returns
-    sizes = {key: options[key] for key in _SIZES}
     fast = functools.partial(
-        lean_cem, generator=generator, dtype=dtype, rollout=rollout, **sizes, **resolved
+        lean_cem, options=options, generator=generator, dtype=dtype, rollout=rollout, **sizes,
+        **bounds,
     )
     if graphs and plain:
         return StaticPlanner(fast, eager, sizes, generator=generator, use_graphs=True)
-    planner = _Fallback(fast, eager, dtype)
-    return WarmStart(planner) if warm else planner
+    accelerated = _Fallback(fast, eager, dtype)
+    return WarmStart(accelerated) if warm else accelerated
 
 
 class _Fallback:

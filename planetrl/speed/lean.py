@@ -1,10 +1,11 @@
 """A lean CEM for the RSSM: the same function as :func:`planetrl.planning.cem` with
 ``transition.imagine`` + ``reward_model`` (same weights, same random draws in the same order; the
 CEM loop itself is shared, :func:`planetrl.planning.cem_loop`, only the scoring differs), but
-written for speed: the RSSM prior step on bare tensors (no ``State`` objects, no argument checks,
-no mean/std kept for all H steps), the features written into one preallocated (N, H, F) buffer
-and the reward MLP applied once per iteration, optionally in bfloat16 (weights cast once per plan)
-and with the one-step cell ``torch.compile``'d.
+written for speed: the RSSM's own prior step on bare tensors
+(:func:`planetrl.models.rssm.prior_step`, the function :meth:`RSSM._img_step` calls, on the
+weights of :meth:`RSSM.prior_weights` cast once per plan; no ``State`` objects, no argument checks,
+no mean/std kept for all H steps) and the reward MLP applied once per iteration to all N * H
+features, optionally in bfloat16 and with the H-step rollout ``torch.compile``'d.
 
 Random draws, in the order of the eager code: per iteration the candidate noise (E, J, H, A) from
 ``generator`` (or the default generator), then per rollout step the prior sample eps (N, S) from
@@ -13,87 +14,15 @@ the default generator of the device (``torch.randn_like`` in the eager RSSM).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from planetrl.models.rssm import RSSM
+from planetrl.models.rssm import RSSM, PriorWeights, prior_step
 from planetrl.models.state import State
-from planetrl.planning.cem import Plan, PlanInit, cem_loop, plan_result
-
-
-@dataclass
-class RSSMPriorWeights:
-    """The tensors of the RSSM's open-loop prior p(s_t | h_t), h_t = GRU(.., h_{t-1})."""
-
-    w_stoch: Tensor  # (hidden, S): the s_{t-1} columns of the transition's input layer
-    w_action: Tensor  # (hidden, A): its a_{t-1} columns
-    b_in: Tensor  # (hidden,)
-    w_ih: Tensor  # (3D, hidden) GRU input weights, gates (r, z, n)
-    b_ih: Tensor
-    w_hh: Tensor  # (3D, D) GRU recurrent weights
-    b_hh: Tensor
-    w_prior: Tensor  # (hidden, D)
-    b_prior: Tensor
-    w_head: Tensor  # (2S, hidden): mean and raw std
-    b_head: Tensor
-    min_std: float
-    mean_only: bool
-
-    @classmethod
-    def from_rssm(cls, rssm: RSSM, dtype: torch.dtype | None = None) -> "RSSMPriorWeights":
-        def get(t: Tensor) -> Tensor:
-            t = t.detach()
-            return t.to(dtype).contiguous() if dtype is not None else t.contiguous()
-
-        return cls(
-            get(rssm.img_in.weight_part(0)), get(rssm.img_in.weight_part(1)),
-            get(rssm.img_in.linear.bias),
-            get(rssm.cell.weight_ih), get(rssm.cell.bias_ih),
-            get(rssm.cell.weight_hh), get(rssm.cell.bias_hh),
-            get(rssm.prior_hidden.weight), get(rssm.prior_hidden.bias),
-            get(rssm.prior_head.linear.weight), get(rssm.prior_head.linear.bias),
-            float(rssm.prior_head.min_std), bool(rssm.mean_only),
-        )
-
-
-def prior_step(
-    deter: Tensor, stoch: Tensor, action_in: Tensor, eps: Tensor,
-    w_stoch: Tensor, w_ih: Tensor, b_ih: Tensor, w_hh: Tensor, b_hh: Tensor,
-    w_prior: Tensor, b_prior: Tensor, w_head: Tensor, b_head: Tensor, min_std: float,
-) -> tuple[Tensor, Tensor]:
-    """One RSSM prior step on bare tensors: (h_{t-1}, s_{t-1}, W_a a_{t-1} + b, eps) -> (h_t, s_t).
-    The GRU is ``nn.GRUCell``'s: r, z = sigmoid(.), n = tanh(W_in x + b_in + r (W_hn h + b_hn)),
-    h' = (1 - z) n + z h."""
-    x = F.relu(F.linear(stoch, w_stoch) + action_in)
-    gi = F.linear(x, w_ih, b_ih)
-    gh = F.linear(deter, w_hh, b_hh)
-    i_r, i_z, i_n = gi.chunk(3, -1)
-    h_r, h_z, h_n = gh.chunk(3, -1)
-    r = torch.sigmoid(i_r + h_r)
-    z = torch.sigmoid(i_z + h_z)
-    n = torch.tanh(i_n + r * h_n)
-    deter = n + z * (deter - n)
-    mean, raw_std = F.linear(F.relu(F.linear(deter, w_prior, b_prior)), w_head, b_head).chunk(2, -1)
-    stoch = mean + (F.softplus(raw_std) + min_std) * eps
-    return deter, stoch
-
-
-def prior_step_gru_cell(
-    deter: Tensor, stoch: Tensor, action_in: Tensor, eps: Tensor,
-    w_stoch: Tensor, w_ih: Tensor, b_ih: Tensor, w_hh: Tensor, b_hh: Tensor,
-    w_prior: Tensor, b_prior: Tensor, w_head: Tensor, b_head: Tensor, min_std: float,
-) -> tuple[Tensor, Tensor]:
-    """:func:`prior_step` with the GRU as ``torch.gru_cell`` (one fused CPU kernel for the gates;
-    the eager default)."""
-    x = F.relu(F.linear(stoch, w_stoch) + action_in)
-    deter = torch.gru_cell(x, deter, w_ih, w_hh, b_ih, b_hh)
-    mean, raw_std = F.linear(F.relu(F.linear(deter, w_prior, b_prior)), w_head, b_head).chunk(2, -1)
-    stoch = mean + (F.softplus(raw_std) + min_std) * eps
-    return deter, stoch
+from planetrl.planning.cem import CEMOptions, Plan, PlanInit, cem_loop, plan_result
 
 
 def reward_mlp(features: Tensor, layers: list[tuple[Tensor, Tensor]]) -> Tensor:
@@ -136,22 +65,18 @@ def supports(transition: Any, reward_model: Any) -> bool:
 
 
 def rollout_returns(
-    deter: Tensor, stoch: Tensor, action_in: Tensor, eps: Tensor,
-    w_stoch: Tensor, w_ih: Tensor, b_ih: Tensor, w_hh: Tensor, b_hh: Tensor,
-    w_prior: Tensor, b_prior: Tensor, w_head: Tensor, b_head: Tensor,
-    reward: list[tuple[Tensor, Tensor]], min_std: float, gru_cell: bool = True,
+    deter: Tensor, stoch: Tensor, action_in: Tensor, eps: Tensor, prior: PriorWeights,
+    reward: list[tuple[Tensor, Tensor]], gru_cell: bool = True,
 ) -> Tensor:
     """Predicted returns (N,) float32 of N open-loop rollouts of the RSSM prior: from (h, s) (N, .)
     under the prepared actions ``action_in`` = W_a a + b (N, H, hidden) with prior noise ``eps``
-    (H, N, S); the reward MLP once on all N * H features. One pure tensor function (what
-    ``torch.compile`` and the CUDA graph capture)."""
-    step = prior_step_gru_cell if gru_cell else prior_step
+    (H, N, S), s_t = mu_t + sigma_t eps_t after each :func:`planetrl.models.rssm.prior_step`
+    (``gru_cell``: its fused GRU); the reward MLP once on all N * H features. One pure tensor
+    function (what ``torch.compile`` and the CUDA graph capture)."""
     features = []
     for t in range(action_in.shape[1]):
-        deter, stoch = step(
-            deter, stoch, action_in[:, t], eps[t], w_stoch, w_ih, b_ih, w_hh, b_hh,
-            w_prior, b_prior, w_head, b_head, min_std,
-        )
+        deter, mean, std = prior_step(prior, deter, stoch, action_in[:, t], fused_gru=gru_cell)
+        stoch = mean + std * eps[t]
         features.append(torch.cat([deter, stoch], -1))
     returns = reward_mlp(torch.stack(features, 1), reward).float().sum(1)
     return torch.nan_to_num(returns, nan=float("-inf"))
@@ -167,16 +92,10 @@ def lean_cem(
     iterations: int,
     candidates: int,
     top_k: int,
+    options: CEMOptions = CEMOptions(),
     generator: torch.Generator | None = None,
     min_action: float = -1.0,
     max_action: float = 1.0,
-    noise_beta: float = 0.0,
-    keep_elites: float = 0.0,
-    population_decay: float = 1.0,
-    momentum: float = 0.0,
-    init_std: float = 1.0,
-    execute_best: bool = False,
-    mean_candidate: bool = False,
     init: PlanInit | None = None,
     dtype: torch.dtype | None = None,
     rollout: Callable[..., Tensor] | None = None,
@@ -185,7 +104,8 @@ def lean_cem(
     return_plan: bool = False,
 ) -> Tensor | tuple[Tensor, dict[str, Tensor]] | Plan:
     """CEM as :func:`planetrl.planning.cem` (the same loop, :func:`planetrl.planning.cem_loop`,
-    and the same options with the same defaults), scored by a fast rollout of the RSSM.
+    with iCEM's ``options`` as one :class:`planetrl.planning.CEMOptions`, plain CEM by default),
+    scored by a fast rollout of the RSSM.
 
     ``dtype``: compute dtype of the rollout (None = the model's; e.g. torch.bfloat16); the CEM
     belief, the candidates and the returns stay float32. ``rollout``: the rollout function
@@ -196,10 +116,10 @@ def lean_cem(
     population and no warm-start elites); None draws it from ``generator`` as the eager code.
     """
     out_dtype, device = state.deter.dtype, state.deter.device
-    w = RSSMPriorWeights.from_rssm(transition, dtype)
+    prior = transition.prior_weights().cast(dtype)  # once per plan, not per step
     rew = reward_layers(reward_model, dtype)
     run = rollout_returns if rollout is None else rollout
-    cdtype = w.w_ih.dtype
+    cdtype = prior.w_ih.dtype
     E, H, A, S = state.shape[0], horizon, transition.action_size, transition.stoch_size
     buffers: dict[int, tuple[Tensor, Tensor, Tensor]] = {}  # per population size N
 
@@ -213,22 +133,17 @@ def lean_cem(
             eps = torch.empty((H, N, S), dtype=out_dtype, device=device)
             buffers[num] = (deter0, stoch0, eps)
         deter0, stoch0, eps = buffers[num]
-        action_in = F.linear(actions.reshape(N, H, A).to(cdtype), w.w_action, w.b_in)
+        # W_a a + b as the eager RSSM computes it (float32), in the rollout's dtype.
+        action_in = transition.prepare_actions(actions.reshape(N, H, A)).to(cdtype)
         for t in range(H):  # one draw per step, in the eager order (randn_like in the RSSM)
             eps[t] = torch.randn((N, S), dtype=out_dtype, device=device)
-        returns = run(
-            deter0, stoch0, action_in, eps.to(cdtype), w.w_stoch, w.w_ih, w.b_ih, w.w_hh,
-            w.b_hh, w.w_prior, w.b_prior, w.w_head, w.b_head, rew, w.min_std,
-        )
+        returns = run(deter0, stoch0, action_in, eps.to(cdtype), prior, rew)
         return returns.to(out_dtype).reshape(E, num)
 
     plan = cem_loop(
         score,
         num_envs=E, horizon=H, action_size=A, iterations=iterations, candidates=candidates,
         top_k=top_k, low=min_action, high=max_action, dtype=out_dtype, device=device,
-        noise_beta=noise_beta, keep_elites=keep_elites, population_decay=population_decay,
-        momentum=momentum, init_std=init_std, execute_best=execute_best,
-        mean_candidate=mean_candidate, generator=generator, noise=noise, init=init,
-        return_stats=return_stats,
+        options=options, generator=generator, noise=noise, init=init, return_stats=return_stats,
     )
     return plan_result(plan, return_stats, return_plan)

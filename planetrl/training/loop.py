@@ -25,13 +25,12 @@ import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
 import torch
 
-from planetrl import speed
+from planetrl import planning, speed
 from planetrl.agent import Agent
 from planetrl.config import (
     Config,
@@ -96,10 +95,12 @@ def build_planner(
     device: torch.device | str = "cpu",
     fast: SpeedDecision | None = None,
 ) -> Callable:
-    """The configured planner with the fast paths that apply on ``device``: those of ``fast``
+    """The configured planner (built by :func:`planetrl.planning.planner_from_config`) with the
+    fast paths that apply on ``device`` (:func:`planetrl.speed.accelerate`): those of ``fast``
     (the run's decision), else of ``config.speed`` decided for this machine (exactly the eager
-    ``planetrl.planning`` planner when they are off)."""
-    return speed.make_planner(config.planner, fast or config.speed, device, generator=generator)
+    planner when they are off)."""
+    planner = planning.planner_from_config(config.planner, generator=generator)
+    return speed.accelerate(planner, fast or config.speed, device)
 
 
 DEFAULT_EPISODE_STEPS = 1000
@@ -137,8 +138,7 @@ def probe_plan_ms(config: Config, world_model: WorldModel, device: torch.device,
     fast = SpeedDecision(compile=False, bf16=bf16, channels_last=False, cuda_graphs=False)
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
-        planner = speed.make_planner(config.planner, fast, device,
-                                     generator=torch.Generator(device=device).manual_seed(0))
+        planner = build_planner(config, torch.Generator(device=device).manual_seed(0), device, fast)
         state = world_model.transition.initial(1, device=device)
         planner(world_model.transition, world_model.reward, state)  # warm-up
         times = []
@@ -334,33 +334,6 @@ def random_policy_returns(
     with make_pool(config, episodes, parallel) as pool:
         act = uniform_policy(pool.single_action_space.shape[0], np.random.default_rng(seed))
         return run_episodes(pool, act, [seed + i for i in range(episodes)]).returns
-
-
-@torch.no_grad()
-def open_loop_reward_error(
-    world_model: WorldModel, batch, context: int = 5, horizon: int | None = None
-) -> float:
-    """Mean squared error of the rewards predicted open loop: filter ``context`` steps, then
-    imagine the rest of the chunk (or only its next ``horizon`` steps, e.g. the planner's H)
-    under the true actions and compare the reward model's means with the true rewards. Chunks
-    with an episode start after the context are not used."""
-    if horizon is not None:
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1 or None, got {horizon!r}")
-        batch = SimpleNamespace(
-            **{k: getattr(batch, k)[:, : context + horizon]
-               for k in ("image", "action", "reward", "is_first")}
-        )
-    is_first = torch.as_tensor(batch.is_first)
-    keep = ~is_first[:, context:].any(dim=1).to(batch.image.device)
-    if not keep.any():
-        return float("nan")
-    image, action, reward = batch.image[keep], batch.action[keep], batch.reward[keep]
-    embeds = world_model.encoder(image[:, :context])
-    posts, _ = world_model.transition.observe(embeds, action[:, :context], is_first[keep][:, :context])
-    priors = world_model.transition.imagine(posts[:, -1], action[:, context:])
-    predicted = world_model.reward(world_model.transition.features(priors))
-    return float((predicted - reward[:, context:]).square().mean())
 
 
 @dataclass
@@ -646,40 +619,36 @@ class Trainer:
         self.save()
         return row
 
+    def _diagnostic_batch(self, sequences: int, length: int, seed: int):
+        """Replay chunks for the diagnostics, drawn with a generator of their own seeded with
+        ``seed`` (the same chunks while the replay is unchanged); the replay's own generator, the
+        training sample stream, is not touched. None while no chunk of ``length`` steps exists."""
+        try:
+            return self.replay.sample(sequences, length, device=self.device,
+                                      rng=np.random.default_rng(seed))
+        except ValueError:
+            return None
+
     def open_loop_reward_mse(
         self, sequences: int = 16, seed: int = 0, horizon: int | None = None
     ) -> float:
-        """:func:`open_loop_reward_error` on replay chunks drawn with a fixed seed (the same
-        chunks while the replay is unchanged), so the figure is comparable across calls;
-        ``horizon`` limits it to the first steps after the context (the planner's H)."""
-        length = self.config.train.chunk_length
-        state = self.replay.rng_state()
-        self.replay.set_rng_state(np.random.default_rng(seed).bit_generator.state)
-        try:
-            batch = self.replay.sample(sequences, length, device=self.device)
-        except ValueError:
+        """:meth:`WorldModel.open_loop_reward_error` on replay chunks and latent samples drawn
+        with ``seed`` (comparable across calls); ``horizon`` limits it to the first steps after
+        the context (the planner's H)."""
+        batch = self._diagnostic_batch(sequences, self.config.train.chunk_length, seed)
+        if batch is None:
             return float("nan")
-        finally:
-            self.replay.set_rng_state(state)
-        was_training = self.world_model.training
-        self.world_model.eval()
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            error = open_loop_reward_error(self.world_model, batch, horizon=horizon)
-        self.world_model.train(was_training)
-        return error
+        return self.world_model.open_loop_reward_error(batch, horizon=horizon, seed=seed)
 
-    def log_open_loop(self, sequences: int = 4, context: int = 5) -> None:
-        """Video: truth / model (5 context frames, then open-loop imagination) / error."""
-        length = min(self.config.train.chunk_length, 50)
-        try:
-            batch = self.replay.sample(sequences, length, device=self.device)
-        except ValueError:
+    def log_open_loop(self, sequences: int = 4, context: int = 5, seed: int = 0) -> None:
+        """Video: truth / model (5 context frames, then open-loop imagination) / error, on replay
+        chunks and latent samples drawn with ``seed``."""
+        batch = self._diagnostic_batch(sequences, min(self.config.train.chunk_length, 50), seed)
+        if batch is None:
             return
-        with torch.no_grad():
-            pred = self.world_model.open_loop_prediction(
-                batch.image, batch.action, batch.is_first, context=context
-            )
+        pred = self.world_model.open_loop_prediction(
+            batch.image, batch.action, batch.is_first, context=context, seed=seed
+        )
         frames = open_loop_video(batch.image, pred, bits=self.config.train.bits)
         self.logger.video(self.counters.env_steps, "open_loop", frames, fps=10)
 
