@@ -181,28 +181,32 @@ def _run_dir(directory: Path) -> Path:
     return directory / "runs" / tiny_suite(seeds=1).runs[0].name
 
 
-def _ray_workers() -> list[int]:
+def _ray_workers(exclude: frozenset[int] = frozenset()) -> list[int]:
+    """Ray workers running a suite's run (``ray::train_run``), other than ``exclude`` (those of
+    suites already running on this machine)."""
     pids = []
     for entry in Path("/proc").iterdir():
         try:
-            if entry.name.isdigit() and b"ray::train_run" in (entry / "cmdline").read_bytes():
+            if (entry.name.isdigit() and int(entry.name) not in exclude
+                    and b"ray::train_run" in (entry / "cmdline").read_bytes()):
                 pids.append(int(entry.name))
         except OSError:
             pass
     return pids
 
 
-def _wait_for_no_ray_workers(timeout: float = 30.0) -> None:
+def _wait_for_no_ray_workers(exclude: frozenset[int], timeout: float = 30.0) -> None:
     """Ray's local cluster shares the driver's fate; its workers go within seconds."""
     deadline = time.time() + timeout
-    while _ray_workers() and time.time() < deadline:
+    while _ray_workers(exclude) and time.time() < deadline:
         time.sleep(0.2)
-    assert not _ray_workers(), "a Ray worker outlived its killed driver"
+    assert not _ray_workers(exclude), "a Ray worker outlived its killed driver"
 
 
 def test_a_killed_suite_continues_where_its_run_stopped(tmp_path):
     pytest.importorskip("ray")
     script = SCRIPT.format(tests=str(Path(__file__).parent), steps=5000, directory=str(tmp_path))
+    others = frozenset(_ray_workers())
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     checkpoint = _run_dir(tmp_path) / "checkpoint.pt"
@@ -212,7 +216,7 @@ def test_a_killed_suite_continues_where_its_run_stopped(tmp_path):
     assert checkpoint.exists(), "the run never wrote a checkpoint"
     os.killpg(proc.pid, signal.SIGKILL)  # the driver, Ray and its worker: everything
     proc.wait()
-    _wait_for_no_ray_workers()
+    _wait_for_no_ray_workers(others)
     assert not (_run_dir(tmp_path) / "finished.json").exists()
     run_suite(tiny_suite(env_steps=5000, seeds=1), tmp_path, log=lambda _: None)
     finished = json.loads((_run_dir(tmp_path) / "finished.json").read_text())
@@ -244,14 +248,15 @@ def test_ray_retries_a_run_whose_worker_died(tmp_path):
     """Kill only the Ray worker training the run: Ray restarts the task, which resumes."""
     pytest.importorskip("ray")
     script = SCRIPT.format(tests=str(Path(__file__).parent), steps=4000, directory=str(tmp_path))
+    others = frozenset(_ray_workers())
     proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         checkpoint = _run_dir(tmp_path) / "checkpoint.pt"
         deadline = time.time() + 120
-        while not (checkpoint.exists() and _ray_workers()) and time.time() < deadline:
+        while not (checkpoint.exists() and _ray_workers(others)) and time.time() < deadline:
             time.sleep(0.2)
-        workers = _ray_workers()
+        workers = _ray_workers(others)
         assert checkpoint.exists() and workers
         for pid in workers:
             os.kill(pid, signal.SIGKILL)

@@ -138,9 +138,7 @@ def heldout_open_loop_error(config: Config, world_model, *, episodes: int, seed:
     (no exploration noise), chunks of ``context + H`` steps every H steps."""
     from planetrl.agent import Agent
     from planetrl.preprocess import preprocess
-    from planetrl.training.loop import (
-        build_planner, make_pool, open_loop_reward_error, run_episodes,
-    )
+    from planetrl.training.loop import build_planner, make_pool, run_episodes
 
     device = next(world_model.parameters()).device
     H = config.planner.horizon
@@ -164,10 +162,7 @@ def heldout_open_loop_error(config: Config, world_model, *, episodes: int, seed:
         reward=torch.as_tensor(np.stack(chunks["reward"]), device=device),
         is_first=torch.zeros(len(chunks["reward"]), length, dtype=torch.bool),
     )
-    world_model.eval()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        mse = open_loop_reward_error(world_model, batch, context=context)
+    mse = world_model.open_loop_reward_error(batch, context=context, seed=seed)
     rewards = np.concatenate([c[context:] for c in chunks["reward"]])
     return {"mse": mse, "chunks": len(chunks["reward"]), "context": context, "horizon": H,
             "reward_var": float(np.var(rewards)), "episode_returns": out.returns}
