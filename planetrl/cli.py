@@ -275,17 +275,16 @@ def _suite(argv: list[str]) -> int:
         if args.attribute_episodes < 1:
             return _fail(f"--attribute-episodes must be a positive integer, got "
                          f"{args.attribute_episodes}")
-        if args.report_only:
-            for path in write_report(directory):
-                print(path)
-            return 0
-        run_suite(suite, directory, address=args.address, cpus_per_run=args.cpus_per_run,
-                  gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
+        if not args.report_only:
+            run_suite(suite, directory, address=args.address, cpus_per_run=args.cpus_per_run,
+                      gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
         if args.attribute:
             from planetrl.suite.attribution import attribute_suite
 
             attribute_suite(suite, directory, episodes=args.attribute_episodes)
-            write_report(directory)
+        if args.report_only or args.attribute:
+            for path in write_report(directory):
+                print(path)
     except (ConfigError, SuiteError, ValueError) as err:
         return _fail(str(err))
     except FileNotFoundError as err:

@@ -38,10 +38,12 @@ class SuiteArgs:
     max_retries: int = 3
     """Restarts of a run whose worker process died; each resumes from its checkpoint."""
     report_only: bool = False
-    """Only (re)write the report from what the run directories hold."""
+    """Train nothing: (re)write the report from what the run directories hold (with --attribute:
+    attribute first)."""
     attribute: bool = False
     """After training, attribute shortfalls: per task, the planner's ceiling (the same CEM with
     the true simulator as its model); per finished run, the open-loop reward error over H on
-    held-out episodes. Skips what is already computed; shown in the report."""
+    held-out episodes. Skips what is already computed; shown in the report. Safe beside a suite
+    that is still training (with --report-only)."""
     attribute_episodes: int = 3
     """Episodes for each attribution measurement."""
