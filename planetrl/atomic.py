@@ -32,6 +32,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "is_temporary",
+    "remove_temporary",
 ]
 
 #: Suffix of the temporary files (hidden: their names start with a dot).
@@ -39,8 +40,27 @@ TMP_SUFFIX = ".tmp"
 
 
 def is_temporary(name: str) -> bool:
-    """Whether ``name`` is a temporary file left by an interrupted atomic write."""
-    return name.startswith(".") and name.endswith(TMP_SUFFIX)
+    """Whether ``name`` is a temporary file of an atomic write (``.<name>.<random>.tmp``, maybe
+    followed by the suffix given to :func:`atomic_path`)."""
+    return name.startswith(".") and (name.endswith(TMP_SUFFIX) or f"{TMP_SUFFIX}." in name)
+
+
+def remove_temporary(directory: str | Path) -> list[Path]:
+    """Delete the temporary files that interrupted writes left in ``directory`` (not recursive);
+    returns them. Only for the one process that writes there (at its start): another writer's
+    temporary file would vanish under it."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    removed = []
+    for path in directory.iterdir():
+        if is_temporary(path.name) and path.is_file():
+            try:
+                path.unlink()
+                removed.append(path)
+            except FileNotFoundError:
+                pass
+    return removed
 
 
 def _fsync_directory(directory: Path) -> None:

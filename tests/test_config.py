@@ -97,3 +97,19 @@ def test_diff_ignores_budget_and_logging_fields():
     assert diff_configs(a, b) == {}
     b.planner = dataclasses.replace(a.planner, horizon=5)
     assert diff_configs(a, b) == {"planner.horizon": (12, 5)}
+
+
+def test_configs_saved_with_train_bits_load_as_model_bits(tmp_path):
+    """`bits` moved from train to model (the model owns the preprocessing); old files migrate."""
+    data = to_dict(preset("small"))
+    del data["model"]["bits"]
+    data["train"]["bits"] = 4
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    c = load_config(tmp_path / "old.json")
+    assert c.model.bits == 4 and not hasattr(c.train, "bits")
+    assert data["train"]["bits"] == 4  # the input is not changed
+    data["model"]["bits"] = 5
+    with pytest.raises(ConfigError, match="keep model.bits only"):
+        from_dict(data)
+    data["model"]["bits"] = 4
+    assert from_dict(data).model.bits == 4

@@ -135,3 +135,4 @@ def test_config_and_atomic_are_leaves():
     for shared in ("planetrl.driver", "planetrl.replay", "planetrl.training.io",
                    "planetrl.training.logger"):
         assert not reachable(shared) & planet, (shared, reachable(shared) & planet)
+

@@ -25,11 +25,13 @@ and is imported first, before anything imports ``dm_control``. The choice is in
 
 from __future__ import annotations
 
+# isort: off
 from planetrl.envs.gl import GL_BACKEND  # first: sets MUJOCO_GL before dm_control loads
+# isort: on
+from planetrl.envs.checks import RENDER_MODES
 from planetrl.envs.pool import EnvPool, EnvPoolWorkerError
 from planetrl.envs.registry import (
     PAPER_ACTION_REPEAT,
-    RENDER_MODES,
     TaskSpec,
     default_action_repeat,
     list_tasks,

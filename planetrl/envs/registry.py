@@ -26,7 +26,6 @@ import gymnasium
 from dm_control import suite
 
 from planetrl.envs.checks import (
-    RENDER_MODES,
     check_action_repeat,
     check_render,
     check_seed,

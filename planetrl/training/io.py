@@ -10,7 +10,6 @@ the same way.
 
 from __future__ import annotations
 
-import io
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -18,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from planetrl.atomic import atomic_write_bytes, atomic_write_text  # noqa: F401  (re-exported)
+from planetrl.atomic import atomic_torch_save
 
 
 class CheckpointError(RuntimeError):
@@ -30,9 +29,7 @@ CHECKPOINT_FORMAT = "planetrl-checkpoint-v1"
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """Serialise ``payload`` with ``torch.save`` and write it atomically."""
-    buffer = io.BytesIO()
-    torch.save({"format": CHECKPOINT_FORMAT, **payload}, buffer)
-    atomic_write_bytes(Path(path), buffer.getvalue())
+    atomic_torch_save(path, {"format": CHECKPOINT_FORMAT, **payload})
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

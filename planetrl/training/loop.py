@@ -35,7 +35,7 @@ import torch
 
 from planetrl import speed
 from planetrl.agent import Agent
-from planetrl.atomic import atomic_write_json
+from planetrl.atomic import atomic_write_json, remove_temporary
 from planetrl.config import (
     Config,
     ConfigError,
@@ -44,7 +44,12 @@ from planetrl.config import (
     save_config,
     to_dict,
 )
-from planetrl.driver import make_pool, resolve_action_repeat, run_episodes, uniform_policy
+from planetrl.driver import (
+    make_pool,
+    resolve_action_repeat,
+    run_episodes,
+    uniform_policy,
+)
 from planetrl.envs import make_env
 from planetrl.episodes import list_episode_files
 from planetrl.models import WorldModel
@@ -68,9 +73,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return torch.device(name)
-
-
-action_repeat_of = resolve_action_repeat  # R of a config (0: the task's default)
 
 
 def build_world_model(config: Config, action_size: int) -> WorldModel:
@@ -102,7 +104,7 @@ def expected_plans(config: Config, counters: "Counters", episode_steps: int) -> 
     0.75 M single plans (batched planning is sub-linear in E). Bounded by the budgets
     (``max_episodes``, ``max_env_steps``; ``max_minutes`` is applied by the caller)."""
     t, e = config.train, config.eval
-    repeat = action_repeat_of(config)
+    repeat = resolve_action_repeat(config)
     per_episode = max(1, math.ceil(episode_steps / repeat))
     episodes = max(0, t.max_episodes - max(counters.episodes, t.seed_episodes))
     if t.max_env_steps:
@@ -257,7 +259,7 @@ class Trainer:
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
-        self.repeat = action_repeat_of(config)
+        self.repeat = resolve_action_repeat(config)
 
         random.seed(config.seed)
         np.random.seed(config.seed)
@@ -275,6 +277,9 @@ class Trainer:
         # The dequantisation noise of the training batches (WorldModel.preprocess).
         self.batch_generator = torch.Generator().manual_seed(config.seed + 2)
         self.action_rng = np.random.default_rng(config.seed)
+        # This run is the one writer of its directory: what a killed one left half-written goes.
+        for folder in (self.logdir, self.logdir / "episodes", self.logdir / "videos"):
+            remove_temporary(folder)
         self.replay = Replay(
             self.logdir / "episodes", capacity=config.train.replay_capacity, seed=config.seed
         )
@@ -573,7 +578,7 @@ def load_run(logdir: str | Path, device: str = "auto") -> tuple[Config, WorldMod
     config = load_config(logdir / "config.json")
     config.device = device
     dev = resolve_device(device)
-    env = make_env(config.task, action_repeat=action_repeat_of(config), render=config.render)
+    env = make_env(config.task, action_repeat=resolve_action_repeat(config), render=config.render)
     try:
         action_size = int(env.action_space.shape[0])
     finally:
