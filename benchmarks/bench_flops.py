@@ -13,6 +13,7 @@ work). The peak is measured, not taken from a data sheet: the best of a few larg
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import sys
 import time
@@ -30,7 +31,7 @@ from planetrl import planning, speed  # noqa: E402
 from planetrl.config import preset  # noqa: E402
 from planetrl.objective import compute_loss  # noqa: E402
 from planetrl.speed.auto import FLAGS, Hardware, SpeedDecision  # noqa: E402
-from planetrl.training.loop import Counters, build_world_model, decide_speed, loss_kwargs  # noqa: E402
+from planetrl.training.loop import Counters, build_world_model, decide_speed  # noqa: E402
 
 ACTION_SIZE = 6
 
@@ -95,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
         batch = random_batch(t.batch_size, t.chunk_length, device, seed=1)
 
         def update():
-            loss = compute_loss(wm, batch, **loss_kwargs(cfg))[0]
+            loss = compute_loss(wm, batch, **dataclasses.asdict(cfg.loss))[0]
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

@@ -36,12 +36,8 @@ from planetrl import speed  # noqa: E402
 from planetrl.planning.base import planner_defaults  # noqa: E402
 from planetrl.speed.auto import SpeedDecision  # noqa: E402
 from planetrl.speed.threads import ThreadGovernor  # noqa: E402
-from planetrl.training.loop import (  # noqa: E402
-    build_planner,
-    evaluate,
-    load_run,
-    random_policy_returns,
-)
+from planetrl.driver import random_policy_returns  # noqa: E402
+from planetrl.training.loop import build_planner, evaluate, load_run  # noqa: E402
 
 
 def default_variants(J: int, I: int, K: int) -> list[str]:  # noqa: E741

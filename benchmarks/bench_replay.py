@@ -4,9 +4,11 @@ Fills a replay in a temporary folder with synthetic episodes (default 100 x 501 
 uint8 images, action size 6), then times
 
 * ``sample_raw``: gathering the uint8 chunks (numpy), as stored;
-* ``sample``: the same plus preprocessing to float32 ``(B, L, 3, 64, 64)`` on the device
-  (5-bit quantisation, dequantisation noise, centring), allocating a fresh batch each time;
-* ``sample(out=...)``: the same, overwriting one preallocated batch (no fresh memory per call).
+* ``sample``: the same as a uint8 batch on the device, plus the model's preprocessing to float32
+  ``(B, L, 3, 64, 64)`` there (``planetrl.preprocess.preprocess``, what ``WorldModel.preprocess``
+  runs: 5-bit quantisation, dequantisation noise, centring), allocating a fresh batch each time;
+* ``sample(out=...)``: the same, overwriting one preallocated batch and image tensor (no fresh
+  memory per call).
 
 Usage::
 
@@ -30,6 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from planetrl.preprocess import preprocess
 from planetrl.replay import Replay
 
 
@@ -148,14 +151,18 @@ def measure_replay_rate(
         def raw() -> None:
             replay.sample_raw(batch_size, length)
 
+        noise = np.random.default_rng(seed)
+
         def full() -> None:
-            replay.sample(batch_size, length, device)
+            preprocess(replay.sample(batch_size, length, device).image, 5, noise)
             _sync(device)
 
         out = replay.sample(batch_size, length, device)
+        image_out = preprocess(out.image, 5, noise)
 
         def reused() -> None:
-            replay.sample(batch_size, length, device, out=out)
+            preprocess(replay.sample(batch_size, length, device, out=out).image, 5, noise,
+                       out=image_out)
             _sync(device)
 
         times = {name: _time(fn, iterations) for name, fn in

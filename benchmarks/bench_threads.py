@@ -24,14 +24,14 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
-import json, statistics, sys, time, types
+import dataclasses, json, statistics, sys, time, types
 import torch
 sys.path.insert(0, {root!r})
 from planetrl import planning, speed
 from planetrl.config import preset
 from planetrl.models import WorldModel
 from planetrl.objective import compute_loss
-from planetrl.training.loop import build_world_model, loss_kwargs
+from planetrl.training.loop import build_world_model
 
 threads = {threads}
 if threads:
@@ -52,7 +52,7 @@ batch = types.SimpleNamespace(image=torch.rand(B, L, 3, 64, 64) - 0.5,
                               action=torch.rand(B, L, 6) * 2 - 1, reward=torch.randn(B, L),
                               is_first=is_first)
 def update():
-    loss = compute_loss(wm, batch, **loss_kwargs(cfg))[0]
+    loss = compute_loss(wm, batch, **dataclasses.asdict(cfg.loss))[0]
     opt.zero_grad(); loss.backward(); opt.step()
 def plan():
     with torch.no_grad():

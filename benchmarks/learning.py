@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planetrl.config import preset  # noqa: E402
 from planetrl.training.logger import read_metrics  # noqa: E402
-from planetrl.training.loop import Trainer, random_policy_returns  # noqa: E402
+from planetrl.driver import random_policy_returns  # noqa: E402
+from planetrl.training.loop import Trainer  # noqa: E402
 
 
 def write_curve(logdir: Path, baseline: list[float], target: float | None, title: str) -> list[dict]:

@@ -2,6 +2,7 @@
 
 At every env step t, for each of E environments:
 
+0. o_t is preprocessed by the world model's own ``preprocess`` (the same as for training);
 1. q(s_t | h_t, o_t) with h_t = f(h_{t-1}, s_{t-1}, a_{t-1}) — the posterior is updated from the
    previous state, the previous action and the new observation;
 2. a_t = planner(transition, reward model, state_t) — CEM in latent space, first action only;
@@ -18,7 +19,6 @@ import torch
 from torch import Tensor
 
 from planetrl.models.state import State
-from planetrl.preprocess import preprocess
 
 Planner = Callable[..., Tensor]
 
@@ -31,7 +31,6 @@ class Agent:
         planner: ``planner(transition, reward_model, state) -> (E, A)`` first actions; if it
             has a ``reset(num_envs)`` method (e.g. :class:`planetrl.planning.WarmStart`),
             :meth:`reset` calls it.
-        bits: bit depth of the observation preprocessing (paper: 5).
         generator: the torch generator for dequantisation and exploration noise (CPU).
     """
 
@@ -40,12 +39,10 @@ class Agent:
         world_model,
         planner: Planner,
         *,
-        bits: int = 5,
         generator: torch.Generator | None = None,
     ):
         self.world_model = world_model
         self.planner = planner
-        self.bits = bits
         self.generator = generator
         self.state: State | None = None
         self.prev_action: Tensor | None = None
@@ -79,7 +76,7 @@ class Agent:
             raise ValueError(
                 f"expected observations (E={self.state.shape[0]}, H, W, 3), got {obs.shape}"
             )
-        images = preprocess(torch.as_tensor(obs), bits=self.bits, generator=self.generator)
+        images = self.world_model.preprocess(torch.as_tensor(obs), self.generator)
         images = images.to(self.device)
         embed = self.world_model.encoder(images)
         post, _ = self.world_model.transition.obs_step(

@@ -11,15 +11,25 @@ Two presets:
 
 The merged configuration is saved as ``config.json`` in the run directory; a resumed run is checked
 against it (see :func:`diff_configs`).
+
+Each section is validated next to its fields: a table of :class:`Rule` per section (``RULES``)
+plus the section's own cross-field checks (``_check``); :meth:`Config.validate` runs them all.
+The sections go to their constructors whole (``WorldModel(A, **asdict(config.model))``,
+``compute_loss(..., **asdict(config.loss))``), so a field's name is its argument's name.
+
+This module is a leaf of planetrl's import graph: it imports only :mod:`planetrl.atomic`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, ClassVar, Literal, NamedTuple
+
+from planetrl.atomic import atomic_write_json
 
 PRESETS = ("paper", "small")
 
@@ -28,9 +38,65 @@ class ConfigError(ValueError):
     """A configuration value is out of its accepted range."""
 
 
+class Rule(NamedTuple):
+    """What a field accepts: ``accepted`` in words (for the error), ``ok(value)`` the test,
+    ``symbol`` the paper's symbol named in the error (optional)."""
+
+    accepted: str
+    ok: Callable[[Any], bool]
+    symbol: str | None = None
+
+    def named(self, symbol: str) -> "Rule":
+        return self._replace(symbol=symbol)
+
+    def or_none(self) -> "Rule":
+        """The same rule for an optional field (None = the default of whoever reads it)."""
+        return Rule(self.accepted, lambda v: v is None or self.ok(v), self.symbol)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+POSITIVE_INT = Rule("a positive integer", lambda v: _is_int(v) and v >= 1)
+NON_NEGATIVE_INT = Rule("an integer >= 0", lambda v: _is_int(v) and v >= 0)
+POSITIVE = Rule("a finite number > 0", lambda v: _is_real(v) and v > 0)
+NON_NEGATIVE = Rule("a finite number >= 0", lambda v: _is_real(v) and v >= 0)
+AT_LEAST_ONE = Rule("a finite number >= 1", lambda v: _is_real(v) and v >= 1)
+UNIT_INTERVAL = Rule("a number in [0, 1)", lambda v: _is_real(v) and 0 <= v < 1)
+BOOL = Rule("True or False", lambda v: isinstance(v, bool))
+
+
+def one_of(*values: Any) -> Rule:
+    return Rule(f"one of {', '.join(map(repr, values))}", lambda v: v in values)
+
+
+class Section:
+    """A config section: ``RULES`` (field -> :class:`Rule`) and cross-field checks."""
+
+    RULES: ClassVar[dict[str, Rule]] = {}
+
+    def validate(self, prefix: str = "") -> None:
+        """Raise :class:`ConfigError` naming the first field (``prefix`` + name) out of range."""
+        for name, rule in self.RULES.items():
+            value = getattr(self, name)
+            if not rule.ok(value):
+                named = f"{prefix}{name}" + (f" ({rule.symbol})" if rule.symbol else "")
+                raise ConfigError(f"{named} must be {rule.accepted}, got {value!r}")
+        self._check(prefix)
+
+    def _check(self, prefix: str) -> None:
+        """Checks that involve several fields (none by default)."""
+
+
 @dataclass
-class ModelConfig:
-    """World model: encoder, transition model, decoder p(o_t | h_t, s_t), reward p(r_t | h_t, s_t)."""
+class ModelConfig(Section):
+    """World model: encoder, transition model, decoder p(o_t | h_t, s_t), reward p(r_t | h_t, s_t),
+    and the preprocessing of its input frames."""
 
     transition: Literal["rssm", "ssm", "gru"] = "rssm"
     """Transition model: `rssm` (deterministic h_t + stochastic s_t, the paper's model), `ssm`
@@ -49,10 +115,33 @@ class ModelConfig:
     """Hidden units of the reward MLP."""
     reward_layers: int = 2
     """Hidden layers of the reward MLP."""
+    bits: int = 5
+    """Bit depth the model's input frames are quantised to (paper: 5), for training and acting
+    alike (`WorldModel.preprocess`). Configs saved before it moved here have it as `train.bits`;
+    :func:`from_dict` moves it."""
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "transition": one_of("rssm", "ssm", "gru"),
+        "deter_size": POSITIVE_INT,
+        "stoch_size": NON_NEGATIVE_INT,
+        "hidden_size": POSITIVE_INT,
+        "cnn_depth": POSITIVE_INT,
+        "min_std": POSITIVE,
+        "reward_hidden": POSITIVE_INT,
+        "reward_layers": POSITIVE_INT,
+        "bits": Rule("an integer in 1..8", lambda v: _is_int(v) and 1 <= v <= 8),
+    }
+
+    def _check(self, prefix: str) -> None:
+        # The GRU model has no s_t and ignores stoch_size.
+        if self.transition != "gru" and self.stoch_size < 1:
+            raise ConfigError(
+                f"{prefix}stoch_size must be >= 1 for the {self.transition!r} transition model"
+            )
 
 
 @dataclass
-class LossConfig:
+class LossConfig(Section):
     """The objective (paper Eq. 3 and section 4): ELBO with free nats, optional overshooting."""
 
     free_nats: float = 3.0
@@ -77,9 +166,21 @@ class LossConfig:
     global_kl_scale: float = 0.0
     """Weight of the global prior KL(q(s_t | .) || N(0, I)) (paper appendix), 0 = off."""
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "free_nats": NON_NEGATIVE,
+        "reward_scale": NON_NEGATIVE,
+        "image_scale": NON_NEGATIVE,
+        "decode_fraction": Rule("in (0, 1]", lambda v: _is_real(v) and 0 < v <= 1),
+        "kl_scale": NON_NEGATIVE,
+        "overshooting_distance": POSITIVE_INT,
+        "overshooting_kl_scale": NON_NEGATIVE,
+        "overshooting_reward_scale": NON_NEGATIVE,
+        "global_kl_scale": NON_NEGATIVE,
+    }
+
 
 @dataclass
-class PlannerConfig:
+class PlannerConfig(Section):
     """Model-predictive control in latent space (paper section 2)."""
 
     name: Literal["cem", "icem", "random"] = "cem"
@@ -119,9 +220,43 @@ class PlannerConfig:
     """Add the mean μ as a candidate in the last iteration. None = the planner's default (cem:
     off)."""
 
+    #: iCEM's options (the fields after ``top_k``); set only for `cem` and `icem`.
+    OPTIONS: ClassVar[tuple[str, ...]] = (
+        "warm_start", "noise_beta", "keep_elites", "population_decay", "momentum", "init_std",
+        "execute_best", "mean_candidate",
+    )
+    RULES: ClassVar[dict[str, Rule]] = {
+        "name": one_of("cem", "icem", "random"),
+        "horizon": POSITIVE_INT,
+        "iterations": POSITIVE_INT,
+        "candidates": POSITIVE_INT,
+        "top_k": POSITIVE_INT,
+        "warm_start": Rule("True, False or None", lambda v: v is None or isinstance(v, bool)),
+        "noise_beta": NON_NEGATIVE.named("β").or_none(),
+        "keep_elites": UNIT_INTERVAL.named("ξ").or_none(),
+        "population_decay": AT_LEAST_ONE.named("γ").or_none(),
+        "momentum": UNIT_INTERVAL.named("α").or_none(),
+        "init_std": POSITIVE.named("σ_0").or_none(),
+        "execute_best": BOOL.or_none(),
+        "mean_candidate": BOOL.or_none(),
+    }
+
+    def _check(self, prefix: str) -> None:
+        if self.top_k > self.candidates:
+            raise ConfigError(
+                f"{prefix}top_k (K={self.top_k}) must be <= {prefix}candidates "
+                f"(J={self.candidates})"
+            )
+        set_options = [n for n in self.OPTIONS if getattr(self, n) is not None]
+        if set_options and self.name not in ("cem", "icem"):
+            raise ConfigError(
+                f"{prefix}{set_options[0]} applies to the cem and icem planners only, not to "
+                f"{prefix}name={self.name!r}; leave it unset (None)"
+            )
+
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Section):
     """Data collection and optimisation (paper Algorithm 1)."""
 
     seed_episodes: int = 5
@@ -151,12 +286,26 @@ class TrainConfig:
     """Stop after this much wall-clock time in this process (minutes); 0 = no limit."""
     replay_capacity: int = 1_000_000
     """Replay capacity in stored (agent) steps; older episodes leave memory, their files stay."""
-    bits: int = 5
-    """Bit depth images are quantised to (paper: 5)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "seed_episodes": NON_NEGATIVE_INT,
+        "collect_interval": POSITIVE_INT,
+        "batch_size": POSITIVE_INT,
+        "chunk_length": POSITIVE_INT,
+        "learning_rate": POSITIVE,
+        "adam_eps": POSITIVE,
+        "grad_clip": POSITIVE,
+        "exploration_noise": NON_NEGATIVE,
+        "collect_envs": POSITIVE_INT,
+        "max_episodes": POSITIVE_INT,
+        "max_env_steps": NON_NEGATIVE_INT,
+        "max_minutes": NON_NEGATIVE,
+        "replay_capacity": POSITIVE_INT,
+    }
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Section):
     """Evaluation episodes (no exploration noise) and what is logged."""
 
     every: int = 10
@@ -168,12 +317,17 @@ class EvalConfig:
     parallel: bool = True
     """Step the M evaluation environments in worker processes."""
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "every": NON_NEGATIVE_INT,
+        "episodes": POSITIVE_INT,
+    }
+
 
 Toggle = Literal["auto", "on", "off"]
 
 
 @dataclass
-class SpeedConfig:
+class SpeedConfig(Section):
     """Fast paths: each `auto` (decided for the machine at start, see `planetrl.speed.auto`; the
     decision and its reason are printed and saved in `speed.json` of the run), `on` or `off`. All
     off is the readable eager path. Measured in docs/benchmarks.md."""
@@ -194,6 +348,11 @@ class SpeedConfig:
     """On CUDA, capture the whole CEM plan in one CUDA graph per number of environments. auto: off
     until measured on a GPU (benchmarks/gpu_check.sh); never used on CPU."""
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        name: Rule("auto, on or off", lambda v: v in ("auto", "on", "off"))
+        for name in ("compile", "bf16", "channels_last", "cuda_graphs")
+    }
+
     def __post_init__(self) -> None:
         # Python callers and configs saved before `auto` existed use bools: True -> on.
         for f in dataclasses.fields(self):
@@ -201,9 +360,13 @@ class SpeedConfig:
             if isinstance(value, bool):
                 setattr(self, f.name, "on" if value else "off")
 
+    def validate(self, prefix: str = "") -> None:
+        self.__post_init__()  # bools set after construction: True -> on, False -> off
+        super().validate(prefix)
+
 
 @dataclass
-class Config:
+class Config(Section):
     """A PlaNet training run."""
 
     task: str = "dmc:cartpole-swingup"
@@ -229,112 +392,23 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
 
+    RULES: ClassVar[dict[str, Rule]] = {
+        "seed": NON_NEGATIVE_INT,
+        "action_repeat": NON_NEGATIVE_INT,
+        "threads": NON_NEGATIVE_INT,
+        "device": Rule(
+            "'auto', 'cpu', 'cuda' or 'cuda:N'",
+            lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")),
+        ),
+    }
+
     def validate(self) -> "Config":
-        """Raise :class:`ConfigError` naming the first value out of range."""
-        positive = {
-            "model.deter_size": self.model.deter_size,
-            "model.hidden_size": self.model.hidden_size,
-            "model.cnn_depth": self.model.cnn_depth,
-            "model.reward_hidden": self.model.reward_hidden,
-            "model.reward_layers": self.model.reward_layers,
-            "loss.overshooting_distance": self.loss.overshooting_distance,
-            "planner.horizon": self.planner.horizon,
-            "planner.iterations": self.planner.iterations,
-            "planner.candidates": self.planner.candidates,
-            "planner.top_k": self.planner.top_k,
-            "train.collect_interval": self.train.collect_interval,
-            "train.batch_size": self.train.batch_size,
-            "train.collect_envs": self.train.collect_envs,
-            "train.chunk_length": self.train.chunk_length,
-            "train.max_episodes": self.train.max_episodes,
-            "train.replay_capacity": self.train.replay_capacity,
-            "eval.episodes": self.eval.episodes,
-        }
-        for name, value in positive.items():
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-        non_negative = {
-            "model.stoch_size": self.model.stoch_size,
-            "train.seed_episodes": self.train.seed_episodes,
-            "train.max_env_steps": self.train.max_env_steps,
-            "eval.every": self.eval.every,
-            "action_repeat": self.action_repeat,
-            "threads": self.threads,
-        }
-        for name, value in non_negative.items():
-            if not isinstance(value, int) or value < 0:
-                raise ConfigError(f"{name} must be an integer >= 0, got {value!r}")
-        floats = {
-            "model.min_std": (self.model.min_std, 0.0, False),
-            "loss.free_nats": (self.loss.free_nats, 0.0, True),
-            "loss.kl_scale": (self.loss.kl_scale, 0.0, True),
-            "loss.reward_scale": (self.loss.reward_scale, 0.0, True),
-            "loss.image_scale": (self.loss.image_scale, 0.0, True),
-            "loss.overshooting_kl_scale": (self.loss.overshooting_kl_scale, 0.0, True),
-            "loss.overshooting_reward_scale": (self.loss.overshooting_reward_scale, 0.0, True),
-            "loss.global_kl_scale": (self.loss.global_kl_scale, 0.0, True),
-            "train.learning_rate": (self.train.learning_rate, 0.0, False),
-            "train.adam_eps": (self.train.adam_eps, 0.0, False),
-            "train.grad_clip": (self.train.grad_clip, 0.0, False),
-            "train.exploration_noise": (self.train.exploration_noise, 0.0, True),
-            "train.max_minutes": (self.train.max_minutes, 0.0, True),
-        }
-        for name, (value, low, inclusive) in floats.items():
-            ok = value >= low if inclusive else value > low
-            if not ok or value != value or value == float("inf"):
-                bound = ">=" if inclusive else ">"
-                raise ConfigError(f"{name} must be a finite number {bound} {low}, got {value!r}")
-        if not 0.0 < self.loss.decode_fraction <= 1.0:
-            raise ConfigError(
-                f"loss.decode_fraction must be in (0, 1], got {self.loss.decode_fraction!r}"
-            )
-        if self.planner.top_k > self.planner.candidates:
-            raise ConfigError(
-                f"planner.top_k (K={self.planner.top_k}) must be <= planner.candidates "
-                f"(J={self.planner.candidates})"
-            )
-        self._validate_planner_options()
-        if self.model.transition == "gru" and self.model.stoch_size != 0:
-            pass  # the GRU model ignores stoch_size; nothing to check
-        if self.model.transition != "gru" and self.model.stoch_size < 1:
-            raise ConfigError(
-                f"model.stoch_size must be >= 1 for the {self.model.transition!r} transition model"
-            )
-        if not 1 <= self.train.bits <= 8:
-            raise ConfigError(f"train.bits must be in 1..8, got {self.train.bits!r}")
-        self.speed.__post_init__()  # bools set after construction: True -> on, False -> off
-        for f in dataclasses.fields(self.speed):
-            value = getattr(self.speed, f.name)
-            if value not in ("auto", "on", "off"):
-                raise ConfigError(f"speed.{f.name} must be auto, on or off, got {value!r}")
-        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise ConfigError(
-                f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}"
-            )
+        """Raise :class:`ConfigError` naming the first value out of range: every section's rules
+        and checks (``model.``, ``loss.``, ...), then the top-level fields'."""
+        for name in _SECTIONS:
+            getattr(self, name).validate(prefix=f"{name}.")
+        Section.validate(self)
         return self
-
-    def _validate_planner_options(self) -> None:
-        """iCEM's planner options: set only for `cem`/`icem`, each in its range (the ranges are
-        the planner's own checks, :func:`planetrl.planning.base.check_cem_options`)."""
-        from planetrl.planning.base import check_cem_options
-        from planetrl.planning.cem import CEM_OPTIONS
-
-        names = ("warm_start", *CEM_OPTIONS)
-        set_options = {n: getattr(self.planner, n) for n in names}
-        set_options = {n: v for n, v in set_options.items() if v is not None}
-        if set_options and self.planner.name not in ("cem", "icem"):
-            raise ConfigError(
-                f"planner.{next(iter(set_options))} applies to the cem and icem planners only, "
-                f"not to planner.name={self.planner.name!r}; leave it unset (None)"
-            )
-        if "warm_start" in set_options and not isinstance(set_options["warm_start"], bool):
-            raise ConfigError(
-                f"planner.warm_start must be True, False or None, got {set_options['warm_start']!r}"
-            )
-        try:
-            check_cem_options(set_options, prefix="planner.")
-        except ValueError as err:
-            raise ConfigError(str(err)) from None
 
 
 def paper_preset() -> Config:
@@ -404,8 +478,32 @@ def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+def migrate(data: dict[str, Any]) -> dict[str, Any]:
+    """A saved config's dict brought to the current layout (a copy; the input is not changed).
+
+    - ``train.bits`` -> ``model.bits``: the bit depth became a setting of the model, which owns
+      the preprocessing for training and acting. Before, the agent used ``train.bits`` while the
+      replay always preprocessed training batches at 5 bits; a run saved with another value
+      resumes at that value for both. Both keys with different values is an error.
+    """
+    data = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    train, model = data.get("train"), data.get("model")
+    if isinstance(train, dict) and "bits" in train:
+        bits = train.pop("bits")
+        if isinstance(model, dict):
+            if model.setdefault("bits", bits) != bits:
+                raise ConfigError(
+                    f"config has both train.bits={bits!r} (its old place) and model.bits="
+                    f"{model['bits']!r}; keep model.bits only"
+                )
+        else:
+            data["model"] = {"bits": bits}
+    return data
+
+
 def from_dict(data: dict[str, Any]) -> Config:
-    """Rebuild a :class:`Config` from :func:`to_dict` output; unknown keys are an error."""
+    """Rebuild a :class:`Config` from :func:`to_dict` output (older layouts are brought up to
+    date by :func:`migrate`); unknown keys are an error."""
 
     def build(cls, values: dict[str, Any]):
         names = {f.name: f for f in dataclasses.fields(cls)}
@@ -418,7 +516,7 @@ def from_dict(data: dict[str, Any]) -> Config:
             kwargs[name] = build(sub, value) if sub is not None else value
         return cls(**kwargs)
 
-    return build(Config, data)
+    return build(Config, migrate(data))
 
 
 _SECTIONS = {
@@ -475,9 +573,7 @@ def diff_configs(saved: Config, new: Config) -> dict[str, tuple[Any, Any]]:
 
 def save_config(config: Config, path: str | Path) -> None:
     """Write ``config`` as JSON, atomically."""
-    from planetrl.training.io import atomic_write_text
-
-    atomic_write_text(Path(path), json.dumps(to_dict(config), indent=2, sort_keys=True) + "\n")
+    atomic_write_json(path, to_dict(config))
 
 
 def load_config(path: str | Path) -> Config:

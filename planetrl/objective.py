@@ -56,11 +56,15 @@ def unit_normal_nll(mean: Tensor, target: Tensor, event_dims: int) -> Tensor:
     return 0.5 * sq + _HALF_LOG_2PI
 
 
-def _check_batch(world_model: Any, batch: Any) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _check_batch(
+    world_model: Any, batch: Any, generator: Any = None
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     missing = [k for k in ("image", "action", "reward", "is_first") if not hasattr(batch, k)]
     if missing:
         raise ValueError(f"batch lacks attributes {missing} (need image, action, reward, is_first)")
     image, action, reward = batch.image, batch.action, batch.reward
+    if isinstance(image, Tensor) and image.dtype == torch.uint8:
+        image = world_model.preprocess(image, generator)  # stored frames (B, L, H, W, 3)
     check_image(image, "batch.image")
     if image.dim() != 5:
         raise ValueError(f"batch.image must be (B, L, 3, 64, 64), got {tuple(image.shape)}")
@@ -154,14 +158,18 @@ def compute_loss(
     image_scale: float = 1.0,
     reward_scale: float = 1.0,
     decode_fraction: float = 1.0,
+    generator: Any = None,
 ) -> tuple[Tensor, dict[str, Tensor], State]:
     """The negative variational bound for one batch of chunks (see the module docstring).
 
     Args:
         world_model: a :class:`planetrl.models.WorldModel` (``encoder``, ``transition``,
             ``decoder``, ``reward``).
-        batch: any object with ``image`` (B, L, 3, 64, 64) float preprocessed, ``action`` (B, L, A)
-            (``action[:, t]`` = a_{t-1}), ``reward`` (B, L), ``is_first`` (B, L) bool.
+        batch: any object with ``image``, ``action`` (B, L, A) (``action[:, t]`` = a_{t-1}),
+            ``reward`` (B, L), ``is_first`` (B, L) bool: a :class:`planetrl.replay.Batch`. Its
+            ``image`` is uint8 (B, L, 64, 64, 3), the stored frames, turned into the model's input
+            by ``world_model.preprocess`` (the one place that does it, for acting too); a float
+            (B, L, 3, 64, 64) ``image`` is taken as already preprocessed.
         free_nats: KL per step (and per overshooting term) is ``max(KL, free_nats)``.
         kl_scale: beta_1, weight of the one-step KL.
         overshooting_distance: D >= 1; 1 = the standard objective.
@@ -174,6 +182,8 @@ def compute_loss(
             unbiased estimate of the mean over all B * L frames at a fraction of the decoder's
             cost. The encoder, the filter, the reward and KL terms still see every frame. 1 = all
             frames, the paper's objective (no random draw).
+        generator: draws the dequantisation noise of ``world_model.preprocess`` (a torch or
+            numpy generator; None: torch's global RNG).
 
     Returns:
         (loss, metrics, posts): the scalar loss to minimise; detached scalar metrics ``loss``,
@@ -193,7 +203,7 @@ def compute_loss(
         raise ValueError(f"free_nats must be >= 0, got {free_nats}")
     if not 0.0 < decode_fraction <= 1.0:
         raise ValueError(f"decode_fraction must be in (0, 1], got {decode_fraction!r}")
-    image, action, reward, is_first = _check_batch(world_model, batch)
+    image, action, reward, is_first = _check_batch(world_model, batch, generator)
     transition: TransitionModel = world_model.transition
     batch_size, length = image.shape[:2]
 

@@ -39,7 +39,7 @@ from typing import Any, Union
 import numpy as np
 import torch
 
-__all__ = ["preprocess", "postprocess", "quantise"]
+__all__ = ["GeneratorLike", "check_bits", "postprocess", "preprocess", "quantise"]
 
 #: Anything :func:`preprocess` takes as a source of randomness.
 GeneratorLike = Union[torch.Generator, np.random.Generator, None]
@@ -60,7 +60,8 @@ _POOL_WORKERS = 0
 _POOL_LOCK = threading.Lock()
 
 
-def _check_bits(bits: int) -> int:
+def check_bits(bits: int) -> int:
+    """``bits`` as an int, or ValueError unless it is an integer in 1..8."""
     if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
         raise ValueError(f"bits must be an integer in 1..8, got {bits!r}")
     return int(bits)
@@ -252,7 +253,7 @@ def preprocess(
             has the wrong shape/dtype/device.
     """
     x = _as_uint8_images(images)
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     *lead, height, width, _ = x.shape
     shape = (*lead, 3, height, width)
     if out is None:
@@ -294,7 +295,7 @@ def quantise(images: torch.Tensor | np.ndarray, bits: int = 5) -> torch.Tensor:
     This is what ``postprocess(preprocess(images, bits), bits)`` reproduces exactly.
     """
     x = _as_uint8_images(images)
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     return torch.bitwise_and(x, (0xFF << (8 - bits)) & 0xFF)
 
 
@@ -320,7 +321,7 @@ def postprocess(x: torch.Tensor | np.ndarray, bits: int = 5) -> torch.Tensor:
             f"x must have shape (..., 3, H, W) (CHW with 3 colour channels); got shape "
             f"{tuple(x.shape)}"
         )
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     levels = 2**bits
     y = torch.floor((x + 0.5) * levels) * (256 / levels)
     y = y.clamp_(0, 255).nan_to_num_(0.0)

@@ -2,12 +2,9 @@
 
 PlaNet (Hafner et al. 2019, Algorithm 1) trains on chunks of ``L = 50`` consecutive steps drawn
 uniformly from all episodes collected so far. The run's episode folder *is* the replay: every
-episode is written once, atomically, as ``<index:06d>-<length>.npz`` (see ``docs/design.md``), and
-a :class:`Replay` constructed on the same folder after a crash or restart reloads it.
-
-Step convention (``docs/design.md``): step ``t`` holds ``image`` o_t (uint8 HWC), ``action``
-a_{t-1} (zeros at the first step), ``reward`` r_t (0 at the first step), ``is_first`` and
-``is_terminal`` (true termination only).
+episode is written once, atomically, as ``<index:06d>-<length>.npz`` (the format and the step
+convention are :mod:`planetrl.episodes`'), and a :class:`Replay` constructed on the same folder
+after a crash or restart reloads it.
 
 Sampling design (the decision this module makes):
 
@@ -25,8 +22,9 @@ Sampling design (the decision this module makes):
   steps fit in ~12.3 GB. Adding an episode never reallocates or copies what is stored, dropping
   the oldest one frees its memory at once. A batch is gathered with one contiguous slab copy per
   (chunk, episode) piece, which moves the same bytes as a fancy-index gather over one big array,
-  with O(batch size) Python work. Images are converted to float only for the sampled batch, by
-  :func:`planetrl.preprocess.preprocess`, on the requested device.
+  with O(batch size) Python work. A batch holds the images as stored (uint8 HWC): turning them
+  into the model's input is the model's business (PlaNet: ``WorldModel.preprocess``), so the
+  replay knows nothing of any agent and serves any of them.
 
 Not process-safe: one :class:`Replay` per folder writes (several readers are fine). Within one
 process the methods are thread-safe (a lock guards the in-memory index).
@@ -36,8 +34,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
-import tempfile
 import threading
 import warnings
 from collections import deque
@@ -49,34 +45,17 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from planetrl.preprocess import preprocess
-
-__all__ = [
-    "EPISODE_KEYS",
-    "Batch",
-    "EpisodeFileError",
-    "Replay",
-    "ReplayWarning",
-    "episode_filename",
-    "load_episode",
-    "parse_episode_filename",
-    "save_episode",
-    "validate_episode",
-]
-
-#: The keys of an episode (dict or file), in the order of ``docs/design.md``.
-EPISODE_KEYS: tuple[str, ...] = ("image", "action", "reward", "is_first", "is_terminal")
-
-_NAME_RE = re.compile(r"^(\d{6,})-(\d+)\.npz$")
-_TMP_SUFFIX = ".tmp"
-_EXPECTED = (
-    "image uint8 (T, H, W, 3), action float32 (T, A), reward float32 (T,), is_first bool (T,), "
-    "is_terminal bool (T,), with is_first[0] True"
+from planetrl.atomic import is_temporary
+from planetrl.episodes import (
+    EPISODE_KEYS,
+    EpisodeFileError,
+    load_episode,
+    parse_episode_filename,
+    save_episode,
+    validate_episode,
 )
 
-
-class EpisodeFileError(ValueError):
-    """An episode file is missing, truncated, corrupt, or does not hold a valid episode."""
+__all__ = ["Batch", "Replay", "ReplayWarning"]
 
 
 class ReplayWarning(UserWarning):
@@ -89,200 +68,12 @@ class _FileEntry(NamedTuple):
     path: Path
 
 
-def episode_filename(index: int, length: int) -> str:
-    """``<index:06d>-<length>.npz``, the name of episode ``index`` with ``length`` steps."""
-    return f"{index:06d}-{length}.npz"
-
-
-def parse_episode_filename(name: str) -> tuple[int, int] | None:
-    """``(index, length)`` from an episode file name, or None if it is not one."""
-    match = _NAME_RE.match(name)
-    if match is None:
-        return None
-    return int(match.group(1)), int(match.group(2))
-
-
-def validate_episode(episode: Mapping[str, Any], *, copy: bool = False) -> dict[str, np.ndarray]:
-    """Check an episode against the contract and return it as numpy arrays of the stored dtypes.
-
-    Accepts numpy arrays, CPU torch tensors or nested lists. ``action`` and ``reward`` may have any
-    real (non-bool) numeric dtype and are cast to float32; ``image`` must already be uint8 and the
-    flags bool (a silent cast there would hide a bug). With ``copy=True`` the arrays never share
-    memory with the input.
-
-    Returns:
-        ``{key: array}`` for :data:`EPISODE_KEYS`, C-contiguous.
-
-    Raises:
-        ValueError: a key is missing or unexpected, or a dtype/shape/length/value is wrong; the
-            message names the key and what is accepted.
-    """
-    if not isinstance(episode, Mapping):
-        raise ValueError(f"an episode must be a mapping with keys {EPISODE_KEYS}, got "
-                         f"{type(episode).__name__}")
-    missing = [key for key in EPISODE_KEYS if key not in episode]
-    extra = sorted(str(key) for key in episode if key not in EPISODE_KEYS)
-    if missing or extra:
-        raise ValueError(
-            f"an episode needs exactly the keys {EPISODE_KEYS}; "
-            + (f"missing {missing}" if missing else "")
-            + ("; " if missing and extra else "")
-            + (f"unexpected {extra}" if extra else "")
-        )
-
-    def array(key: str) -> np.ndarray:
-        value = episode[key]
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu().numpy()
-        return np.asarray(value)
-
-    image = array("image")
-    if image.dtype != np.uint8 or image.ndim != 4 or image.shape[-1] != 3:
-        raise ValueError(
-            f"episode['image'] must be uint8 with shape (T, H, W, 3); got {image.dtype} with shape "
-            f"{image.shape}"
-        )
-    length = image.shape[0]
-    if length == 0:
-        raise ValueError("an episode must have at least one step (T >= 1); got T = 0")
-    result = {"image": image}
-    for key, ndim, shape_text in (("action", 2, "(T, A)"), ("reward", 1, "(T,)")):
-        value = array(key)
-        if value.dtype.kind not in "fiu" or value.ndim != ndim or value.shape[0] != length:
-            raise ValueError(
-                f"episode[{key!r}] must be a real-valued array (stored as float32) with shape "
-                f"{shape_text}, T = {length} from 'image'; got {value.dtype} with shape "
-                f"{value.shape}"
-            )
-        value = value.astype(np.float32, copy=False)
-        if not np.isfinite(value).all():
-            raise ValueError(f"episode[{key!r}] contains NaN or infinite values")
-        result[key] = value
-    for key in ("is_first", "is_terminal"):
-        value = array(key)
-        if value.dtype != np.bool_ or value.shape != (length,):
-            raise ValueError(
-                f"episode[{key!r}] must be bool with shape (T,) = ({length},); got {value.dtype} "
-                f"with shape {value.shape}"
-            )
-        result[key] = value
-    if not result["is_first"][0]:
-        raise ValueError("episode['is_first'][0] must be True (an episode starts with a reset)")
-    if copy:
-        return {key: np.array(value, order="C", copy=True) for key, value in result.items()}
-    return {key: np.ascontiguousarray(value) for key, value in result.items()}
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def save_episode(directory: str | Path, index: int, episode: Mapping[str, Any]) -> Path:
-    """Validate ``episode`` and write it atomically as ``directory/<index:06d>-<T>.npz``.
-
-    The data goes to a hidden temporary file in the same folder (``.<name>.<random>.tmp``), is
-    flushed to disk, then ``os.replace``d onto the final name, so a reader (or a restart after a
-    crash) sees either no file or the whole file, never a partial one.
-
-    Returns:
-        The path of the written file.
-
-    Raises:
-        ValueError: the episode breaks the contract (see :func:`validate_episode`), or ``index``
-            is negative.
-        FileExistsError: an episode file with this index already exists in ``directory``.
-    """
-    if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
-        raise ValueError(f"index must be a non-negative integer, got {index!r}")
-    index = int(index)
-    data = validate_episode(episode)
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    clash = sorted(directory.glob(f"{index:06d}-*.npz"))
-    clash = [path for path in clash if parse_episode_filename(path.name) is not None]
-    if clash:
-        raise FileExistsError(f"episode index {index} already exists in {directory}: {clash[0]}")
-    name = episode_filename(index, len(data["image"]))
-    path = directory / name
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=_TMP_SUFFIX)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez_compressed(handle, **data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except OSError:
-            pass
-        raise
-    _fsync_directory(directory)
-    return path
-
-
-def load_episode(path: str | Path) -> dict[str, np.ndarray]:
-    """Read and validate one episode file.
-
-    Returns:
-        ``{key: array}`` for :data:`EPISODE_KEYS` with the stored dtypes.
-
-    Raises:
-        EpisodeFileError: (a ``ValueError``) the file is missing, unreadable, truncated or corrupt,
-            lacks a key, holds an invalid episode, or its length disagrees with its file name. The
-            message names the file.
-    """
-    path = Path(path)
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            files = getattr(archive, "files", None)
-            if files is None:
-                raise EpisodeFileError(
-                    f"{path}: not an episode file (expected an .npz archive with keys "
-                    f"{EPISODE_KEYS}, found a single array)"
-                )
-            missing = [key for key in EPISODE_KEYS if key not in files]
-            if missing:
-                raise EpisodeFileError(
-                    f"{path}: episode file is missing keys {missing} (has {sorted(files)}; "
-                    f"expected {EPISODE_KEYS})"
-                )
-            raw = {key: archive[key] for key in EPISODE_KEYS}
-    except EpisodeFileError:
-        raise
-    except Exception as error:  # zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError...
-        raise EpisodeFileError(
-            f"{path}: cannot read episode file, it is missing, truncated or corrupt "
-            f"({type(error).__name__}: {error})"
-        ) from error
-    try:
-        episode = validate_episode(raw)
-    except ValueError as error:
-        raise EpisodeFileError(f"{path}: invalid episode: {error}") from error
-    parsed = parse_episode_filename(path.name)
-    if parsed is not None and parsed[1] != len(episode["image"]):
-        raise EpisodeFileError(
-            f"{path}: the file name says {parsed[1]} steps but the file holds "
-            f"{len(episode['image'])}"
-        )
-    return episode
-
-
 @dataclasses.dataclass
 class Batch:
     """A batch of ``B`` chunks of ``L`` consecutive steps, as torch tensors on one device.
 
     Attributes:
-        image: float32 ``(B, L, 3, H, W)``, preprocessed (:func:`planetrl.preprocess.preprocess`).
+        image: uint8 ``(B, L, H, W, 3)``, the stored frames o_t.
         action: float32 ``(B, L, A)``, ``action[:, t]`` = a_{t-1}.
         reward: float32 ``(B, L)``, ``reward[:, t]`` = r_t.
         is_first: bool ``(B, L)``; True where an episode starts (the model resets its state).
@@ -347,11 +138,10 @@ class Replay:
         capacity: most steps kept in memory (None: unlimited). When an added episode takes the
             total over, the oldest episodes leave memory (their files stay on disk); the newest
             episode is always kept, even if it alone exceeds ``capacity``.
-        seed: seed of the numpy generator (PCG64) behind sampling (chunk starts and the
-            dequantisation noise); None draws fresh entropy. See :meth:`rng_state`.
+        seed: seed of the numpy generator (PCG64) behind sampling (the chunk starts); None
+            draws fresh entropy. See :meth:`rng_state`.
         load: reload existing episodes into memory. With False the folder is only scanned so that
             new files continue the index sequence.
-        bits: bit depth for :func:`planetrl.preprocess.preprocess` in :meth:`sample`.
         load_workers: threads used to decompress files at reload (None: ``min(8, cpu_count)``).
 
     The file index of the next :meth:`add` is one more than the largest index of any episode file
@@ -365,17 +155,13 @@ class Replay:
         *,
         seed: int | None = None,
         load: bool = True,
-        bits: int = 5,
         load_workers: int | None = None,
     ) -> None:
         if capacity is not None:
             capacity = _check_positive("capacity (steps kept in memory, or None)", capacity)
-        if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 1 <= bits <= 8:
-            raise ValueError(f"bits must be an integer in 1..8, got {bits!r}")
         self._directory = Path(directory)
         self._directory.mkdir(parents=True, exist_ok=True)
         self._capacity = None if capacity is None else int(capacity)
-        self._bits = int(bits)
         self._rng = np.random.Generator(np.random.PCG64(seed))
         self._lock = threading.RLock()
         self._episodes: deque[_Episode] = deque()
@@ -383,7 +169,6 @@ class Replay:
         self._image_shape: tuple[int, int, int] | None = None  # (H, W, 3)
         self._action_dim: int | None = None
         self._layout: _Layout | None = None
-        self._local = threading.local()  # per-thread uint8 staging buffer for sample()
 
         entries = self._scan()
         self._next_index = max((entry.index for entry in entries), default=-1) + 1
@@ -411,7 +196,7 @@ class Replay:
                     )
                     continue
                 by_index[index] = _FileEntry(index, length, path)
-            elif name.endswith(_TMP_SUFFIX) and name.startswith("."):
+            elif is_temporary(name):
                 warnings.warn(
                     f"Replay: ignoring leftover temporary file {path} (an interrupted write; it "
                     f"can be deleted)",
@@ -680,7 +465,7 @@ class Replay:
         batch_size: int,
         length: int,
         rng: np.random.Generator,
-        image_out: np.ndarray | None = None,
+        out: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
         with self._lock:
             # The layout is an immutable snapshot: copying from it needs no lock, even if an add
@@ -689,15 +474,14 @@ class Replay:
             starts, first_episode = self._draw_starts(layout, batch_size, length, rng)
             height, width, _ = self._image_shape  # type: ignore[misc]
             action_dim = self._action_dim
-        if image_out is None:
-            image_out = np.empty((batch_size, length, height, width, 3), dtype=np.uint8)
-        out = {
-            "image": image_out,
-            "action": np.empty((batch_size, length, action_dim), dtype=np.float32),
-            "reward": np.empty((batch_size, length), dtype=np.float32),
-            "is_first": np.empty((batch_size, length), dtype=np.bool_),
-            "is_terminal": np.empty((batch_size, length), dtype=np.bool_),
-        }
+        if out is None:
+            out = {
+                "image": np.empty((batch_size, length, height, width, 3), dtype=np.uint8),
+                "action": np.empty((batch_size, length, action_dim), dtype=np.float32),
+                "reward": np.empty((batch_size, length), dtype=np.float32),
+                "is_first": np.empty((batch_size, length), dtype=np.bool_),
+                "is_terminal": np.empty((batch_size, length), dtype=np.bool_),
+            }
         targets = [(out[key], key) for key in EPISODE_KEYS]
         episodes, offsets = layout.episodes, layout.offsets
         # One contiguous slab copy per (chunk, episode) piece; a chunk continues into the next
@@ -739,23 +523,20 @@ class Replay:
         device: str | torch.device = "cpu",
         *,
         rng: np.random.Generator | None = None,
-        noise: bool = True,
         out: Batch | None = None,
     ) -> Batch:
         """``batch_size`` chunks of ``length`` consecutive steps, as a :class:`Batch` on ``device``.
 
-        The compact uint8 images are moved to ``device`` first and preprocessed there (5-bit
-        quantisation, dequantisation noise, centring; see :mod:`planetrl.preprocess`).
+        The images stay uint8 ``(B, L, H, W, 3)`` (a quarter of the bytes of float32 to move to
+        the device); the model preprocesses them where they land.
 
         Args:
             batch_size: ``B``, chunks per batch (PlaNet: 50).
             length: ``L``, steps per chunk (PlaNet: 50).
             device: where the batch tensors live.
             rng: generator to use instead of the replay's own seeded one.
-            noise: add the dequantisation noise (disable for evaluation/videos).
             out: a previous Batch of the same shapes on ``device`` to overwrite in place instead of
-                allocating new tensors (on CPU this saves ~123 MB of fresh memory, i.e. its page
-                faults, per batch). Only pass one that nothing (e.g. an autograd graph) still uses.
+                allocating new tensors. Only pass one that nothing still uses.
 
         Raises:
             ValueError: no ``length`` consecutive steps are in memory; ``out`` does not match.
@@ -764,35 +545,25 @@ class Replay:
         length = _check_positive("length", length)
         device = torch.device(device)
         rng = self._rng if rng is None else rng
-        height, width, _ = self._image_shape or (0, 0, 3)
-        # The uint8 images are consumed before this call returns (preprocessed on CPU, or copied
-        # to the device by a blocking copy), so a per-thread staging buffer is reused.
-        shape = (batch_size, length, height, width, 3)
-        staging = getattr(self._local, "staging", None)
-        if staging is None or staging.shape != shape:
-            staging = np.empty(shape, dtype=np.uint8) if self._image_shape else None
-            self._local.staging = staging
-        raw = self._gather(batch_size, length, rng, staging)
-        images = torch.from_numpy(raw["image"])
-        if device.type != "cpu":
-            images = images.to(device)
-            generator = torch.Generator(device=device).manual_seed(int(rng.integers(0, 2**62)))
-        else:
-            generator = rng
         if out is not None:
+            if self._image_shape is None:
+                self._gather(batch_size, length, rng)  # raises: nothing to sample
             self._check_out(out, batch_size, length, device)
-            preprocess(images, self._bits, generator, noise, out=out.image)
-            for key in EPISODE_KEYS[1:]:
+            if device.type == "cpu":  # gather straight into the output
+                self._gather(batch_size, length, rng, {k: getattr(out, k).numpy()
+                                                       for k in EPISODE_KEYS})
+                return out
+        raw = self._gather(batch_size, length, rng)
+        if out is not None:
+            for key in EPISODE_KEYS:
                 getattr(out, key).copy_(torch.from_numpy(raw[key]))
             return out
-        image = preprocess(images, self._bits, generator, noise)
-        rest = {key: torch.from_numpy(raw[key]).to(device) for key in EPISODE_KEYS[1:]}
-        return Batch(image=image, **rest)
+        return Batch(**{key: torch.from_numpy(raw[key]).to(device) for key in EPISODE_KEYS})
 
     def _check_out(self, out: Batch, batch_size: int, length: int, device: torch.device) -> None:
         height, width, _ = self._image_shape  # type: ignore[misc]
         expected = {
-            "image": ((batch_size, length, 3, height, width), torch.float32),
+            "image": ((batch_size, length, height, width, 3), torch.uint8),
             "action": ((batch_size, length, self._action_dim), torch.float32),
             "reward": ((batch_size, length), torch.float32),
             "is_first": ((batch_size, length), torch.bool),

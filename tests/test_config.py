@@ -49,7 +49,12 @@ def test_unknown_preset():
         (("train", "batch_size"), 0, "train.batch_size"),
         (("train", "learning_rate"), -1.0, "train.learning_rate"),
         (("loss", "free_nats"), float("nan"), "loss.free_nats"),
-        (("train", "bits"), 9, "train.bits"),
+        (("model", "bits"), 9, "model.bits"),
+        (("model", "transition"), "lstm", "model.transition"),
+        (("train", "seed_episodes"), -1, "train.seed_episodes"),
+        (("train", "collect_envs"), True, "train.collect_envs"),
+        (("eval", "episodes"), 0, "eval.episodes"),
+        ((None, "threads"), -2, "threads"),
         ((None, "device"), "tpu", "device"),
         (("model", "stoch_size"), 0, "stoch_size"),
         (("loss", "decode_fraction"), 0.0, "loss.decode_fraction"),
@@ -92,3 +97,19 @@ def test_diff_ignores_budget_and_logging_fields():
     assert diff_configs(a, b) == {}
     b.planner = dataclasses.replace(a.planner, horizon=5)
     assert diff_configs(a, b) == {"planner.horizon": (12, 5)}
+
+
+def test_configs_saved_with_train_bits_load_as_model_bits(tmp_path):
+    """`bits` moved from train to model (the model owns the preprocessing); old files migrate."""
+    data = to_dict(preset("small"))
+    del data["model"]["bits"]
+    data["train"]["bits"] = 4
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    c = load_config(tmp_path / "old.json")
+    assert c.model.bits == 4 and not hasattr(c.train, "bits")
+    assert data["train"]["bits"] == 4  # the input is not changed
+    data["model"]["bits"] = 5
+    with pytest.raises(ConfigError, match="keep model.bits only"):
+        from_dict(data)
+    data["model"]["bits"] = 4
+    assert from_dict(data).model.bits == 4

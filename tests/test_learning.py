@@ -24,7 +24,8 @@ import pytest
 import torch
 
 from planetrl.config import preset
-from planetrl.training.loop import Trainer, build_world_model, random_policy_returns
+from planetrl.driver import random_policy_returns
+from planetrl.training.loop import Trainer, build_world_model
 
 SEED = 0
 EPISODES = 20

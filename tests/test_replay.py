@@ -1,4 +1,5 @@
-"""Tests for planetrl.replay: episode files, reload after a crash, capacity, chunk sampling."""
+"""Tests for planetrl.replay and planetrl.episodes: episode files, reload after a crash,
+capacity, chunk sampling."""
 
 from __future__ import annotations
 
@@ -9,17 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from planetrl.preprocess import postprocess, quantise
-from planetrl.replay import (
+from planetrl.episodes import (
     EPISODE_KEYS,
-    Batch,
     EpisodeFileError,
-    Replay,
-    ReplayWarning,
+    EpisodeRecorder,
+    list_episode_files,
     load_episode,
     save_episode,
     validate_episode,
 )
+from planetrl.replay import Batch, Replay, ReplayWarning
 
 H = W = 4
 A = 2
@@ -157,6 +157,26 @@ def test_load_missing_file_names_it(tmp_path: Path) -> None:
         load_episode(tmp_path / "000001-3.npz")
 
 
+def test_recorder_builds_the_step_convention(tmp_path: Path) -> None:
+    """o_0 with a zero action and reward, then (o_t, a_{t-1}, r_t, terminal) per step."""
+    frames = np.arange(3 * H * W * 3, dtype=np.uint8).reshape(3, H, W, 3)
+    recorder = EpisodeRecorder(frames[0], A)
+    recorder.step(frames[1], np.array([0.5, -0.5]), 1.5, False)
+    recorder.step(frames[2], np.array([1.0, 0.0]), 2.0, True)
+    episode = recorder.episode()
+    assert len(recorder) == 3
+    np.testing.assert_array_equal(episode["image"], frames)
+    np.testing.assert_array_equal(episode["action"], [[0, 0], [0.5, -0.5], [1, 0]])
+    np.testing.assert_array_equal(episode["reward"], [0, 1.5, 2])
+    np.testing.assert_array_equal(episode["is_first"], [True, False, False])
+    np.testing.assert_array_equal(episode["is_terminal"], [False, False, True])
+    save_episode(tmp_path, 4, episode)
+    save_episode(tmp_path, 2, make_episode(5))
+    (tmp_path / ".000005-3.npz.abc.tmp").write_bytes(b"")  # an interrupted write: not listed
+    assert [(f.index, f.length) for f in list_episode_files(tmp_path)] == [(2, 5), (4, 3)]
+    assert list_episode_files(tmp_path / "missing") == []
+
+
 # -------------------------------------------------------------------------- replay lifecycle
 def test_reload_after_crash_gives_identical_data(tmp_path: Path) -> None:
     replay = Replay(tmp_path, seed=0)
@@ -281,25 +301,24 @@ def test_add_rejects_mismatched_episodes(tmp_path: Path) -> None:
     assert replay.next_index == 1 and episode_files(tmp_path) == ["000000-3.npz"]
 
 
-@pytest.mark.parametrize("kwargs", [{"capacity": 0}, {"capacity": 2.5}, {"bits": 0}])
+@pytest.mark.parametrize("kwargs", [{"capacity": 0}, {"capacity": 2.5}])
 def test_bad_constructor_arguments(tmp_path: Path, kwargs: dict) -> None:
     with pytest.raises(ValueError):
         Replay(tmp_path, **kwargs)
 
 
 # --------------------------------------------------------------------------------- sampling
-def test_sample_shapes_dtypes_and_preprocessing(tmp_path: Path) -> None:
+def test_sample_shapes_and_dtypes_as_stored(tmp_path: Path) -> None:
     replay = Replay(tmp_path, seed=1)
     add_episodes(replay, [10, 3, 7])
     batch = replay.sample(5, 4)
     assert isinstance(batch, Batch)
-    assert batch.image.shape == (5, 4, 3, H, W) and batch.image.dtype == torch.float32
+    assert batch.image.shape == (5, 4, H, W, 3) and batch.image.dtype == torch.uint8
     assert batch.action.shape == (5, 4, A) and batch.action.dtype == torch.float32
     assert batch.reward.shape == (5, 4) and batch.reward.dtype == torch.float32
     assert batch.is_first.shape == (5, 4) and batch.is_first.dtype == torch.bool
     assert batch.is_terminal.shape == (5, 4) and batch.is_terminal.dtype == torch.bool
     assert batch.batch_size == 5 and batch.length == 4 and batch.device == torch.device("cpu")
-    assert float(batch.image.min()) >= -0.5 and float(batch.image.max()) < 0.5
     moved = batch.to("cpu")
     assert isinstance(moved, Batch) and torch.equal(moved.reward, batch.reward)
 
@@ -307,16 +326,14 @@ def test_sample_shapes_dtypes_and_preprocessing(tmp_path: Path) -> None:
     assert raw["image"].shape == (5, 4, H, W, 3) and raw["image"].dtype == np.uint8
     assert raw["action"].dtype == np.float32 and raw["is_first"].dtype == np.bool_
 
-    # sample() and sample_raw() draw the same chunks from the same generator state; the
-    # preprocessed images decode to the 5-bit quantised raw images.
+    # sample() and sample_raw() draw the same chunks from the same generator state, and return
+    # the stored data unchanged (preprocessing is the model's).
     state = replay.rng_state()
     raw = replay.sample_raw(6, 5)
     replay.set_rng_state(state)
     batch = replay.sample(6, 5)
-    np.testing.assert_array_equal(batch.reward.numpy(), raw["reward"])
-    np.testing.assert_array_equal(postprocess(batch.image).numpy(), quantise(raw["image"]).numpy())
-    clean = replay.sample(6, 5, noise=False)
-    assert torch.equal(clean.image, torch.floor(clean.image * 32) / 32)
+    for key in EPISODE_KEYS:
+        np.testing.assert_array_equal(getattr(batch, key).numpy(), raw[key])
 
 
 def test_chunks_are_consecutive_and_mark_episode_starts(tmp_path: Path) -> None:

@@ -416,3 +416,43 @@ def test_an_evaluation_cut_off_by_a_kill_runs_on_resume(tmp_path):
     assert [r["step"] for r in evals] == [3000] and summary["eval"] is not None
     train(cfg, progress=False)  # nothing is due any more
     assert len([r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/return" in r]) == 1
+
+
+def _on_the_grid(seen: torch.Tensor, raw: np.ndarray, bits: int) -> tuple[bool, float]:
+    """Whether the model input ``seen`` (..., 3, H, W) lies in the ``bits``-bit bins of the frames
+    ``raw`` (..., H, W, 3), and the fraction of values that also lie in their 5-bit sub-bin
+    (1 for 5-bit preprocessing, about 2^(bits - 5) when the noise spans the whole bin)."""
+    level = torch.floor((seen.float() + 0.5) * 256).long().movedim(-3, -1).numpy()
+    raw = raw.astype(np.int64)
+    in_bin = bool(np.all(level >> (8 - bits) == raw >> (8 - bits)))
+    return in_bin, float(np.mean(level >> 3 == raw >> 3))
+
+
+def test_training_and_acting_see_the_same_bits(tmp_path):
+    """model.bits sets the preprocessing of what the model trains on (replay batches) and of what
+    the agent acts on, alike (the replay used to preprocess at 5 bits whatever the setting)."""
+    from planetrl.agent import Agent
+
+    cfg = tiny_config(tmp_path, seed_episodes=2, max_episodes=2)
+    cfg.model.bits = 3
+    trainer = Trainer(cfg, progress=False)
+    try:
+        trainer.run()
+        seen: list[torch.Tensor] = []
+        trainer.world_model.encoder.register_forward_pre_hook(
+            lambda module, args: seen.append(args[0].detach().clone()))
+        t = cfg.train
+        state = trainer.replay.rng_state()
+        raw = trainer.replay.sample_raw(t.batch_size, t.chunk_length)["image"]
+        trainer.replay.set_rng_state(state)
+        trainer.update()
+        in_bin, fine = _on_the_grid(seen[0], raw, 3)
+        assert in_bin and fine < 0.5, fine  # 3-bit bins, noise over the whole bin
+        obs = raw[:, 0]
+        agent = Agent(trainer.world_model, trainer.planner, generator=torch.Generator())
+        agent.reset(len(obs))
+        agent.act(obs)
+        in_bin, fine = _on_the_grid(seen[1], obs, 3)
+        assert in_bin and fine < 0.5, fine
+    finally:
+        trainer.close()

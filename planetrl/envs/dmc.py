@@ -49,7 +49,7 @@ from dm_control import suite
 from dm_control.mujoco import engine
 from gymnasium import spaces
 
-from planetrl.envs.registry import check_render, check_seed, check_size
+from planetrl.envs.checks import check_render, check_seed, check_size
 
 #: Camera per domain where the convention is not camera 0.
 CAMERA_IDS: dict[str, int] = {"quadruped": 2}

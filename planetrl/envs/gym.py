@@ -35,7 +35,7 @@ from gymnasium import spaces
 from gymnasium.wrappers import RescaleAction
 from PIL import Image
 
-from planetrl.envs.registry import check_render, check_seed, check_size
+from planetrl.envs.checks import check_render, check_seed, check_size
 
 
 def _dependency_error(gym_id: str, error: Exception) -> ImportError:

@@ -37,8 +37,8 @@ from typing import Any
 import gymnasium
 import numpy as np
 
-from planetrl.envs.registry import check_seed, default_action_repeat, make_env, parse_task
-
+from planetrl.envs.checks import check_seed
+from planetrl.envs.registry import default_action_repeat, make_env, parse_task
 
 WORKER_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 """Environment variables set to 1 in every worker process (read by libraries when they load)."""

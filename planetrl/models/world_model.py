@@ -1,4 +1,6 @@
-"""The world model: encoder + transition model + observation model + reward model."""
+"""The world model: encoder + transition model + observation model + reward model, and the
+preprocessing of the frames they see (the model's own input format, so one owner for training
+and acting)."""
 
 from __future__ import annotations
 
@@ -6,12 +8,15 @@ import contextlib
 from types import SimpleNamespace
 from typing import Any, Iterator
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from planetrl.models.decoder import Decoder
 from planetrl.models.encoder import Encoder, check_image
 from planetrl.models.reward import RewardModel
+from planetrl.models.transitions import make_transition
+from planetrl.preprocess import GeneratorLike, check_bits, postprocess, preprocess
 
 
 class WorldModel(nn.Module):
@@ -23,14 +28,21 @@ class WorldModel(nn.Module):
     - ``decoder``: p(o_t | h_t, s_t), image mean (:class:`~planetrl.models.decoder.Decoder`),
     - ``reward``: p(r_t | h_t, s_t), reward mean (:class:`~planetrl.models.reward.RewardModel`).
 
+    Its input format is its own: :meth:`preprocess` turns uint8 frames (from the env, or a replay
+    batch) into the float images the encoder takes (``bits``-bit quantised, dequantisation noise,
+    centred), and :meth:`postprocess` inverts it for display. The training objective and the
+    agent both call it, so what the model trains on and what it acts on cannot differ.
+
     Args:
         action_size: A.
         transition: the kind of transition model, see :func:`planetrl.models.make_transition`.
         deter_size, stoch_size, hidden_size, min_std: transition sizes (paper 200, 30, 200, 0.1).
-        embed_size: size of e_t; 32 * cnn_depth (1024 at the paper's size) is the paper's encoder,
-            another value adds a Linear projection after the convolutions.
+        embed_size: size of e_t; None (or 32 * cnn_depth, 1024 at the paper's size) is the
+            paper's encoder, another value adds a Linear projection after the convolutions.
         cnn_depth: channel multiplier of encoder and decoder (32).
         reward_hidden, reward_layers: the reward MLP (200, 2).
+        bits: bit depth of :meth:`preprocess` (paper: 5). A setting, not a parameter: it is not
+            in the ``state_dict`` (the run's config restores it).
         channels_last: run the convolutions in channels_last memory format (same function;
             one update at B = L = 50 on a 2-core CPU took ~9 s instead of ~12 s). Off by default.
     """
@@ -43,17 +55,19 @@ class WorldModel(nn.Module):
         deter_size: int = 200,
         stoch_size: int = 30,
         hidden_size: int = 200,
-        embed_size: int = 1024,
+        embed_size: int | None = None,
         cnn_depth: int = 32,
         min_std: float = 0.1,
         reward_hidden: int = 200,
         reward_layers: int = 2,
+        bits: int = 5,
         channels_last: bool = False,
     ) -> None:
         super().__init__()
-        from planetrl.models import make_transition  # avoid a circular import
-
         self.action_size = int(action_size)
+        self.bits = check_bits(bits)
+        if embed_size is None:
+            embed_size = 32 * cnn_depth
         self.encoder = Encoder(cnn_depth, embed_size, channels_last=channels_last)
         self.transition = make_transition(
             transition,
@@ -119,6 +133,25 @@ class WorldModel(nn.Module):
             priors = self.transition.imagine(posts[:, -1], action[:, context:])
             predicted = self.reward(self.transition.features(priors))
         return float((predicted - reward[:, context:]).square().mean())
+
+    def preprocess(
+        self,
+        images: Tensor | np.ndarray,
+        generator: GeneratorLike = None,
+        noise: bool = True,
+        *,
+        out: Tensor | None = None,
+    ) -> Tensor:
+        """uint8 frames ``(..., H, W, 3)`` -> the encoder's input, float32 ``(..., 3, H, W)`` in
+        [-0.5, 0.5): ``floor(x / 2^(8-b)) / 2^b + U(0, 2^-b) - 0.5`` with b = :attr:`bits`
+        (:func:`planetrl.preprocess.preprocess`), on ``images``' device. ``noise=False`` drops
+        the dequantisation noise U(0, 2^-b); ``generator`` draws it (None: torch's global RNG)."""
+        return preprocess(images, self.bits, generator, noise, out=out)
+
+    def postprocess(self, images: Tensor) -> Tensor:
+        """Inverse of :meth:`preprocess` for display: float ``(..., 3, H, W)`` -> uint8
+        ``(..., H, W, 3)``, the ``bits``-bit quantised frames."""
+        return postprocess(images, self.bits)
 
     @torch.no_grad()
     def open_loop_prediction(

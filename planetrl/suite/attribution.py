@@ -137,17 +137,16 @@ def heldout_open_loop_error(config: Config, world_model, *, episodes: int, seed:
     """Open-loop reward error over the planner's horizon H on fresh episodes of the trained agent
     (no exploration noise), chunks of ``context + H`` steps every H steps."""
     from planetrl.agent import Agent
-    from planetrl.preprocess import preprocess
-    from planetrl.training.loop import build_planner, make_pool, run_episodes
+    from planetrl.driver import make_pool, run_episodes
+    from planetrl.training.loop import build_planner
 
     device = next(world_model.parameters()).device
     H = config.planner.horizon
     planner = build_planner(config, torch.Generator(device=device).manual_seed(seed), device)
-    agent = Agent(world_model, planner, bits=config.train.bits,
-                  generator=torch.Generator().manual_seed(seed))
-    agent.reset(episodes)
+    agent = Agent(world_model, planner, generator=torch.Generator().manual_seed(seed))
     with make_pool(config, episodes, config.eval.parallel) as pool:
-        out = run_episodes(pool, agent.act, [seed + i for i in range(episodes)], keep=True)
+        out = run_episodes(pool, agent.act, [seed + i for i in range(episodes)],
+                           reset=agent.reset, keep=True)
     length = context + H
     chunks = {k: [] for k in ("image", "action", "reward", "is_first")}
     for episode in out.episodes:
@@ -157,7 +156,7 @@ def heldout_open_loop_error(config: Config, world_model, *, episodes: int, seed:
     generator = torch.Generator().manual_seed(seed)
     image = torch.as_tensor(np.stack(chunks["image"]))
     batch = SimpleNamespace(
-        image=preprocess(image, bits=config.train.bits, generator=generator).to(device),
+        image=world_model.preprocess(image.to(device), generator),
         action=torch.as_tensor(np.stack(chunks["action"]), device=device),
         reward=torch.as_tensor(np.stack(chunks["reward"]), device=device),
         is_first=torch.zeros(len(chunks["reward"]), length, dtype=torch.bool),
@@ -171,7 +170,7 @@ def heldout_open_loop_error(config: Config, world_model, *, episodes: int, seed:
 def attribute_run(run_dir: str | Path, *, episodes: int = 3, device: str = "auto",
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """(b) for a trained run, written atomically to ``<run>/attribution.json``."""
-    from planetrl.training.io import atomic_write_text
+    from planetrl.atomic import atomic_write_text
     from planetrl.training.loop import eval_seed, load_run
 
     run_dir = Path(run_dir)
@@ -197,8 +196,8 @@ def attribute_suite(suite, directory: str | Path, *, episodes: int = 3, device: 
     finished run: the held-out open-loop reward error. Skips what is already written."""
     from planetrl.suite.runner import is_finished
     from planetrl.suite.spec import run_config
-    from planetrl.training.io import atomic_write_text
-    from planetrl.training.loop import action_repeat_of
+    from planetrl.atomic import atomic_write_text
+    from planetrl.driver import resolve_action_repeat
 
     directory = Path(directory)
     for task in suite.tasks():
@@ -208,7 +207,7 @@ def attribute_suite(suite, directory: str | Path, *, episodes: int = 3, device: 
         if not path.exists():
             log(f"{task}: planner ceiling, {episodes} episodes with the simulator as the model")
             record = planner_ceiling(task, config.planner, episodes=episodes, seed=10_000,
-                                     action_repeat=action_repeat_of(config))
+                                     action_repeat=resolve_action_repeat(config))
             atomic_write_text(path, json.dumps(record, indent=1) + "\n")
             log(f"{task}: planner ceiling {record['mean']:.0f} ± {record['std']:.0f}")
     for run in suite.runs:

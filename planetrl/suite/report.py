@@ -273,14 +273,14 @@ def plot(suite: Suite, rows: list[dict], published: list[Published], path: Path,
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     plt.close(fig)
-    from planetrl.training.io import atomic_write_bytes
+    from planetrl.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_report(directory: str | Path) -> list[Path]:
     """Read every run of the suite in ``directory`` and write its report; returns the paths."""
-    from planetrl.training.io import atomic_write_text
+    from planetrl.atomic import atomic_write_text
 
     directory = Path(directory)
     suite = Suite.from_dict(json.loads((directory / "suite.json").read_text()))

@@ -109,8 +109,9 @@ def train_run(config_data: dict[str, Any]) -> dict[str, Any]:
     ``planetrl train``'s Trainer, then writes ``finished.json``. Killed at any point, calling it
     again continues where the run directory says.
     """
-    from planetrl.training.io import atomic_write_text
-    from planetrl.training.loop import eval_seed, random_policy_returns, train
+    from planetrl.atomic import atomic_write_text
+    from planetrl.driver import random_policy_returns
+    from planetrl.training.loop import eval_seed, train
 
     config = from_dict(config_data)
     run_dir = Path(config.logdir)

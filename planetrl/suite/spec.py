@@ -87,7 +87,7 @@ class Suite:
         return cls(**data)
 
     def save(self, path: Path) -> None:
-        from planetrl.training.io import atomic_write_text
+        from planetrl.atomic import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 

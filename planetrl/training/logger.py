@@ -11,6 +11,8 @@ from typing import Any, Mapping
 import imageio.v3 as iio
 import numpy as np
 
+from planetrl.atomic import atomic_path
+
 
 class Logger:
     """Writes each row of scalars to TensorBoard (``<logdir>/tb``) and to ``metrics.jsonl``.
@@ -77,13 +79,13 @@ class Logger:
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int = 20) -> None:
-    """H.264 mp4 through imageio-ffmpeg; frames are padded to even sizes (yuv420p needs them)."""
+    """H.264 mp4 through imageio-ffmpeg, written atomically; frames are padded to even sizes
+    (yuv420p needs them)."""
     t, h, w, _ = frames.shape
     pad = ((0, 0), (0, h % 2), (0, w % 2), (0, 0))
     frames = np.pad(frames, pad) if h % 2 or w % 2 else frames
-    tmp = path.with_name(f".{path.name}.tmp.mp4")
-    _ffmpeg(tmp, frames, fps)
-    tmp.replace(path)
+    with atomic_path(path, suffix=".mp4") as tmp:
+        _ffmpeg(tmp, frames, fps)
 
 
 def _ffmpeg(path: Path, frames: np.ndarray, fps: int) -> None:

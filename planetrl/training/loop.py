@@ -1,4 +1,7 @@
 """Algorithm 1 of the paper (arXiv 1811.04551): data collection and model fitting, resumable.
+PlaNet's part only: the episode driver (:mod:`planetrl.driver`), the replay
+(:mod:`planetrl.replay`), the checkpoint (:class:`planetrl.training.io.Checkpoint`) and the
+logger are shared with any other agent.
 
     collect S seed episodes with uniformly random actions
     while the budget is not spent:
@@ -19,11 +22,10 @@ killed between writing an episode and writing the checkpoint.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import random
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -32,6 +34,7 @@ import torch
 
 from planetrl import planning, speed
 from planetrl.agent import Agent
+from planetrl.atomic import atomic_write_json, remove_temporary
 from planetrl.config import (
     Config,
     ConfigError,
@@ -40,21 +43,23 @@ from planetrl.config import (
     save_config,
     to_dict,
 )
-from planetrl.envs import EnvPool, default_action_repeat, make_env
+from planetrl.driver import (
+    make_pool,
+    resolve_action_repeat,
+    run_episodes,
+    uniform_policy,
+)
+from planetrl.envs import make_env
+from planetrl.episodes import list_episode_files
 from planetrl.models import WorldModel
 from planetrl.objective import compute_loss
-from planetrl.replay import Replay, parse_episode_filename
+from planetrl.replay import Replay
 from planetrl.speed.auto import Hardware, SpeedDecision, Workload
 from planetrl.speed.threads import ThreadGovernor
-from planetrl.training.io import (
-    CheckpointError,
-    atomic_write_text,
-    load_checkpoint,
-    save_checkpoint,
-)
+from planetrl.training.io import Checkpoint, CheckpointError, load_checkpoint
 from planetrl.training.logger import Logger
 from planetrl.training.progress import Progress
-from planetrl.training.videos import open_loop_video, tile_frames
+from planetrl.training.videos import open_loop_video
 
 
 class NonFiniteLossError(RuntimeError):
@@ -69,24 +74,10 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def action_repeat_of(config: Config) -> int:
-    return config.action_repeat or default_action_repeat(config.task)
-
-
 def build_world_model(config: Config, action_size: int) -> WorldModel:
-    m = config.model
-    return WorldModel(
-        action_size,
-        transition=m.transition,
-        deter_size=m.deter_size,
-        stoch_size=m.stoch_size,
-        hidden_size=m.hidden_size,
-        embed_size=32 * m.cnn_depth,
-        cnn_depth=m.cnn_depth,
-        min_std=m.min_std,
-        reward_hidden=m.reward_hidden,
-        reward_layers=m.reward_layers,
-    )
+    """The world model of ``config.model`` (each field is the constructor's argument of that
+    name) for A = ``action_size``, on the CPU."""
+    return WorldModel(action_size, **asdict(config.model))
 
 
 def build_planner(
@@ -114,7 +105,7 @@ def expected_plans(config: Config, counters: "Counters", episode_steps: int) -> 
     0.75 M single plans (batched planning is sub-linear in E). Bounded by the budgets
     (``max_episodes``, ``max_env_steps``; ``max_minutes`` is applied by the caller)."""
     t, e = config.train, config.eval
-    repeat = action_repeat_of(config)
+    repeat = resolve_action_repeat(config)
     per_episode = max(1, math.ceil(episode_steps / repeat))
     episodes = max(0, t.max_episodes - max(counters.episodes, t.seed_episodes))
     if t.max_env_steps:
@@ -169,129 +160,6 @@ def decide_speed(config: Config, world_model: WorldModel, device: torch.device,
     return speed.decide(config.speed, Hardware.detect(device), workload)
 
 
-def loss_kwargs(config: Config) -> dict[str, Any]:
-    lc = config.loss
-    return dict(
-        free_nats=lc.free_nats,
-        kl_scale=lc.kl_scale,
-        reward_scale=lc.reward_scale,
-        image_scale=lc.image_scale,
-        decode_fraction=lc.decode_fraction,
-        overshooting_distance=lc.overshooting_distance,
-        overshooting_kl_scale=lc.overshooting_kl_scale,
-        overshooting_reward_scale=lc.overshooting_reward_scale,
-        global_kl_scale=lc.global_kl_scale,
-    )
-
-
-@dataclass
-class Rollouts:
-    """What :func:`run_episodes` returns."""
-
-    returns: list[float]
-    episodes: list[dict[str, np.ndarray]] | None
-    frames: np.ndarray | None
-    ms_per_act: float
-    env_steps_per_s: float
-
-
-def run_episodes(
-    pool: EnvPool,
-    act: Callable[[np.ndarray], np.ndarray],
-    seeds: list[int],
-    *,
-    keep: bool = False,
-    record: bool = False,
-    on_step: Callable[[int, int], None] | None = None,
-) -> Rollouts:
-    """Run ``len(seeds)`` episodes in the first environments of ``pool``, in lockstep: one call
-    ``act(obs (E, ...)) -> actions (E, A)`` serves them all (batched planning); a finished
-    environment is no longer stepped. ``keep``: return the episodes in the replay's step
-    convention (see ``docs/design.md``); ``record``: frames of all environments side by side;
-    ``on_step(agent_steps, env_steps)`` after every step: the step count so far and the env steps
-    (after action repeat, summed over environments) of this step (for a progress display)."""
-    count = len(seeds)
-    if not 1 <= count <= pool.num_envs:
-        raise ValueError(f"need 1..{pool.num_envs} seeds, got {count}")
-    start_time = time.perf_counter()
-    obs, _ = pool.reset(seeds, indices=list(range(count)))
-    obs = obs[:count]
-    action_size = pool.single_action_space.shape[0]
-    active = np.zeros(pool.num_envs, bool)
-    active[:count] = True
-    returns = np.zeros(count)
-    steps = np.zeros(count, np.int64)
-    frames = [tile_frames(obs)] if record else None
-    traces = [
-        {"image": [o], "action": [np.zeros(action_size, np.float32)], "reward": [0.0],
-         "is_first": [True], "is_terminal": [False]}
-        for o in obs
-    ] if keep else None
-    act_time, acts = 0.0, 0
-    while active.any():
-        start = time.perf_counter()
-        actions = np.asarray(act(obs), dtype=np.float32).reshape(count, action_size)
-        act_time += time.perf_counter() - start
-        acts += 1
-        full = np.zeros((pool.num_envs, action_size), np.float32)
-        full[:count] = actions
-        was_active = active[:count].copy()
-        next_obs, reward, terminated, truncated, infos = pool.step(full, active)
-        next_obs = next_obs[:count]
-        before = int(steps.sum())
-        for i in np.flatnonzero(was_active):
-            returns[i] += reward[i]
-            steps[i] += int(infos[i].get("env_steps", 1))
-            if keep:
-                trace = traces[i]
-                trace["image"].append(next_obs[i])
-                trace["action"].append(actions[i])
-                trace["reward"].append(float(reward[i]))
-                trace["is_first"].append(False)
-                trace["is_terminal"].append(bool(terminated[i]))
-        active[:count] &= ~(np.asarray(terminated[:count]) | np.asarray(truncated[:count]))
-        obs = next_obs
-        if record:
-            frames.append(tile_frames(obs))
-        if on_step is not None:
-            on_step(acts, int(steps.sum()) - before)
-    episodes = None
-    if keep:
-        episodes = [
-            {
-                "image": np.stack(t["image"]).astype(np.uint8),
-                "action": np.stack(t["action"]).astype(np.float32),
-                "reward": np.asarray(t["reward"], np.float32),
-                "is_first": np.asarray(t["is_first"], bool),
-                "is_terminal": np.asarray(t["is_terminal"], bool),
-            }
-            for t in traces
-        ]
-    elapsed = time.perf_counter() - start_time
-    return Rollouts(
-        returns=returns.tolist(),
-        episodes=episodes,
-        frames=np.stack(frames) if record else None,
-        ms_per_act=1000 * act_time / max(acts, 1),
-        env_steps_per_s=float(steps.sum()) / max(elapsed, 1e-9),
-    )
-
-
-def make_pool(config: Config, num_envs: int, parallel: bool = True) -> EnvPool:
-    return EnvPool(
-        config.task,
-        num_envs,
-        asynchronous=parallel and num_envs > 1,
-        action_repeat=action_repeat_of(config),
-        render=config.render,
-    )
-
-
-def uniform_policy(action_size: int, rng: np.random.Generator) -> Callable[[np.ndarray], np.ndarray]:
-    """The random policy of the seed episodes: a_t ~ U[-1, 1]^A."""
-    return lambda obs: rng.uniform(-1.0, 1.0, (len(obs), action_size)).astype(np.float32)
-
-
 def evaluate(
     config: Config,
     world_model: WorldModel,
@@ -318,22 +186,13 @@ def evaluate(
 
 def _evaluate(config, world_model, *, episodes, seed, planner, parallel, record, on_step):
     generator = torch.Generator().manual_seed(seed)
-    agent = Agent(world_model, planner, bits=config.train.bits, generator=generator)
-    agent.reset(episodes)
+    agent = Agent(world_model, planner, generator=generator)
     with make_pool(config, episodes, parallel) as pool:
-        out = run_episodes(pool, agent.act, [seed + i for i in range(episodes)], record=record,
-                           on_step=on_step)
+        out = run_episodes(pool, agent.act, [seed + i for i in range(episodes)],
+                           reset=agent.reset, record=record, on_step=on_step)
     return out.returns, out.frames, {"eval/ms_per_plan": out.ms_per_act}
 
 
-def random_policy_returns(
-    config: Config, *, episodes: int, seed: int, parallel: bool = True
-) -> list[float]:
-    """Returns of the uniformly random policy on the same seeds as :func:`evaluate`: the baseline
-    every learning claim is measured against."""
-    with make_pool(config, episodes, parallel) as pool:
-        act = uniform_policy(pool.single_action_space.shape[0], np.random.default_rng(seed))
-        return run_episodes(pool, act, [seed + i for i in range(episodes)]).returns
 
 
 @dataclass
@@ -384,7 +243,7 @@ class Trainer:
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
-        self.repeat = action_repeat_of(config)
+        self.repeat = resolve_action_repeat(config)
 
         random.seed(config.seed)
         np.random.seed(config.seed)
@@ -399,11 +258,17 @@ class Trainer:
         )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.plan_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+        # The dequantisation noise of the training batches (WorldModel.preprocess).
+        self.batch_generator = torch.Generator().manual_seed(config.seed + 2)
         self.action_rng = np.random.default_rng(config.seed)
+        # This run is the one writer of its directory: what a killed one left half-written goes.
+        for folder in (self.logdir, self.logdir / "episodes", self.logdir / "videos"):
+            remove_temporary(folder)
         self.replay = Replay(
             self.logdir / "episodes", capacity=config.train.replay_capacity, seed=config.seed
         )
         self.counters = Counters()
+        self.checkpoint = self._attach_checkpoint()
         self.start_time = time.time()
         self.logger = Logger(self.logdir)
         self.bar = Progress(False)  # run() makes the visible one
@@ -414,61 +279,47 @@ class Trainer:
                                  steps // episodes if episodes else DEFAULT_EPISODE_STEPS)
         speed.optimise_world_model(self.world_model, self.fast, self.device)
         self.planner = build_planner(config, self.plan_generator, self.device, self.fast)
-        atomic_write_text(self.logdir / "speed.json",
-                          json.dumps(self.fast.to_dict(), indent=2, sort_keys=True) + "\n")
+        atomic_write_json(self.logdir / "speed.json", self.fast.to_dict())
         print(f"{self.fast.describe()}\n  {'threads':<13} {self.threads.threads:<3}  "
               f"({self.threads.reason})", flush=True)
 
     # ----------------------------------------------------------------- resume
     def _episodes_on_disk(self) -> tuple[int, int]:
         """(episodes, env steps) from the episode files, the counters' source of truth."""
-        episodes = steps = 0
-        for path in (self.logdir / "episodes").glob("*.npz"):
-            parsed = parse_episode_filename(path.name)
-            if parsed is not None:
-                episodes += 1
-                steps += (parsed[1] - 1) * self.repeat
-        return episodes, steps
+        files = list_episode_files(self.logdir / "episodes")
+        return len(files), sum((f.length - 1) * self.repeat for f in files)
+
+    def _attach_checkpoint(self) -> Checkpoint:
+        """``checkpoint.pt``: the model, the optimiser, the update counter and every RNG of the
+        run (the episode and env-step counters come from the episode files)."""
+        counters = self.counters
+        checkpoint = Checkpoint(self.logdir / "checkpoint.pt")
+        checkpoint.attach("model", self.world_model).attach("optimizer", self.optimizer)
+        checkpoint.attach("updates", get=lambda: counters.updates,
+                          set=lambda value: setattr(counters, "updates", int(value)))
+        checkpoint.attach_global_rngs()
+        checkpoint.attach("generator", self.generator)
+        checkpoint.attach("plan_generator", self.plan_generator)
+        checkpoint.attach("batch_generator", self.batch_generator, optional=True)
+        checkpoint.attach("action_rng", self.action_rng)
+        checkpoint.attach("replay_rng", get=self.replay.rng_state, set=self.replay.set_rng_state)
+        checkpoint.attach("evaluated_at", get=lambda: counters.evaluated_at, optional=True,
+                          set=lambda value: setattr(counters, "evaluated_at", int(value)))
+        return checkpoint
 
     def _restore(self) -> None:
-        path = self.logdir / "checkpoint.pt"
-        if path.exists():
-            payload = load_checkpoint(path, map_location=self.device)
-            self.world_model.load_state_dict(payload["model"])
-            self.optimizer.load_state_dict(payload["optimizer"])
-            self.counters.updates = int(payload["updates"])
-            torch.set_rng_state(payload["torch_rng"])
-            np.random.set_state(payload["numpy_rng"])
-            random.setstate(payload["python_rng"])
-            self.generator.set_state(payload["generator"])
-            self.plan_generator.set_state(payload["plan_generator"].to(self.plan_generator.get_state().device))
-            self.action_rng.bit_generator.state = payload["action_rng"]
-            self.replay.set_rng_state(payload["replay_rng"])
-            self.counters.evaluated_at = int(payload.get("evaluated_at", -1))
+        if self.checkpoint.exists():
+            self.checkpoint.load(map_location=self.device)
         self.counters.episodes, self.counters.env_steps = self._episodes_on_disk()
         if self.counters.evaluated_at < 0:  # a checkpoint from before evaluated_at existed
             self.counters.evaluated_at = self.counters.episodes
 
     def save(self) -> None:
-        save_checkpoint(
-            self.logdir / "checkpoint.pt",
-            {
-                "config": to_dict(self.config),
-                "model": self.world_model.state_dict(),
-                "optimizer": self.optimizer.state_dict(),
-                "updates": self.counters.updates,
-                "episodes": self.counters.episodes,
-                "env_steps": self.counters.env_steps,
-                "evaluated_at": self.counters.evaluated_at,
-                "torch_rng": torch.get_rng_state(),
-                "numpy_rng": np.random.get_state(),
-                "python_rng": random.getstate(),
-                "generator": self.generator.get_state(),
-                "plan_generator": self.plan_generator.get_state().cpu(),
-                "action_rng": self.action_rng.bit_generator.state,
-                "replay_rng": self.replay.rng_state(),
-            },
-        )
+        self.checkpoint.save(extra={
+            "config": to_dict(self.config),
+            "episodes": self.counters.episodes,
+            "env_steps": self.counters.env_steps,
+        })
 
     # ------------------------------------------------------------- the loop
     def done(self) -> bool:
@@ -483,7 +334,8 @@ class Trainer:
         """One gradient step on B chunks of L steps."""
         t = self.config.train
         batch = self.replay.sample(t.batch_size, t.chunk_length, device=self.device)
-        loss, metrics, _ = compute_loss(self.world_model, batch, **loss_kwargs(self.config))
+        loss, metrics, _ = compute_loss(self.world_model, batch, generator=self.batch_generator,
+                                        **asdict(self.config.loss))
         values = {k: float(v) for k, v in metrics.items()}
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad or not torch.isfinite(loss):
@@ -514,12 +366,13 @@ class Trainer:
             count = min(count, t.seed_episodes - self.counters.episodes)
         count = max(count, 1)
         seeds = [self.config.seed * 100_003 + self.counters.episodes + i for i in range(count)]
+        reset = None
         if random_actions:
             act = uniform_policy(self.action_size, self.action_rng)
         else:
-            agent = Agent(self.world_model, self.planner, bits=t.bits, generator=self.generator)
-            agent.reset(count)
+            agent = Agent(self.world_model, self.planner, generator=self.generator)
             act = functools.partial(agent.act, explore_noise=t.exploration_noise)
+            reset = agent.reset
         what = "random episode" if random_actions else "collect"
         label = f"{what}{'s' if count > 1 else ''} {self.counters.episodes + 1}"
         if count > 1:
@@ -534,7 +387,7 @@ class Trainer:
             self._announce_compile(label, count)
         self.world_model.eval()
         try:
-            out = run_episodes(self.pool, act, seeds, keep=True, on_step=on_step)
+            out = run_episodes(self.pool, act, seeds, reset=reset, keep=True, on_step=on_step)
         finally:
             self.world_model.train()
         timing = {"train/env_steps_per_s": out.env_steps_per_s}
@@ -638,6 +491,7 @@ class Trainer:
         batch = self._diagnostic_batch(sequences, self.config.train.chunk_length, seed)
         if batch is None:
             return float("nan")
+        batch.image = self.world_model.preprocess(batch.image, torch.Generator().manual_seed(seed))
         return self.world_model.open_loop_reward_error(batch, horizon=horizon, seed=seed)
 
     def log_open_loop(self, sequences: int = 4, context: int = 5, seed: int = 0) -> None:
@@ -646,10 +500,11 @@ class Trainer:
         batch = self._diagnostic_batch(sequences, min(self.config.train.chunk_length, 50), seed)
         if batch is None:
             return
+        images = self.world_model.preprocess(batch.image, torch.Generator().manual_seed(seed))
         pred = self.world_model.open_loop_prediction(
-            batch.image, batch.action, batch.is_first, context=context, seed=seed
+            images, batch.action, batch.is_first, context=context, seed=seed
         )
-        frames = open_loop_video(batch.image, pred, bits=self.config.train.bits)
+        frames = open_loop_video(images, pred, bits=self.world_model.bits)
         self.logger.video(self.counters.env_steps, "open_loop", frames, fps=10)
 
     def run(self) -> dict[str, Any]:
@@ -720,7 +575,7 @@ def load_run(logdir: str | Path, device: str = "auto") -> tuple[Config, WorldMod
     config = load_config(logdir / "config.json")
     config.device = device
     dev = resolve_device(device)
-    env = make_env(config.task, action_repeat=action_repeat_of(config), render=config.render)
+    env = make_env(config.task, action_repeat=resolve_action_repeat(config), render=config.render)
     try:
         action_size = int(env.action_space.shape[0])
     finally:

@@ -1,0 +1,158 @@
+"""The episode driver: runs any policy ``act(obs (E, H, W, 3)) -> actions (E, A)`` on E
+environments in lockstep, agent-agnostic.
+
+One runner serves every use: seed episodes (:func:`uniform_policy`), data collection and
+evaluation (PlaNet's ``Agent.act``), the random baseline (:func:`random_policy_returns`), and any
+other agent. The episodes it returns are in the step convention of :mod:`planetrl.episodes`
+(built by :class:`~planetrl.episodes.EpisodeRecorder`), ready for ``Replay.add``.
+
+The environments are an :class:`~planetrl.envs.EnvPool` (worker processes when E > 1), made by
+:func:`make_pool` from env settings: any object with ``task``, ``action_repeat`` (R; 0 = the
+task's default) and ``render`` (PlaNet's ``Config`` is one).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from planetrl.envs import EnvPool, default_action_repeat
+from planetrl.episodes import EpisodeRecorder
+from planetrl.training.videos import tile_frames
+
+__all__ = [
+    "Rollouts",
+    "make_pool",
+    "random_policy_returns",
+    "resolve_action_repeat",
+    "run_episodes",
+    "uniform_policy",
+]
+
+Act = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass
+class Rollouts:
+    """What :func:`run_episodes` returns."""
+
+    returns: list[float]
+    """The return (sum of rewards) of each episode."""
+    episodes: list[dict[str, np.ndarray]] | None
+    """With ``keep``: the episodes in the step convention of :mod:`planetrl.episodes`."""
+    frames: np.ndarray | None
+    """With ``record``: (T, H, E·W, 3) uint8, the environments side by side."""
+    ms_per_act: float
+    """Mean milliseconds of one ``act`` call."""
+    env_steps_per_s: float
+    """Env steps (after action repeat, summed over environments) per second of wall clock."""
+
+
+def run_episodes(
+    pool: EnvPool,
+    act: Act,
+    seeds: list[int],
+    *,
+    reset: Callable[[int], None] | None = None,
+    keep: bool = False,
+    record: bool = False,
+    on_step: Callable[[int, int], None] | None = None,
+) -> Rollouts:
+    """Run ``len(seeds)`` = E episodes in the first environments of ``pool``, in lockstep: one call
+    ``act(obs (E, ...)) -> actions (E, A)`` serves them all (batched acting); a finished
+    environment is no longer stepped (its rows of later ``obs`` are its last observation and its
+    actions are ignored).
+
+    Args:
+        pool: the environments.
+        act: the policy.
+        seeds: the reset seed of each episode.
+        reset: called as ``reset(E)`` before the first ``act`` (a policy with a state per
+            environment starts afresh; e.g. PlaNet's ``Agent.reset``).
+        keep: return the episodes (see :class:`Rollouts`).
+        record: return the frames of all environments side by side.
+        on_step: ``on_step(agent_steps, env_steps)`` after every step: the step count so far and
+            the env steps (after action repeat, summed over environments) of this step.
+    """
+    count = len(seeds)
+    if not 1 <= count <= pool.num_envs:
+        raise ValueError(f"need 1..{pool.num_envs} seeds, got {count}")
+    start_time = time.perf_counter()
+    obs, _ = pool.reset(seeds, indices=list(range(count)))
+    obs = obs[:count]
+    if reset is not None:
+        reset(count)
+    action_size = pool.single_action_space.shape[0]
+    active = np.zeros(pool.num_envs, bool)
+    active[:count] = True
+    returns = np.zeros(count)
+    steps = np.zeros(count, np.int64)
+    frames = [tile_frames(obs)] if record else None
+    recorders = [EpisodeRecorder(o, action_size) for o in obs] if keep else None
+    act_time, acts = 0.0, 0
+    while active.any():
+        start = time.perf_counter()
+        actions = np.asarray(act(obs), dtype=np.float32).reshape(count, action_size)
+        act_time += time.perf_counter() - start
+        acts += 1
+        full = np.zeros((pool.num_envs, action_size), np.float32)
+        full[:count] = actions
+        was_active = active[:count].copy()
+        next_obs, reward, terminated, truncated, infos = pool.step(full, active)
+        next_obs = next_obs[:count]
+        before = int(steps.sum())
+        for i in np.flatnonzero(was_active):
+            returns[i] += reward[i]
+            steps[i] += int(infos[i].get("env_steps", 1))
+            if keep:
+                recorders[i].step(next_obs[i], actions[i], reward[i], terminated[i])
+        active[:count] &= ~(np.asarray(terminated[:count]) | np.asarray(truncated[:count]))
+        obs = next_obs
+        if record:
+            frames.append(tile_frames(obs))
+        if on_step is not None:
+            on_step(acts, int(steps.sum()) - before)
+    elapsed = time.perf_counter() - start_time
+    return Rollouts(
+        returns=returns.tolist(),
+        episodes=[r.episode() for r in recorders] if keep else None,
+        frames=np.stack(frames) if record else None,
+        ms_per_act=1000 * act_time / max(acts, 1),
+        env_steps_per_s=float(steps.sum()) / max(elapsed, 1e-9),
+    )
+
+
+def resolve_action_repeat(env: Any) -> int:
+    """R of the env settings ``env``: its ``action_repeat``, or the task's default when 0."""
+    return env.action_repeat or default_action_repeat(env.task)
+
+
+def make_pool(env: Any, num_envs: int, parallel: bool = True) -> EnvPool:
+    """``num_envs`` environments of the env settings ``env`` (``task``, ``action_repeat``,
+    ``render``), in worker processes when ``parallel`` and ``num_envs > 1``."""
+    return EnvPool(
+        env.task,
+        num_envs,
+        asynchronous=parallel and num_envs > 1,
+        action_repeat=resolve_action_repeat(env),
+        render=env.render,
+    )
+
+
+def uniform_policy(action_size: int, rng: np.random.Generator) -> Act:
+    """The random policy (PlaNet's seed episodes): a_t ~ U[-1, 1]^A, drawn from ``rng``."""
+    return lambda obs: rng.uniform(-1.0, 1.0, (len(obs), action_size)).astype(np.float32)
+
+
+def random_policy_returns(
+    env: Any, *, episodes: int, seed: int, parallel: bool = True
+) -> list[float]:
+    """Returns of :func:`uniform_policy` on the env settings ``env``, episode i reset with seed
+    ``seed + i`` (the seeds PlaNet's evaluation uses): the baseline every learning claim is
+    measured against."""
+    with make_pool(env, episodes, parallel) as pool:
+        act = uniform_policy(pool.single_action_space.shape[0], np.random.default_rng(seed))
+        return run_episodes(pool, act, [seed + i for i in range(episodes)]).returns
