@@ -27,8 +27,8 @@ import numpy as np
 import torch
 
 from planetrl.config import Config, PlannerConfig
+from planetrl.suite.layout import ATTRIBUTION_FILE, ceiling_path, is_finished
 
-ATTRIBUTION_FILE = "attribution.json"
 
 
 class SimulatorModel:
@@ -183,18 +183,10 @@ def attribute_run(run_dir: str | Path, *, episodes: int = 3, device: str = "auto
     return record
 
 
-def ceiling_path(directory: str | Path, task: str, config: Config) -> Path:
-    """Where a suite keeps the planner ceiling of ``task`` under ``config``'s planner."""
-    p = config.planner
-    name = f"{task.replace(':', '-')}__H{p.horizon}-I{p.iterations}-J{p.candidates}-K{p.top_k}"
-    return Path(directory) / "ceiling" / f"{name}.json"
-
-
 def attribute_suite(suite, directory: str | Path, *, episodes: int = 3, device: str = "auto",
                     log: Callable[[str], None] = print) -> None:
     """For every task of ``suite``: the planner ceiling (once per task and planner); for every
     finished run: the held-out open-loop reward error. Skips what is already written."""
-    from planetrl.suite.runner import is_finished
     from planetrl.suite.spec import run_config
     from planetrl.atomic import atomic_write_text
     from planetrl.driver import resolve_action_repeat
@@ -203,7 +195,8 @@ def attribute_suite(suite, directory: str | Path, *, episodes: int = 3, device: 
     for task in suite.tasks():
         run = next(r for r in suite.runs if r.task == task)
         config = run_config(suite, run, directory)
-        path = ceiling_path(directory, task, config)
+        p = config.planner
+        path = ceiling_path(directory, task, p.horizon, p.iterations, p.candidates, p.top_k)
         if not path.exists():
             log(f"{task}: planner ceiling, {episodes} episodes with the simulator as the model")
             record = planner_ceiling(task, config.planner, episodes=episodes, seed=10_000,

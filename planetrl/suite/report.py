@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from planetrl.suite import layout
 from planetrl.suite.published import Published, load_published, published_at
 from planetrl.suite.spec import Suite
 
@@ -50,7 +51,7 @@ class RunResult:
 def read_run(directory: Path, run) -> RunResult:
     from planetrl.training.logger import read_metrics
 
-    run_dir = directory / "runs" / run.name
+    run_dir = layout.run_dir(directory, run.name)
     result = RunResult(run.name, run.task, run.variant, run.seed)
     metrics = run_dir / "metrics.jsonl"
     if metrics.exists():
@@ -60,8 +61,8 @@ def read_run(directory: Path, run) -> RunResult:
                                                   float(row.get("eval/return_std", math.nan)))
                 if "eval/open_loop_reward_mse_H" in row:
                     result.replay_open_loop_mse = float(row["eval/open_loop_reward_mse_H"])
-    for name, attr in (("random.json", "random"), ("finished.json", "finished"),
-                       ("attribution.json", "attribution")):
+    for name, attr in ((layout.RANDOM_FILE, "random"), (layout.FINISHED_FILE, "finished"),
+                       (layout.ATTRIBUTION_FILE, "attribution")):
         path = run_dir / name
         if path.exists():
             try:
@@ -73,11 +74,12 @@ def read_run(directory: Path, run) -> RunResult:
 
 
 def _ceiling(directory: Path, suite: Suite, task: str) -> dict | None:
-    from planetrl.suite.attribution import ceiling_path
+    from planetrl.suite.layout import ceiling_path
     from planetrl.suite.spec import run_config
 
     run = next(r for r in suite.runs if r.task == task)
-    path = ceiling_path(directory, task, run_config(suite, run, directory))
+    p = run_config(suite, run, directory).planner
+    path = ceiling_path(directory, task, p.horizon, p.iterations, p.candidates, p.top_k)
     try:
         return json.loads(path.read_text()) if path.exists() else None
     except json.JSONDecodeError:
@@ -283,7 +285,7 @@ def write_report(directory: str | Path) -> list[Path]:
     from planetrl.atomic import atomic_write_text
 
     directory = Path(directory)
-    suite = Suite.from_dict(json.loads((directory / "suite.json").read_text()))
+    suite = Suite.from_dict(json.loads((directory / layout.SUITE_FILE).read_text()))
     published = load_published()
     results = [read_run(directory, run) for run in suite.runs]
     rows = curves(results)

@@ -8,14 +8,7 @@ source of truth, and Ray supplies what the suite needs from it: placement by res
 GPUs), a local cluster or ``--address`` for an existing one, and retries of a task whose worker
 died (the retry resumes from the run directory's checkpoint).
 
-Layout of a suite directory::
-
-    <dir>/suite.json                 the suite (runs, budget, evaluation schedule; union of calls)
-    <dir>/runs/<run name>/           a normal run directory (config.json, checkpoint.pt, ...)
-        random.json                  the random policy's returns on the run's evaluation seeds
-        finished.json                written when the run reached its budget (summary, wall-clock,
-                                     CPU model, planetrl commit)
-    <dir>/results.csv, results.md, curves.csv, curves.png   the report (see ``report.py``)
+The suite directory's layout: :mod:`planetrl.suite.layout`.
 """
 
 from __future__ import annotations
@@ -29,12 +22,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from planetrl.config import ConfigError, from_dict, to_dict
+from planetrl.suite.layout import (
+    ATTEMPTS_FILE, FINISHED_FILE, RANDOM_FILE, SUITE_FILE, is_finished,
+)
 from planetrl.suite.spec import RunSpec, Suite, run_config
 
-SUITE_FILE = "suite.json"
-FINISHED_FILE = "finished.json"
-RANDOM_FILE = "random.json"
-ATTEMPTS_FILE = "attempts.jsonl"
 _FIXED = ("preset", "eval_every_env_steps", "eval_episodes", "overrides")
 
 
@@ -90,16 +82,6 @@ def merge_suite(directory: Path, suite: Suite) -> Suite:
     directory.mkdir(parents=True, exist_ok=True)
     suite.save(path)
     return suite
-
-
-def is_finished(run_dir: Path, env_steps: int) -> bool:
-    path = run_dir / FINISHED_FILE
-    if not path.exists():
-        return False
-    try:
-        return int(json.loads(path.read_text())["env_steps"]) >= env_steps
-    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-        return False
 
 
 def train_run(config_data: dict[str, Any]) -> dict[str, Any]:

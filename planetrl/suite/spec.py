@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from planetrl.config import PRESETS, Config, ConfigError, preset, set_field
+from planetrl.suite.layout import run_dir
 
 # The six tasks of the paper (Table 1) with the PlaNet-benchmark action repeats (paper appendix:
 # cartpole 8, reacher 4, cheetah 4, finger 2, cup 4, walker 2). planetrl's default repeat for every
@@ -122,7 +123,7 @@ def run_config(suite: Suite, run: RunSpec, directory: str | Path) -> Config:
         set_field(config, name, value)
     config.task = run.task
     config.seed = run.seed
-    config.logdir = str(Path(directory) / "runs" / run.name)
+    config.logdir = str(run_dir(directory, run.name))
     episode = episode_env_steps(run.task)
     config.train.max_env_steps = suite.env_steps
     config.train.max_episodes = max(1, -(-suite.env_steps // episode))
