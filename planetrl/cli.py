@@ -257,7 +257,7 @@ def _eval(argv: list[str]) -> int:
 
     try:
         config, world_model = load_run(args.logdir, device=args.device)
-    except (ConfigError, CheckpointError) as err:
+    except (ConfigError, CheckpointError, ValueError, ImportError) as err:  # env errors too
         return _fail(str(err))
     device = next(world_model.parameters()).device
     threads = ThreadGovernor(config.threads if args.threads is None else args.threads)
