@@ -98,6 +98,38 @@ def _quiet_tyro(parse: Callable[[], T]) -> T:
         raise _ParseError(one_line_error(captured.getvalue())) from None
 
 
+def json_object_registry():
+    """A tyro constructor registry that reads ``dict[str, Any]`` fields (``Config.env_kwargs``)
+    as one JSON object argument, e.g. ``--env-kwargs '{"frame_skip": 4}'``."""
+    import json
+    from typing import Any
+
+    from tyro.constructors import ConstructorRegistry, PrimitiveConstructorSpec
+
+    def parse(args: list[str]) -> dict:
+        try:
+            value = json.loads(args[0])
+        except json.JSONDecodeError as err:
+            raise ValueError(f"expected a JSON object such as '{{\"frame_skip\": 4}}': {err}") from None
+        if not isinstance(value, dict):
+            raise ValueError(f"expected a JSON object such as '{{\"frame_skip\": 4}}', got {args[0]}")
+        return value
+
+    registry = ConstructorRegistry()
+
+    @registry.primitive_rule
+    def _json_object(info):
+        if info.type != dict[str, Any]:
+            return None
+        return PrimitiveConstructorSpec(
+            nargs=1, metavar="JSON", instance_from_str=parse,
+            is_instance=lambda value: isinstance(value, dict),
+            str_from_instance=lambda value: [json.dumps(value)],
+        )
+
+    return registry
+
+
 @dataclass
 class TrainFlags:
     """The flags of `planetrl train` that are not config fields (parsed first)."""
@@ -137,15 +169,16 @@ def _train(argv: list[str]) -> int:
                 args=rest + ["--preset", known.preset],
                 prog="planetrl train",
                 description=description,
+                registry=json_object_registry(),
             )
         )
     except _ParseError as err:
         return _fail(f"{err}; see `planetrl train --help`")
     try:
         config.validate()
-        from planetrl.envs import parse_task
+        from planetrl.envs import check_task
 
-        parse_task(config.task)
+        check_task(config.task)
     except (ConfigError, ValueError) as err:
         return _fail(str(err))
 
@@ -224,7 +257,7 @@ def _eval(argv: list[str]) -> int:
 
     try:
         config, world_model = load_run(args.logdir, device=args.device)
-    except (ConfigError, CheckpointError) as err:
+    except (ConfigError, CheckpointError, ValueError, ImportError) as err:  # env errors too
         return _fail(str(err))
     device = next(world_model.parameters()).device
     threads = ThreadGovernor(config.threads if args.threads is None else args.threads)
@@ -303,6 +336,7 @@ def _tasks(argv: list[str]) -> int:
     for task in list_tasks():
         print(f"{task}  (action repeat {default_action_repeat(task)})")
     print("gym:<id>  any Gymnasium environment with a continuous action space and rgb_array rendering")
+    print("gym:<module>:<id>  the same, registered by importing <module> (e.g. your own envs)")
     return 0
 
 

@@ -62,6 +62,15 @@ def _is_real(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _is_json_object(value: Any) -> bool:
+    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+        return False
+    try:
+        return json.loads(json.dumps(value, allow_nan=False)) == value
+    except (TypeError, ValueError):
+        return False
+
+
 POSITIVE_INT = Rule("a positive integer", lambda v: _is_int(v) and v >= 1)
 NON_NEGATIVE_INT = Rule("an integer >= 0", lambda v: _is_int(v) and v >= 0)
 POSITIVE = Rule("a finite number > 0", lambda v: _is_real(v) and v > 0)
@@ -370,7 +379,13 @@ class Config(Section):
     """A PlaNet training run."""
 
     task: str = "dmc:cartpole-swingup"
-    """Task: `dmc:<domain>-<task>` (DeepMind Control Suite) or `gym:<id>` (Gymnasium)."""
+    """Task: `dmc:<domain>-<task>` (DeepMind Control Suite), `gym:<id>` or `gym:<module>:<id>`
+    (Gymnasium; <module> is imported first, and registers <id>), or `fn:<label>` for an env
+    factory given from Python (`Trainer(config, env_fn=...)`)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the environment, a JSON object on the command line (e.g.
+    `'{"frame_skip": 4}'`): `gymnasium.make(id, **env_kwargs)` for `gym:` tasks, the DMC task
+    function's (e.g. `{"time_limit": 5}`) for `dmc:` tasks."""
     logdir: str = "runs/default"
     """Run directory: config, checkpoint, episodes (the replay), metrics, TensorBoard, videos."""
     preset: Literal["paper", "small"] = "paper"
@@ -396,6 +411,8 @@ class Config(Section):
         "seed": NON_NEGATIVE_INT,
         "action_repeat": NON_NEGATIVE_INT,
         "threads": NON_NEGATIVE_INT,
+        "env_kwargs": Rule("a JSON object: a dict with string keys and JSON values",
+                           lambda v: _is_json_object(v)),
         "device": Rule(
             "'auto', 'cpu', 'cuda' or 'cuda:N'",
             lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")),

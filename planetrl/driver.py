@@ -8,7 +8,8 @@ other agent. The episodes it returns are in the step convention of :mod:`planetr
 
 The environments are an :class:`~planetrl.envs.EnvPool` (worker processes when E > 1), made by
 :func:`make_pool` from env settings: any object with ``task``, ``action_repeat`` (R; 0 = the
-task's default) and ``render`` (PlaNet's ``Config`` is one).
+task's default), ``render`` and optionally ``env_kwargs`` (PlaNet's ``Config`` is one), and an
+optional ``env_fn`` factory for ``fn:`` tasks.
 """
 
 from __future__ import annotations
@@ -130,15 +131,25 @@ def resolve_action_repeat(env: Any) -> int:
     return env.action_repeat or default_action_repeat(env.task)
 
 
-def make_pool(env: Any, num_envs: int, parallel: bool = True) -> EnvPool:
+def make_pool(
+    env: Any, num_envs: int, parallel: bool = True, env_fn: Callable[[], Any] | None = None
+) -> EnvPool:
     """``num_envs`` environments of the env settings ``env`` (``task``, ``action_repeat``,
-    ``render``), in worker processes when ``parallel`` and ``num_envs > 1``."""
+    ``render``, ``env_kwargs`` if it has them), in worker processes when ``parallel`` and
+    ``num_envs > 1``; ``env_fn`` builds them for an ``fn:`` task (see
+    :func:`planetrl.envs.make_env`)."""
+    extra: dict[str, Any] = {}
+    if getattr(env, "env_kwargs", None):
+        extra["env_kwargs"] = env.env_kwargs
+    if env_fn is not None:
+        extra["env_fn"] = env_fn
     return EnvPool(
         env.task,
         num_envs,
         asynchronous=parallel and num_envs > 1,
         action_repeat=resolve_action_repeat(env),
         render=env.render,
+        **extra,
     )
 
 
@@ -148,11 +159,12 @@ def uniform_policy(action_size: int, rng: np.random.Generator) -> Act:
 
 
 def random_policy_returns(
-    env: Any, *, episodes: int, seed: int, parallel: bool = True
+    env: Any, *, episodes: int, seed: int, parallel: bool = True,
+    env_fn: Callable[[], Any] | None = None,
 ) -> list[float]:
     """Returns of :func:`uniform_policy` on the env settings ``env``, episode i reset with seed
     ``seed + i`` (the seeds PlaNet's evaluation uses): the baseline every learning claim is
     measured against."""
-    with make_pool(env, episodes, parallel) as pool:
+    with make_pool(env, episodes, parallel, env_fn) as pool:
         act = uniform_policy(pool.single_action_space.shape[0], np.random.default_rng(seed))
         return run_episodes(pool, act, [seed + i for i in range(episodes)]).returns

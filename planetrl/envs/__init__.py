@@ -3,15 +3,20 @@
 Every environment made here returns ``uint8`` images of shape ``(size, size, 3)`` (HWC, default
 64×64) as its only observation and takes actions in ``[-1, 1]^A`` (float32). The agent acts every
 R-th simulator step (action repeat R, the paper's per-domain values by default) and receives the
-sum of the R rewards. Task names are ``dmc:<domain>-<task>`` (e.g. ``dmc:cheetah-run``) or
-``gym:<id>`` (e.g. ``gym:InvertedPendulum-v5``).
+sum of the R rewards. Task names are ``dmc:<domain>-<task>`` (e.g. ``dmc:cheetah-run``),
+``gym:<id>`` (e.g. ``gym:InvertedPendulum-v5``), ``gym:<module>:<id>`` (``<module>`` is imported
+first and registers ``<id>``; e.g. ``gym:my_envs:MyEnv-v0``), or ``fn:<label>`` with an
+``env_fn`` factory.
 
 Public API::
 
-    make_env(task, *, action_repeat=None, seed=None, render="paper", size=64) -> gymnasium.Env
+    make_env(task, *, action_repeat=None, seed=None, render="paper", size=64,
+             env_kwargs=None, env_fn=None) -> gymnasium.Env
+    planetrl.envs.gym.wrap_env(env_fn, *, label, ...)   (how an env_fn's env is wrapped)
     default_action_repeat(task) -> int
     list_tasks() -> list[str]
     parse_task(task) -> TaskSpec
+    check_task(task) -> TaskSpec   (parse, import the module, check the Gymnasium id)
     EnvPool(task, num_envs, *, asynchronous=True, seeds=None, **make_kwargs)
     ActionRepeat(env, repeat), ValidateAction(env)
 
@@ -33,6 +38,7 @@ from planetrl.envs.pool import EnvPool, EnvPoolWorkerError
 from planetrl.envs.registry import (
     PAPER_ACTION_REPEAT,
     TaskSpec,
+    check_task,
     default_action_repeat,
     list_tasks,
     make_env,
@@ -49,6 +55,7 @@ __all__ = [
     "EnvPoolWorkerError",
     "TaskSpec",
     "ValidateAction",
+    "check_task",
     "default_action_repeat",
     "list_tasks",
     "make_env",

@@ -4,6 +4,7 @@ the classes and the registry both import it, neither imports the other for it)."
 from __future__ import annotations
 
 import numbers
+from typing import Any
 
 #: Accepted values of ``make_env(render=...)``.
 RENDER_MODES: tuple[str, ...] = ("paper", "fast")
@@ -48,3 +49,22 @@ def check_seed(seed: object) -> int | None:
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or int(seed) < 0:
         raise ValueError(f"seed must be None or an integer >= 0, got {seed!r}")
     return int(seed)
+
+
+def check_env_kwargs(env_kwargs: object, reserved: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Return a copy of ``env_kwargs`` (None: ``{}``), or raise ValueError unless it is a dict
+    with string keys none of which is in ``reserved`` (the arguments planetrl sets itself)."""
+    if env_kwargs is None:
+        return {}
+    if not isinstance(env_kwargs, dict) or not all(isinstance(k, str) for k in env_kwargs):
+        raise ValueError(
+            f"env_kwargs must be a dict of keyword arguments with string keys (on the command "
+            f"line a JSON object, e.g. '{{\"frame_skip\": 4}}'), got {env_kwargs!r}"
+        )
+    taken = sorted(set(env_kwargs) & set(reserved))
+    if taken:
+        raise ValueError(
+            f"env_kwargs may not set {', '.join(map(repr, taken))}: planetrl sets "
+            f"{', '.join(map(repr, reserved))} itself"
+        )
+    return dict(env_kwargs)

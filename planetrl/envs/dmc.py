@@ -34,6 +34,14 @@ up (at 64×64 cartpole's rail is not drawn). For cartpole the mean absolute pixe
 to ``"paper"`` is ≈1.5 out of 255; lighting, colours, textures and camera are unchanged.
 Results obtained with ``"fast"`` are not directly comparable with the paper's.
 
+Gymnasium conventions
+---------------------
+``env.spec`` is an ``EnvSpec`` (id ``planetrl/DMC-v0``, entry point this class, the constructor's
+arguments as kwargs), so ``gymnasium.make(env.spec)`` (and ``check_env``'s remakes) build the
+same env again, with planetrl's wrappers when they are recorded in the spec. An env that is not
+closed by its user is closed at interpreter exit (:mod:`planetrl.envs.lifecycle`), so its OpenGL
+context is freed while the GL library still works.
+
 In both modes one :class:`dm_control.mujoco.engine.Camera` (with its ``MjvScene``) is kept for
 the life of the env instead of allocating one per frame as ``physics.render`` does.
 """
@@ -48,8 +56,13 @@ import numpy as np
 from dm_control import suite
 from dm_control.mujoco import engine
 from gymnasium import spaces
+from gymnasium.envs.registration import EnvSpec
 
-from planetrl.envs.checks import check_render, check_seed, check_size
+from planetrl.envs import lifecycle
+from planetrl.envs.checks import check_env_kwargs, check_render, check_seed, check_size
+
+#: The id of :class:`DMCEnv`'s ``spec`` (not registered: ``gymnasium.make`` takes the spec).
+SPEC_ID = "planetrl/DMC-v0"
 
 #: Camera per domain where the convention is not camera 0.
 CAMERA_IDS: dict[str, int] = {"quadruped": 2}
@@ -70,6 +83,9 @@ class DMCEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         render: ``"paper"`` or ``"fast"`` (see module docstring).
         size: image side in pixels.
         camera_id: camera index; ``None`` for :func:`camera_id_for`.
+        task_kwargs: more keyword arguments of the task function (``suite.load(...,
+            task_kwargs=...)``, e.g. ``{"time_limit": 5}``); ``random`` is ``seed``'s.
+        render_mode: ``"rgb_array"`` (the only mode; accepted for ``gymnasium.make``).
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -83,14 +99,28 @@ class DMCEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         render: str = "paper",
         size: int = 64,
         camera_id: int | None = None,
+        task_kwargs: dict[str, Any] | None = None,
+        render_mode: str | None = "rgb_array",
     ) -> None:
         super().__init__()
+        self._closed = True  # until construction succeeds: close() then has nothing to free
         self.domain, self.task_name = domain, task
         self.render_quality = check_render(render)
         self.size = check_size(size)
         seed = check_seed(seed)
+        task_kwargs = check_env_kwargs(task_kwargs, reserved=("random",))
+        if render_mode not in ("rgb_array", None):
+            raise ValueError(
+                f"dmc:{domain}-{task} renders only 'rgb_array' frames, got render_mode="
+                f"{render_mode!r}"
+            )
         self.render_mode = "rgb_array"
-        self._env = suite.load(domain, task, task_kwargs={"random": seed})
+        try:
+            self._env = suite.load(domain, task, task_kwargs={**task_kwargs, "random": seed})
+        except TypeError as error:
+            raise ValueError(
+                f"dmc:{domain}-{task} does not accept env_kwargs {task_kwargs}: {error}"
+            ) from error
         # Simulator frame rate (the agent sees every R-th frame); used by video recorders.
         self.metadata = {
             "render_modes": ["rgb_array"],
@@ -125,8 +155,21 @@ class DMCEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         self.action_space = spaces.Box(-1.0, 1.0, shape=spec.shape, dtype=np.float32)
         self.observation_space = spaces.Box(0, 255, shape=(self.size, self.size, 3), dtype=np.uint8)
         self._needs_reset = True
-        self._closed = False
         self._last_obs: np.ndarray | None = None
+        self.spec = EnvSpec(
+            id=SPEC_ID,
+            entry_point=f"{type(self).__module__}:{type(self).__name__}",
+            kwargs={
+                "domain": domain, "task": task, "seed": seed, "render": self.render_quality,
+                "size": self.size, "camera_id": camera_id, "task_kwargs": task_kwargs,
+                "render_mode": "rgb_array",
+            },
+            max_episode_steps=None,
+            order_enforce=False,
+            disable_env_checker=True,
+        )
+        self._closed = False
+        lifecycle.track(self)
 
     # -- rendering ----------------------------------------------------------------------------
     def _render_frame(self) -> np.ndarray:
@@ -194,6 +237,7 @@ class DMCEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         if self._closed:
             return
         self._closed = True
+        lifecycle.untrack(self)
         if self._camera is not None:
             self._camera._scene.free()  # noqa: SLF001  (dm_control offers no public free())
             self._camera = None

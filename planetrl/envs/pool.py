@@ -10,6 +10,13 @@ OpenGL (EGL/OSMesa) state and threads, which is unsafe. Each worker imports ``pl
 itself and makes its own env and OpenGL context; ``MUJOCO_GL`` is inherited, so all processes use
 the same backend. Workers are daemon processes: they cannot outlive the parent.
 
+A spawned worker starts a fresh interpreter, so nothing registered in the parent at run time
+exists there: a custom Gymnasium env reaches the workers by name, ``gym:<module>:<id>`` (each
+worker imports ``<module>``, which registers ``<id>``; the parent's ``sys.path`` is passed on), or
+as an ``env_fn`` factory, which is pickled to each worker (a module-level function, a
+``functools.partial`` of one, or an instance of a module-level class; not a lambda or a local
+function: :class:`EnvPool` checks this before starting workers and says so).
+
 Threads: each worker runs with one thread for every threaded library (``OMP_NUM_THREADS``,
 ``MKL_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` = 1 in its environment from the start, and torch's
 intra-op threads = 1 if torch is loaded there): N workers beside a planner that uses the cores
@@ -27,6 +34,7 @@ import contextlib
 import multiprocessing as mp
 import numbers
 import os
+import pickle
 import sys
 import threading
 import traceback
@@ -38,7 +46,7 @@ import gymnasium
 import numpy as np
 
 from planetrl.envs.checks import check_seed
-from planetrl.envs.registry import default_action_repeat, make_env, parse_task
+from planetrl.envs.registry import check_task, default_action_repeat, make_env
 
 WORKER_THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 """Environment variables set to 1 in every worker process (read by libraries when they load)."""
@@ -68,6 +76,25 @@ def _thread_info() -> dict[str, Any]:
     torch = sys.modules.get("torch")
     info["torch_threads"] = torch.get_num_threads() if torch is not None else None
     return info
+
+
+MAKE_ARGUMENTS = ("action_repeat", "render", "size", "seed", "env_kwargs", "env_fn")
+"""The keyword arguments of ``make_env`` that :class:`EnvPool` passes on."""
+
+
+def _check_picklable(env_fn: Any) -> None:
+    """Raise ValueError unless ``env_fn`` can be sent to a spawned worker process."""
+    try:
+        pickle.dumps(env_fn)
+    except Exception as error:  # noqa: BLE001  (PicklingError, AttributeError, TypeError, ...)
+        raise ValueError(
+            f"env_fn {env_fn!r} cannot be pickled ({type(error).__name__}: {error}), and the "
+            "environments run in worker processes that receive it pickled. Use a module-level "
+            "function, a functools.partial of one, or an instance of a module-level class (not "
+            "a lambda or a function defined inside another), or step the environments in this "
+            "process (EnvPool(asynchronous=False); for a run: train.collect_envs=1 and "
+            "eval.parallel=False)."
+        ) from error
 
 
 class EnvPoolWorkerError(RuntimeError):
@@ -133,7 +160,8 @@ class EnvPool:
         start_method: multiprocessing start method, ``"spawn"`` (default) or ``"forkserver"``.
         timeout: seconds to wait for a worker's reply before raising (None: wait as long as the
             worker is alive).
-        **make_kwargs: ``action_repeat``, ``render``, ``size``, ``seed`` for ``make_env``.
+        **make_kwargs: ``action_repeat``, ``render``, ``size``, ``seed``, ``env_kwargs``,
+            ``env_fn`` for ``make_env`` (``env_fn`` must be picklable when ``asynchronous``).
 
     Attributes:
         num_envs, single_observation_space, single_action_space, action_repeat.
@@ -161,12 +189,15 @@ class EnvPool:
                 f"start_method must be 'spawn' or 'forkserver' (fork is unsafe with OpenGL "
                 f"contexts), got {start_method!r}"
             )
-        unknown = set(make_kwargs) - {"action_repeat", "render", "size", "seed"}
+        unknown = set(make_kwargs) - set(MAKE_ARGUMENTS)
         if unknown:
             raise ValueError(
-                f"unknown make_env arguments {sorted(unknown)}; accepted: action_repeat, render, "
-                "size, seed"
+                f"unknown make_env arguments {sorted(unknown)}; accepted: "
+                f"{', '.join(MAKE_ARGUMENTS)}"
             )
+        env_fn = make_kwargs.get("env_fn")
+        if asynchronous and env_fn is not None:
+            _check_picklable(env_fn)
         self.num_envs = int(num_envs)
         self.task = task
         self.asynchronous = bool(asynchronous)
@@ -178,7 +209,7 @@ class EnvPool:
         if len(seeds) != self.num_envs:
             raise ValueError(f"seeds must have num_envs={self.num_envs} entries, got {len(seeds)}")
         seeds = [check_seed(s) for s in seeds]
-        parse_task(task)  # clear errors here rather than from every worker
+        check_task(task)  # clear errors here rather than from every worker
 
         self._closed = False
         self._envs: list[gymnasium.Env] = []

@@ -4,6 +4,10 @@
 environment applies it for R simulator steps, ``r_t = Σ_{k=1..R} r_{t,k}``; only the frame after
 the last of the R steps is observed. :class:`ValidateAction` turns bad actions into clear
 ``ValueError``\\ s before they reach the simulator.
+
+Both follow Gymnasium's wrapper conventions: they record their constructor arguments
+(``gymnasium.utils.RecordConstructorArgs``), so the ``spec`` of a wrapped env made by
+``gymnasium.make`` lists them and ``gymnasium.make(env.spec)`` recreates the stack.
 """
 
 from __future__ import annotations
@@ -14,9 +18,10 @@ from typing import Any
 import gymnasium
 import numpy as np
 from gymnasium import spaces
+from gymnasium.utils import RecordConstructorArgs
 
 
-class ActionRepeat(gymnasium.Wrapper):
+class ActionRepeat(gymnasium.Wrapper, RecordConstructorArgs):
     """Repeat each action ``repeat`` times, summing the rewards.
 
     ``step(a)`` calls the wrapped env's step with ``a`` up to R times and returns the observation
@@ -43,7 +48,8 @@ class ActionRepeat(gymnasium.Wrapper):
     def __init__(self, env: gymnasium.Env, repeat: int) -> None:
         if isinstance(repeat, bool) or not isinstance(repeat, numbers.Integral) or repeat < 1:
             raise ValueError(f"action repeat must be an integer >= 1, got {repeat!r}")
-        super().__init__(env)
+        RecordConstructorArgs.__init__(self, repeat=int(repeat))
+        gymnasium.Wrapper.__init__(self, env)
         self.action_repeat = int(repeat)
         skip = getattr(env, "step_without_observation", None)
         observe = getattr(env, "observation", None)
@@ -73,7 +79,7 @@ class ActionRepeat(gymnasium.Wrapper):
         return obs, total, bool(terminated), bool(truncated), info
 
 
-class ValidateAction(gymnasium.Wrapper):
+class ValidateAction(gymnasium.Wrapper, RecordConstructorArgs):
     """Check every action before it reaches the simulator; clip it into the action space.
 
     For a ``Box`` action space of shape S (``(A,)`` for all envs made by ``make_env``):
@@ -90,7 +96,8 @@ class ValidateAction(gymnasium.Wrapper):
     """
 
     def __init__(self, env: gymnasium.Env) -> None:
-        super().__init__(env)
+        RecordConstructorArgs.__init__(self)
+        gymnasium.Wrapper.__init__(self, env)
         space = env.action_space
         self._box = space if isinstance(space, spaces.Box) else None
 

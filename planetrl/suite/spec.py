@@ -101,11 +101,15 @@ class Suite:
 
 def episode_env_steps(task: str) -> int:
     """Env steps of one episode of ``task`` (DMC: 1000; Gymnasium: its time limit, if any)."""
-    from planetrl.envs import parse_task
+    from planetrl.envs import check_task
 
-    spec = parse_task(task)
+    spec = check_task(task)  # imports the module of a gym:<module>:<id> task
     if spec.suite == "dmc":
         return DMC_EPISODE_ENV_STEPS
+    if spec.suite == "fn":
+        raise ConfigError(f"{task}: a suite makes its envs by name in its own processes, so an "
+                          "env factory (fn:) cannot be used; register the env with Gymnasium in "
+                          "a module and use 'gym:<module>:<id>'")
     import gymnasium
 
     limit = gymnasium.spec(spec.gym_id).max_episode_steps

@@ -170,9 +170,11 @@ def evaluate(
     parallel: bool = True,
     record: bool = False,
     on_step: Callable[[int, int], None] | None = None,
+    env_fn: Callable[[], Any] | None = None,
 ) -> tuple[list[float], np.ndarray | None, dict[str, float]]:
     """M episodes without exploration noise, the M environments stepped together and planned for
-    in one batch. Returns (returns, frames (T, 64, 64*M, 3) if ``record``, timing).
+    in one batch. Returns (returns, frames (T, 64, 64*M, 3) if ``record``, timing). ``env_fn``:
+    the factory of an ``fn:`` task (see :class:`Trainer`).
 
     Repeatable for a given ``seed``: torch's global RNG (which draws the posterior samples) is
     forked and seeded, so the training run's RNG stream is left as it was.
@@ -181,13 +183,14 @@ def evaluate(
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         return _evaluate(config, world_model, episodes=episodes, seed=seed, planner=planner,
-                         parallel=parallel, record=record, on_step=on_step)
+                         parallel=parallel, record=record, on_step=on_step, env_fn=env_fn)
 
 
-def _evaluate(config, world_model, *, episodes, seed, planner, parallel, record, on_step):
+def _evaluate(config, world_model, *, episodes, seed, planner, parallel, record, on_step,
+              env_fn=None):
     generator = torch.Generator().manual_seed(seed)
     agent = Agent(world_model, planner, generator=generator)
-    with make_pool(config, episodes, parallel) as pool:
+    with make_pool(config, episodes, parallel, env_fn) as pool:
         out = run_episodes(pool, agent.act, [seed + i for i in range(episodes)],
                            reset=agent.reset, record=record, on_step=on_step)
     return out.returns, out.frames, {"eval/ms_per_plan": out.ms_per_act}
@@ -219,13 +222,35 @@ class Trainer:
         allow_config_change: resume even if ``config`` differs from the saved one in fields other
             than budgets, logging and device (the new values win and are saved).
         progress: show a tqdm progress bar over env steps, with the phase in progress.
+        env_fn: build the environments with this factory instead of by task name (for envs made
+            in code): a callable returning a ``gymnasium.Env`` with a ``Box`` action space of
+            finite bounds and pixel observations (``Box`` uint8 ``(H, W, 3)``) or
+            ``render_mode="rgb_array"``; it is wrapped as ``gym:`` tasks are
+            (:func:`planetrl.envs.gym.wrap_env`: actions rescaled to ``[-1, 1]``, frames resized
+            to 64×64, action repeat R, default 1). With ``train.collect_envs > 1`` or parallel
+            evaluation (``eval.parallel`` and ``eval.episodes > 1``) the envs run in worker
+            processes and ``env_fn`` must be picklable (a module-level function, a
+            ``functools.partial`` of one, an instance of a module-level class); a clear
+            ValueError says so otherwise. ``config.task`` becomes ``fn:<module>.<name>`` of the
+            factory unless it already is an ``fn:<label>``; such a run is evaluated from Python
+            (``load_run(logdir, env_fn=...)``, ``evaluate(..., env_fn=...)``), not by
+            ``planetrl eval``. To make a custom env reachable by name everywhere (CLI, suites),
+            register it with Gymnasium in a module and use ``gym:<module>:<id>``.
 
     At start the fast paths are decided for this machine and run (``self.fast``, printed and
     written to ``speed.json`` in the run directory) and torch's threads are set by a
     :class:`planetrl.speed.threads.ThreadGovernor` (re-checked before every phase).
     """
 
-    def __init__(self, config: Config, *, allow_config_change: bool = False, progress: bool = True):
+    def __init__(self, config: Config, *, allow_config_change: bool = False, progress: bool = True,
+                 env_fn: Callable[[], Any] | None = None):
+        if env_fn is not None:
+            if not callable(env_fn):
+                raise ValueError(f"env_fn must be a callable returning a gymnasium.Env, got "
+                                 f"{env_fn!r}")
+            if not config.task.startswith("fn:"):
+                config.task = factory_task_name(env_fn)
+        self.env_fn = env_fn
         config.validate()
         self.logdir = Path(config.logdir)
         self.logdir.mkdir(parents=True, exist_ok=True)
@@ -248,7 +273,7 @@ class Trainer:
         random.seed(config.seed)
         np.random.seed(config.seed)
         torch.manual_seed(config.seed)
-        self.pool = make_pool(config, config.train.collect_envs)
+        self.pool = make_pool(config, config.train.collect_envs, env_fn=env_fn)
         self.threads = ThreadGovernor(config.threads, own=lambda: self.pool.worker_pids)
         self.threads.adjust()
         self.action_size = int(self.pool.single_action_space.shape[0])
@@ -434,6 +459,7 @@ class Trainer:
             self.config, self.world_model, episodes=e.episodes, seed=seed, planner=eval_planner,
             parallel=e.parallel, record=record,
             on_step=lambda step, _: self.bar.phase(f"eval ({e.episodes} episodes): step {step}"),
+            env_fn=self.env_fn,
         )
         row = {
             "eval/open_loop_reward_mse": self.open_loop_reward_mse(),
@@ -560,6 +586,15 @@ class Trainer:
         self.logger.close()
 
 
+def factory_task_name(env_fn: Callable[[], Any]) -> str:
+    """``fn:<module>.<qualified name>`` of an env factory (its class's for other callables)."""
+    named = env_fn if hasattr(env_fn, "__qualname__") else type(env_fn)
+    inner = getattr(env_fn, "func", None)  # functools.partial
+    if inner is not None and hasattr(inner, "__qualname__"):
+        named = inner
+    return f"fn:{getattr(named, '__module__', '?')}.{named.__qualname__}"
+
+
 def train(config: Config, **kwargs) -> dict[str, Any]:
     """Create (or resume) the run in ``config.logdir`` and run it to its budget."""
     trainer = Trainer(config, **kwargs)
@@ -569,13 +604,16 @@ def train(config: Config, **kwargs) -> dict[str, Any]:
         trainer.close()
 
 
-def load_run(logdir: str | Path, device: str = "auto") -> tuple[Config, WorldModel]:
-    """The config and trained world model of a run directory (for evaluation)."""
+def load_run(logdir: str | Path, device: str = "auto",
+             env_fn: Callable[[], Any] | None = None) -> tuple[Config, WorldModel]:
+    """The config and trained world model of a run directory (for evaluation); ``env_fn``: the
+    factory of a run trained with one (an ``fn:`` task)."""
     logdir = Path(logdir)
     config = load_config(logdir / "config.json")
     config.device = device
     dev = resolve_device(device)
-    env = make_env(config.task, action_repeat=resolve_action_repeat(config), render=config.render)
+    env = make_env(config.task, action_repeat=resolve_action_repeat(config), render=config.render,
+                   env_kwargs=config.env_kwargs, env_fn=env_fn)
     try:
         action_size = int(env.action_space.shape[0])
     finally:
