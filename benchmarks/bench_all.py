@@ -292,6 +292,13 @@ def fmt_ms(ms: float) -> str:
     return f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
 
 
+def print_row(preset_name: str, r: dict[str, Any]) -> None:
+    """One measured row as soon as it is done (a run cut short by a time limit keeps these)."""
+    print(f"  [{preset_name}] {r['what']}: ref {fmt_ms(r['ref'])} / eager {fmt_ms(r['eager'])} / "
+          f"fast {fmt_ms(r['fast'])} ms, max abs diff eager {r['diff_eager']:.1e} / fast "
+          f"{r['diff_fast']:.1e} ({machine()})", file=sys.stderr, flush=True)
+
+
 def print_table(title: str, rows: list[dict[str, Any]], fast_cfg: SpeedDecision) -> None:
     flags = ",".join(n for n in FLAGS if getattr(fast_cfg, n)) or "none"
     print(f"\n### {title}\n")
@@ -342,10 +349,10 @@ def main(argv: list[str] | None = None) -> None:
         rows = []
         for num_envs in (1, 10):
             rows.append(bench_plan(cfg, num_envs, device, fast_cfg, repeats, warmup))
-            print(f"  [{name}] {rows[-1]['what']}: done ({machine()})", file=sys.stderr)
+            print_row(name, rows[-1])
         rows.append(bench_update(cfg, device, fast_cfg, max(1, repeats - 2) if device.type
                                  == "cpu" else repeats, warmup))
-        print(f"  [{name}] update: done ({machine()})", file=sys.stderr)
+        print_row(name, rows[-1])
         if not args.skip_replay:
             rows += bench_replay(cfg, device, args.quick)
         print_table(f"{name} preset, {device.type} ({machine()})", rows, fast_cfg)

@@ -110,6 +110,8 @@ def main(argv=None) -> int:
     parser.add_argument("--logdir", default=None)
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
                         help="extra config overrides, e.g. planner.candidates=500")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (logs); a line per evaluation instead")
     args = parser.parse_args(argv)
     if args.eval_episodes < 5:
         parser.error("--eval-episodes must be >= 5 (a learning claim needs several episodes)")
@@ -135,7 +137,7 @@ def main(argv=None) -> int:
     baseline = random_policy_returns(config, episodes=args.eval_episodes, seed=seed)
     print(f"random policy on {args.task}: {np.mean(baseline):.1f} ± {np.std(baseline):.1f}")
 
-    trainer = Trainer(config, progress=True, allow_config_change=True)
+    trainer = Trainer(config, progress=not args.no_progress, allow_config_change=True)
     started = time.time()
     try:
         summary = trainer.run()

@@ -13,7 +13,7 @@
 #     but dog still loads;
 #   - left out: torch, numpy and the NVIDIA/triton wheels; imageio-ffmpeg (68 MB: without it
 #     videos go to TensorBoard only) and ray (80 MB: only `planetrl suite` needs it) unless
-#     EXTRAS names them (EXTRAS=video,suite); large wheels of packages the node image already has
+#     EXTRAS names them (default EXTRAS=test: pytest, hypothesis; EXTRAS=test,video,suite); large wheels of packages the node image already has
 #     (scripts/gpu_node_packages.txt, e.g. scipy, matplotlib, tensorboard), listed with the
 #     versions resolved here in DIR/preinstalled.txt;
 #   - gl/: the EGL/GL loader .debs (libegl1, libglvnd0, ...; ~1 MB) that gpu_check.sh unpacks when
@@ -28,7 +28,7 @@ DIR="${1:-wheelhouse}"
 PYVER="${PYVER:-3.12}"
 PY="${PYTHON:-python3}"
 KEEP_BELOW_KB="${KEEP_BELOW_KB:-1024}"
-EXTRAS="${EXTRAS:-}"
+EXTRAS="${EXTRAS-test}"
 mkdir -p "$DIR"
 DIR="$(cd "$DIR" && pwd)"
 rm -rf "$DIR/.dl" "$DIR/gl"
