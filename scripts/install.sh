@@ -36,8 +36,8 @@ if [ "${1:-}" = "--offline" ]; then
     echo "install.sh: offline install failed; $DIR/preinstalled.txt lists what the bundle" \
          "expects the node to have already" >&2; exit 1; }
   offline_pip --no-deps --force-reinstall -q "$wheel"  # the bundle's planetrl, also over an older one
-  "$PY" -c "import planetrl, mujoco, dm_control.suite, gymnasium, tyro; print('install.sh: ready:', \
-planetrl.__file__, 'mujoco', mujoco.__version__)"
+  "$PY" -c "import planetrl, mujoco, dm_control, dm_env, labmaze, gymnasium, tyro; \
+print('install.sh: ready:', planetrl.__file__, 'mujoco', mujoco.__version__)"
   exit 0
 fi
 

@@ -88,23 +88,25 @@ assert all(name.startswith("dog-") for name, _ in failed), failed
 assert not slimmed or {n for n, _ in failed} == {f"dog-{t}" for d, t in suite.ALL_TASKS if d == "dog"}
 PY
 echo "== 4. planetrl's pixel envs: one env and a pool of 2 worker processes step (network cut)"
-"${NET[@]}" env MUJOCO_GL="${MUJOCO_GL:-egl}" "$FRESH/venv/bin/python" - <<'PY'
+cat > "$FRESH/smoke.py" <<'PY'
 import numpy as np
 from planetrl.envs import EnvPool, GL_BACKEND, make_env
-env = make_env("dmc:cartpole-swingup", seed=0)
-obs, _ = env.reset(seed=0)
-for _ in range(5):
-    obs, reward, *_ = env.step(env.action_space.sample())
-assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8 and obs.std() > 0
-pool = EnvPool("dmc:cartpole-swingup", 2, seeds=[1, 2])
-try:
-    obs, _ = pool.reset()
-    out = pool.step(np.zeros((2, 1), np.float32))
-    assert out[0].shape == (2, 64, 64, 3)
-finally:
-    pool.close()
-print(f"   envs step ({GL_BACKEND}): obs {obs.shape} uint8")
+if __name__ == "__main__":
+  env = make_env("dmc:cartpole-swingup", seed=0)
+  obs, _ = env.reset(seed=0)
+  for _ in range(5):
+      obs, reward, *_ = env.step(env.action_space.sample())
+  assert obs.shape == (64, 64, 3) and obs.dtype == np.uint8 and obs.std() > 0
+  pool = EnvPool("dmc:cartpole-swingup", 2, seeds=[1, 2])
+  try:
+      obs, _ = pool.reset()
+      out = pool.step(np.zeros((2, 1), np.float32))
+      assert out[0].shape == (2, 64, 64, 3)
+  finally:
+      pool.close()
+  print(f"   envs step ({GL_BACKEND}): one env, a pool of 2 workers, obs {obs.shape} uint8")
 PY
+"${NET[@]}" env MUJOCO_GL="${MUJOCO_GL:-egl}" "$FRESH/venv/bin/python" "$FRESH/smoke.py"
 if [ "${TESTS[*]}" = "-" ]; then
   echo "== 4. pytest: not run (TESTS '-')"
 else
