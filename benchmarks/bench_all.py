@@ -334,6 +334,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also print torch.profiler top-k tables of one update and one plan")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--plan-envs", type=int, nargs="+", default=[1, 10],
+                        help="numbers of environments to plan for (default 1 10)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -347,7 +349,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = preset(name)
         fast_cfg = parse_speed(args.speed, cfg, device)
         rows = []
-        for num_envs in (1, 10):
+        for num_envs in args.plan_envs:
             rows.append(bench_plan(cfg, num_envs, device, fast_cfg, repeats, warmup))
             print_row(name, rows[-1])
         rows.append(bench_update(cfg, device, fast_cfg, max(1, repeats - 2) if device.type

@@ -22,7 +22,7 @@
 #                every 5 episodes on 5, bf16 and CUDA graphs on
 # Without CUDA (how it is tested on a CPU machine) cuda-tests is skipped with a message, the
 # speed table runs the small preset on the CPU and training the small preset, so every other
-# step still runs; TOTAL_S=150 makes that a 2-3 minute run.
+# step still runs; TOTAL_S=240 makes that a 4-minute run.
 # Writes into $OUT (default ./gpu_check_out) 8 files: check.log (everything printed), env.txt,
 # tests.txt, bench.txt, train.txt, curve.csv, curve.png, summary.json (each step's seconds and
 # status, the training summary); the run directory itself stays in $GPU_CHECK_WORK.
@@ -59,12 +59,13 @@ run_step() {
   fi
   echo "== $name (at most ${limit} s; $(( $(date +%s) - START )) s used so far)" | tee -a "$OUTDIR/$file"
   t0=$(date +%s.%N)
-  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee -a "$OUTDIR/$file"
+  # SIGINT first: Python stops with KeyboardInterrupt (learning.py still writes its curve)
+  timeout -s INT --kill-after=15 "$limit" "$@" 2>&1 | tee -a "$OUTDIR/$file"
   rc=${PIPESTATUS[0]}
   t1=$(date +%s.%N)
   case $rc in
     0) status=ok ;;
-    124|137) status="timed out after ${limit} s" ;;
+    124|130|137) status="timed out after ${limit} s" ;;
     *) status="failed (exit $rc)" ;;
   esac
   secs=$(awk "BEGIN {printf \"%.1f\", $t1 - $t0}")
@@ -85,7 +86,9 @@ environment() {
 'available', torch.cuda.is_available(), 'numpy', numpy.__version__); \
 torch.cuda.is_available() and print('device', torch.cuda.get_device_name(0))"
 }
-run_step environment 30 env.txt environment
+export PY
+export -f environment
+run_step environment 30 env.txt bash -c environment
 CUDA=0
 "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)" 2>/dev/null && CUDA=1
 [ $CUDA = 1 ] || echo "== NO CUDA: CPU mode: the CUDA-only steps are skipped, the others run small"
@@ -133,7 +136,8 @@ print(f"MUJOCO_GL={os.environ.get('MUJOCO_GL')}: {200 / (time.perf_counter() - s
       f"frames/s (64x64, one process)")
 EOF
 }
-if ! run_step render "${RENDER_CAP:-45}" env.txt render; then
+export -f render
+if ! run_step render "${RENDER_CAP:-45}" env.txt bash -c render; then
   echo "== EGL rendering failed: MUJOCO_GL unset, planetrl tries egl then osmesa itself"
   unset MUJOCO_GL
 fi
@@ -156,7 +160,8 @@ if [ $CUDA = 1 ]; then
 else
   skip_step bench-paper "no CUDA device: the CUDA speed table needs one" bench.txt
   run_step bench-small-cpu "${BENCH_SMALL_CAP:-70}" bench.txt "$PY" benchmarks/bench_all.py \
-    --presets small --device cpu --quick --skip-envs --skip-replay --speed channels_last
+    --presets small --device cpu --quick --skip-envs --skip-replay --speed channels_last \
+    --plan-envs 1
 fi
 
 # training for the time left
@@ -165,11 +170,12 @@ left=$((DEADLINE - FINAL_S - $(date +%s)))
 if [ $CUDA = 1 ]; then
   PRESET=paper DEVICE=cuda ENVS="${COLLECT_ENVS:-5}"
   EXTRA=(speed.bf16=on speed.cuda_graphs=on)
+  OVERHEAD="${TRAIN_OVERHEAD_S:-60}"  # start, random baseline, final evaluation, curve
 else
   PRESET=small DEVICE=cpu ENVS="${COLLECT_ENVS:-2}"
   EXTRA=(train.seed_episodes=2 train.collect_interval=5 planner.candidates=100)
+  OVERHEAD="${TRAIN_OVERHEAD_S:-100}"  # the same on a CPU: its evaluations plan slowly
 fi
-OVERHEAD="${TRAIN_OVERHEAD_S:-60}"  # start, random baseline, final evaluation, curve
 minutes=$(awk "BEGIN {m = ($left - $OVERHEAD) / 60; printf \"%.2f\", (m < 0.25 ? 0.25 : m)}")
 echo "== train: --preset $PRESET on dmc:cartpole-swingup for $minutes min of training" \
   "($left s left), $ENVS parallel env workers, MUJOCO_GL=${MUJOCO_GL:-auto}" | tee -a "$OUTDIR/train.txt"

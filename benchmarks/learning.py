@@ -139,6 +139,7 @@ def main(argv=None) -> int:
 
     trainer = Trainer(config, progress=not args.no_progress, allow_config_change=True)
     started = time.time()
+    interrupted = False
     try:
         summary = trainer.run()
         evals = [r for r in read_metrics(logdir / "metrics.jsonl") if "eval/return" in r]
@@ -146,6 +147,11 @@ def main(argv=None) -> int:
             last = summary["eval"]  # the run just evaluated at its last step
         else:
             last = trainer.evaluate_now()  # a final evaluation at the end of the budget
+    except KeyboardInterrupt:  # SIGINT (e.g. `timeout -s INT`): the curve of what was evaluated
+        interrupted = True
+        print("learning.py: interrupted; writing the curve of the evaluations done", flush=True)
+        evals = [r for r in read_metrics(logdir / "metrics.jsonl") if "eval/return" in r]
+        last = evals[-1] if evals else {"eval/return": None, "eval/return_std": None}
     finally:
         trainer.close()
     minutes = (time.time() - started) / 60
@@ -160,6 +166,7 @@ def main(argv=None) -> int:
         "env_steps": trainer.counters.env_steps,
         "final_return_mean": last["eval/return"],
         "final_return_std": last["eval/return_std"],
+        "interrupted": interrupted,
         "best": best,
         "random_mean": float(np.mean(baseline)),
         "random_std": float(np.std(baseline)),

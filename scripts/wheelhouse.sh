@@ -88,8 +88,11 @@ for wheel in sorted((out / ".dl").glob("*.whl")):
 EOF
 rmdir "$DIR/.dl"
 
-# planetrl itself.
-"$PY" -m pip wheel -q --no-deps -w "$DIR" . 2>&1 | grep -v "^$" || true
+# planetrl itself, built from a copy of the tracked files (no build/ or egg-info left here).
+SRC="$(mktemp -d)"
+git ls-files -z | xargs -0 cp --parents -t "$SRC"
+"$PY" -m pip wheel -q --no-deps -w "$DIR" "$SRC" 2>&1 | grep -v "^$" || true
+rm -rf "$SRC"
 ls "$DIR"/planetrl-*.whl >/dev/null
 
 # EGL/GL loaders for nodes without libEGL.so.1 (unpacked by benchmarks/gpu_check.sh).
