@@ -294,6 +294,13 @@ def fmt_ms(ms: float) -> str:
     return f"{ms:.1f}" if ms < 100 else f"{ms:.0f}"
 
 
+def print_row(preset_name: str, r: dict[str, Any]) -> None:
+    """One measured row as soon as it is done (a run cut short by a time limit keeps these)."""
+    print(f"  [{preset_name}] {r['what']}: ref {fmt_ms(r['ref'])} / eager {fmt_ms(r['eager'])} / "
+          f"fast {fmt_ms(r['fast'])} ms, max abs diff eager {r['diff_eager']:.1e} / fast "
+          f"{r['diff_fast']:.1e} ({machine()})", file=sys.stderr, flush=True)
+
+
 def print_table(title: str, rows: list[dict[str, Any]], fast_cfg: SpeedDecision) -> None:
     flags = ",".join(n for n in FLAGS if getattr(fast_cfg, n)) or "none"
     print(f"\n### {title}\n")
@@ -329,6 +336,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also print torch.profiler top-k tables of one update and one plan")
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument("--plan-envs", type=int, nargs="+", default=[1, 10],
+                        help="numbers of environments to plan for (default 1 10)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -342,12 +351,12 @@ def main(argv: list[str] | None = None) -> None:
         cfg = preset(name)
         fast_cfg = parse_speed(args.speed, cfg, device)
         rows = []
-        for num_envs in (1, 10):
+        for num_envs in args.plan_envs:
             rows.append(bench_plan(cfg, num_envs, device, fast_cfg, repeats, warmup))
-            print(f"  [{name}] {rows[-1]['what']}: done ({machine()})", file=sys.stderr)
+            print_row(name, rows[-1])
         rows.append(bench_update(cfg, device, fast_cfg, max(1, repeats - 2) if device.type
                                  == "cpu" else repeats, warmup))
-        print(f"  [{name}] update: done ({machine()})", file=sys.stderr)
+        print_row(name, rows[-1])
         if not args.skip_replay:
             rows += bench_replay(cfg, device, args.quick)
         print_table(f"{name} preset, {device.type} ({machine()})", rows, fast_cfg)

@@ -111,6 +111,8 @@ def main(argv=None) -> int:
     parser.add_argument("--logdir", default=None)
     parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
                         help="extra config overrides, e.g. planner.candidates=500")
+    parser.add_argument("--no-progress", action="store_true",
+                        help="no progress bar (logs); a line per evaluation instead")
     args = parser.parse_args(argv)
     if args.eval_episodes < 5:
         parser.error("--eval-episodes must be >= 5 (a learning claim needs several episodes)")
@@ -136,8 +138,9 @@ def main(argv=None) -> int:
     baseline = random_policy_returns(config, episodes=args.eval_episodes, seed=seed)
     print(f"random policy on {args.task}: {np.mean(baseline):.1f} ± {np.std(baseline):.1f}")
 
-    trainer = Trainer(config, progress=True, allow_config_change=True)
+    trainer = Trainer(config, progress=not args.no_progress, allow_config_change=True)
     started = time.time()
+    interrupted = False
     try:
         summary = trainer.run()
         evals = [r for r in read_metrics(logdir / "metrics.jsonl") if "eval/return" in r]
@@ -145,6 +148,11 @@ def main(argv=None) -> int:
             last = summary["eval"]  # the run just evaluated at its last step
         else:
             last = trainer.evaluate_now()  # a final evaluation at the end of the budget
+    except KeyboardInterrupt:  # SIGINT (e.g. `timeout -s INT`): the curve of what was evaluated
+        interrupted = True
+        print("learning.py: interrupted; writing the curve of the evaluations done", flush=True)
+        evals = [r for r in read_metrics(logdir / "metrics.jsonl") if "eval/return" in r]
+        last = evals[-1] if evals else {"eval/return": None, "eval/return_std": None}
     finally:
         trainer.close()
     minutes = (time.time() - started) / 60
@@ -159,6 +167,7 @@ def main(argv=None) -> int:
         "env_steps": trainer.counters.env_steps,
         "final_return_mean": last["eval/return"],
         "final_return_std": last["eval/return_std"],
+        "interrupted": interrupted,
         "best": best,
         "random_mean": float(np.mean(baseline)),
         "random_std": float(np.std(baseline)),

@@ -251,7 +251,7 @@ def _eval(argv: list[str]) -> int:
     from planetrl.config import ConfigError
     from planetrl.speed.threads import ThreadGovernor
     from planetrl.training.io import CheckpointError
-    from planetrl.training.logger import write_mp4
+    from planetrl.training.logger import mp4_available, note_no_mp4, write_gif, write_mp4
     from planetrl.training.loop import build_planner, evaluate, load_run
     from planetrl.training.progress import Progress
 
@@ -281,9 +281,14 @@ def _eval(argv: list[str]) -> int:
     if args.video and frames is not None:
         from pathlib import Path
 
-        path = Path(args.logdir) / "videos" / f"eval-seed{args.seed}.mp4"
+        mp4 = mp4_available()
+        path = Path(args.logdir) / "videos" / f"eval-seed{args.seed}.{'mp4' if mp4 else 'gif'}"
         path.parent.mkdir(parents=True, exist_ok=True)
-        write_mp4(path, frames)
+        if mp4:
+            write_mp4(path, frames)
+        else:
+            note_no_mp4("a GIF instead")
+            write_gif(path, frames)
         print(f"video: {path}")
     return 0
 

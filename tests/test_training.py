@@ -456,3 +456,30 @@ def test_training_and_acting_see_the_same_bits(tmp_path):
         assert in_bin and fine < 0.5, fine
     finally:
         trainer.close()
+
+
+def test_videos_are_optional_without_imageio_ffmpeg(tmp_path, monkeypatch, capsys):
+    """imageio-ffmpeg missing (the offline bundle leaves it out): one message, training and eval
+    go on, videos reach TensorBoard as GIFs and `eval --video` writes a GIF instead of an mp4."""
+    from planetrl import cli
+    from planetrl.training import logger
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # `import imageio_ffmpeg` fails
+    monkeypatch.setattr(logger, "_NO_MP4_NOTED", False)
+    assert not logger.mp4_available()
+    cfg = tiny_config(tmp_path, max_episodes=3)
+    cfg.eval.every, cfg.eval.video, cfg.eval.parallel = 1, True, False
+    train(cfg, progress=False)
+    err = capsys.readouterr().err
+    assert err.count("imageio-ffmpeg is not installed") == 1, err
+    assert "TensorBoard GIFs only" in err
+    assert not list((tmp_path / "videos").glob("*.mp4"))
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/return" in r]
+    assert len(evals) == 1 and 0 <= evals[0]["eval/return"] <= 1000
+    code = cli.main(["eval", "--logdir", str(tmp_path), "--episodes", "1", "--video", "--device",
+                     "cpu", "--serial", "--no-progress"])
+    assert code == 0
+    gif = tmp_path / "videos" / "eval-seed12345.gif"
+    assert gif.exists() and gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    assert not (tmp_path / "videos" / "eval-seed12345.mp4").exists()

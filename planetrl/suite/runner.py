@@ -210,7 +210,11 @@ def _report(directory: Path, log: Callable[[str], None]) -> None:
 
 def _run_on_ray(pending, configs, *, address, cpus_per_run, gpus_per_run, max_retries, on_finish,
                 log) -> dict[str, Any]:
-    import ray
+    try:
+        import ray
+    except ImportError as err:
+        raise SuiteError("`planetrl suite` runs on Ray, which is not installed: "
+                         "pip install 'planetrl[suite]' (or ray>=2.40,<3)") from err
 
     started_here = not ray.is_initialized()
     if started_here:

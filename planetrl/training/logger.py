@@ -1,9 +1,15 @@
-"""Scalars to TensorBoard and ``metrics.jsonl`` (the same rows), videos to mp4 and TensorBoard."""
+"""Scalars to TensorBoard and ``metrics.jsonl`` (the same rows), videos to mp4 and TensorBoard.
+
+mp4 files need imageio-ffmpeg (the ``video`` extra, a 68 MB wheel left out of the offline bundle
+of ``scripts/wheelhouse.sh``). Without it a run says so once and goes on: its videos go to
+TensorBoard (as animated GIFs) and no mp4 is written.
+"""
 
 from __future__ import annotations
 
 import json
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping
@@ -44,13 +50,20 @@ class Logger:
                 self._writer.add_scalar(key, value, step)
         self._jsonl.write(json.dumps(row) + "\n")
 
-    def video(self, step: int, name: str, frames: np.ndarray, fps: int = 20) -> Path:
-        """Write ``frames`` (T, H, W, 3) uint8 as ``videos/<name>-<step>.mp4`` and to TensorBoard."""
+    def video(self, step: int, name: str, frames: np.ndarray, fps: int = 20) -> Path | None:
+        """Write ``frames`` (T, H, W, 3) uint8 as ``videos/<name>-<step>.mp4`` and to TensorBoard.
+
+        Returns the mp4's path, or None where imageio-ffmpeg is missing (TensorBoard only)."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
             raise ValueError(f"video frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
-        path = self.logdir / "videos" / f"{name.replace('/', '_')}-{step:09d}.mp4"
-        write_mp4(path, frames, fps=fps)
+        path = None
+        if mp4_available():
+            path = self.logdir / "videos" / f"{name.replace('/', '_')}-{step:09d}.mp4"
+            write_mp4(path, frames, fps=fps)
+        else:
+            note_no_mp4("TensorBoard GIFs only" if self._writer is not None else
+                        "no video is written")
         if self._writer is not None:
             self._add_gif(name, frames, step, fps)
         return path
@@ -76,6 +89,37 @@ class Logger:
         self._jsonl.close()
         if self._writer is not None:
             self._writer.close()
+
+
+_NO_MP4_NOTED = False
+
+
+def mp4_available() -> bool:
+    """Whether mp4 files can be written: imageio-ffmpeg importable and its ffmpeg found."""
+    try:
+        import imageio_ffmpeg
+
+        imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError, OSError):
+        return False
+    return True
+
+
+def note_no_mp4(instead: str) -> None:
+    """Say once per process that mp4 videos are off, and what is done instead."""
+    global _NO_MP4_NOTED
+    if not _NO_MP4_NOTED:
+        _NO_MP4_NOTED = True
+        print(f"planetrl: imageio-ffmpeg is not installed, so no mp4 videos are written "
+              f"({instead}); `pip install imageio-ffmpeg` (the `video` extra) for them",
+              file=sys.stderr, flush=True)
+
+
+def write_gif(path: Path, frames: np.ndarray, fps: int = 20) -> None:
+    """An animated GIF through Pillow (no ffmpeg needed)."""
+    tmp = path.with_name(f".{path.name}.tmp.gif")
+    iio.imwrite(tmp, np.asarray(frames), extension=".gif", duration=1000 / fps, loop=0)
+    tmp.replace(path)
 
 
 def write_mp4(path: Path, frames: np.ndarray, fps: int = 20) -> None:
