@@ -184,7 +184,7 @@ def _markdown(suite: Suite, table: list[dict]) -> str:
     for row in table:
         ours = _fmt(row.get("mean"), row.get("std")) + ("¹" if row.get("std_over") == "episodes"
                                                          else "")
-        cells = [row["task"], row["variant"], ours, f"{row.get('env_steps', 0):,}",
+        cells = [row["task"], row["variant"], ours, f"{row['env_steps']:,}" if "env_steps" in row else "–",
                  f"{row['runs']} ({row['finished']})",
                  _fmt(row.get("random_mean"), row.get("random_std"))]
         cells += [_fmt(row.get(f"{a} mean"), row.get(f"{a} std")) for a in agents]
