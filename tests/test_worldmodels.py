@@ -293,11 +293,31 @@ def _cmd(logdir: Path, generations: int) -> list[str]:
         "--vae.z-size", "4", "--vae.depth", "4", "--vae.batch-size", "8", "--vae.epochs", "3",
         "--mdn.hidden-size", "16", "--mdn.mixtures", "2", "--mdn.batch-size", "4",
         "--mdn.sequence-length", "8", "--mdn.updates", "30",
-        "--collect.episodes", "2", "--collect.envs", "2", "--no-collect.parallel",
+        "--collect.episodes", "2", "--collect.envs", "2", "--collect.no-parallel",
         "--controller.population", "6", "--controller.rollouts", "2",
         "--controller.generations", str(generations),
-        "--eval.every", "0", "--eval.episodes", "1", "--no-eval.parallel", "--no-eval.video",
+        "--eval.every", "0", "--eval.episodes", "1", "--eval.no-parallel", "--eval.no-video",
     ]
+
+
+def _rows_with(path: Path, key: str) -> int:
+    return sum(key in row for row in read_metrics(path)) if path.exists() else 0
+
+
+def _kill_after_a_new_row(cmd: list[str], env: dict, metrics: Path, key: str,
+                          timeout: float = 240) -> None:
+    """Start ``cmd``, SIGKILL it as soon as metrics.jsonl has a new row with ``key``."""
+    before = _rows_with(metrics, key)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + timeout
+        while _rows_with(metrics, key) <= before:
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, f"no new {key} row in time"
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
 
 
 def test_sigkill_at_any_stage_resumes_to_the_same_result(tmp_path):
@@ -307,16 +327,12 @@ def test_sigkill_at_any_stage_resumes_to_the_same_result(tmp_path):
     whole, killed = tmp_path / "whole", tmp_path / "killed"
     r = subprocess.run(_cmd(whole, 60), env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
-    stages = set()
-    for delay in (6.0, 9.0, 12.0, 15.0):
-        proc = subprocess.Popen(_cmd(killed, 60), env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
-        if (killed / "checkpoint.pt").exists():
-            stages.add(load_checkpoint(killed / "checkpoint.pt")["run"]["stage"])
-    assert stages, "every run was killed before its first checkpoint"
+    stages = []
+    for key in ("train/return", "vae/loss", "mdn/loss", "es/generation"):
+        _kill_after_a_new_row(_cmd(killed, 60), env, killed / "metrics.jsonl", key)
+        if (killed / "checkpoint.pt").exists():  # the first kill may come before any
+            stages.append(load_checkpoint(killed / "checkpoint.pt")["run"]["stage"])
+    assert stages and stages[-1] == "controller", stages
     r = subprocess.run(_cmd(killed, 60), env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
     a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(killed / "checkpoint.pt")
@@ -327,4 +343,3 @@ def test_sigkill_at_any_stage_resumes_to_the_same_result(tmp_path):
             assert torch.equal(value, b[part][key]), (part, key)
     files = sorted(p.name for p in (killed / "episodes").iterdir())
     assert files == ["000000-21.npz", "000001-21.npz"]
-    print("stages killed in:", sorted(stages))
