@@ -343,3 +343,12 @@ def test_sigkill_at_any_stage_resumes_to_the_same_result(tmp_path):
             assert torch.equal(value, b[part][key]), (part, key)
     files = sorted(p.name for p in (killed / "episodes").iterdir())
     assert files == ["000000-21.npz", "000001-21.npz"]
+
+
+def test_worldmodels_imports_none_of_planets_code():
+    planet = ("planetrl.training.loop", "planetrl.agent", "planetrl.models", "planetrl.planning",
+              "planetrl.objective", "planetrl.speed")
+    code = ("import sys, planetrl.worldmodels.trainer; "
+            f"print([m for m in sys.modules if m.startswith({planet!r})])")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-1000:])
