@@ -16,6 +16,10 @@ PlaNet, named after the paper:
 - ``planetrl.objective``: the ELBO with free nats, latent overshooting.
 - ``planetrl.planning``: CEM (and random shooting) in latent space.
 - ``planetrl.agent`` / ``planetrl.training.loop``: the agent and Algorithm 1.
+
+World Models (Ha & Schmidhuber 2018, arXiv 1803.10122), a second agent on the shared parts:
+- ``planetrl.worldmodels``: V (VAE), M (MDN-RNN), C (linear controller evolved by CMA-ES), the
+  batched dream, and its resumable trainer (``planetrl train --agent worldmodels``).
 """
 
 __version__ = "0.1.0"

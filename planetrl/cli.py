@@ -1,6 +1,7 @@
 """The ``planetrl`` command.
 
     planetrl train --task dmc:cartpole-swingup --logdir runs/NAME [--preset paper|small] [overrides]
+    planetrl train --agent worldmodels --task dmc:cartpole-swingup --logdir runs/NAME [...]
     planetrl eval --logdir runs/NAME --episodes N [--video]
     planetrl suite dmc100k --dir runs/dmc100k [--preset small] [--seeds N] [--tasks ...]
     planetrl tasks
@@ -23,10 +24,11 @@ T = TypeVar("T")
 
 USAGE = """usage: planetrl {train,eval,suite,tasks} ...
 
-PlaNet (Hafner et al., 2019): learn latent dynamics from pixels and plan in latent space.
+PlaNet (Hafner et al., 2019): learn latent dynamics from pixels and plan in latent space;
+World Models (Ha & Schmidhuber, 2018) beside it (`planetrl train --agent worldmodels`).
 
 commands:
-  train   train an agent (Algorithm 1), or resume the run in --logdir
+  train   train an agent (PlaNet's Algorithm 1, or World Models), or resume the run in --logdir
   eval    evaluate a trained run without exploration noise
   suite   train a benchmark suite (e.g. dmc100k) on Ray and report it beside published figures
   tasks   list the task names
@@ -134,6 +136,9 @@ def json_object_registry():
 class TrainFlags:
     """The flags of `planetrl train` that are not config fields (parsed first)."""
 
+    agent: str = "planet"
+    """The agent: `planet` (PlaNet) or `worldmodels` (World Models; `planetrl train --agent
+    worldmodels --help` documents its options)."""
     preset: str = "paper"
     """The preset whose values are the defaults (also the config field ``preset``)."""
     allow_config_change: bool = False
@@ -156,6 +161,10 @@ def _train(argv: list[str]) -> int:
         return _fail(f"{err}; see `planetrl train --help`")
     if known.preset not in PRESETS:
         return _fail(f"unknown preset {known.preset!r}; accepted: {', '.join(PRESETS)}")
+    if known.agent == "worldmodels":
+        return _train_worldmodels(known, rest)
+    if known.agent != "planet":
+        return _fail(f"unknown agent {known.agent!r}; accepted: planet, worldmodels")
     description = (
         "Train PlaNet (Algorithm 1) or resume the run in --logdir. Extra flags: "
         "--allow-config-change (resume with changed hyperparameters), --no-progress (no progress "
@@ -206,6 +215,62 @@ def _train(argv: list[str]) -> int:
     return 0
 
 
+def _train_worldmodels(known: TrainFlags, rest: list[str]) -> int:
+    import tyro
+
+    from planetrl.config import ConfigError
+    from planetrl.worldmodels.config import WorldModelsConfig, preset
+
+    description = (
+        "Train World Models (V: VAE, M: MDN-RNN, C: linear controller evolved by CMA-ES) or "
+        "resume the run in --logdir. Extra flags: --allow-config-change, --no-progress. Defaults "
+        "below are those of --preset " + known.preset + " (paper = the original's CarRacing "
+        "sizes)."
+    )
+    try:
+        config = _quiet_tyro(
+            lambda: tyro.cli(
+                WorldModelsConfig,
+                default=preset(known.preset),
+                args=rest + ["--preset", known.preset],
+                prog="planetrl train --agent worldmodels",
+                description=description,
+            )
+        )
+    except _ParseError as err:
+        return _fail(f"{err}; see `planetrl train --agent worldmodels --help`")
+    try:
+        config.validate()
+        from planetrl.envs import parse_task
+
+        parse_task(config.task)
+    except (ConfigError, ValueError) as err:
+        return _fail(str(err))
+
+    from planetrl.replay import EpisodeFileError
+    from planetrl.training.io import CheckpointError
+    from planetrl.worldmodels.trainer import NonFiniteLossError, train
+
+    try:
+        summary = train(
+            config, allow_config_change=known.allow_config_change, progress=known.progress
+        )
+    except NonFiniteLossError as err:
+        return _fail(str(err), code=3)
+    except (ConfigError, CheckpointError, EpisodeFileError) as err:
+        return _fail(str(err))
+    except KeyboardInterrupt:
+        print("planetrl: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+    evaluation = summary.get("eval")
+    tail = f", last eval return {evaluation['eval/return']:.1f}" if evaluation else ""
+    print(
+        f"done: {summary['iterations']} iterations, {summary['episodes']} episodes collected, "
+        f"{summary['env_steps']} env steps{tail}; run directory {config.logdir}"
+    )
+    return 0
+
+
 @dataclass
 class EvalArgs:
     """Evaluate a trained run: M episodes with no exploration noise, the environments stepped in
@@ -244,11 +309,22 @@ def _eval(argv: list[str]) -> int:
     if args.threads is not None and args.threads < 0:
         return _fail(f"--threads must be >= 0 (0 = auto), got {args.threads}")
 
+    from pathlib import Path
+
+    from planetrl.config import ConfigError
+    from planetrl.worldmodels.config import read_agent
+
+    try:
+        agent = read_agent(Path(args.logdir) / "config.json")
+    except ConfigError as err:
+        return _fail(str(err))
+    if agent == "worldmodels":
+        return _eval_worldmodels(args)
+
     import numpy as np
     import torch
 
     from planetrl import speed
-    from planetrl.config import ConfigError
     from planetrl.speed.threads import ThreadGovernor
     from planetrl.training.io import CheckpointError
     from planetrl.training.logger import mp4_available, note_no_mp4, write_gif, write_mp4
@@ -289,6 +365,36 @@ def _eval(argv: list[str]) -> int:
         else:
             note_no_mp4("a GIF instead")
             write_gif(path, frames)
+        print(f"video: {path}")
+    return 0
+
+
+def _eval_worldmodels(args: EvalArgs) -> int:
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from planetrl.config import ConfigError
+    from planetrl.training.io import CheckpointError
+    from planetrl.training.logger import write_mp4
+    from planetrl.worldmodels.trainer import evaluate_run
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    try:
+        config, returns, frames = evaluate_run(
+            args.logdir, episodes=args.episodes, seed=args.seed, device=args.device,
+            parallel=not args.serial, record=args.video)
+    except (ConfigError, CheckpointError) as err:
+        return _fail(str(err))
+    print(f"task {config.task} (worldmodels): return {np.mean(returns):.1f} ± "
+          f"{np.std(returns):.1f} over {len(returns)} episodes "
+          f"({', '.join(f'{r:.1f}' for r in returns)})")
+    if args.video and frames is not None:
+        path = Path(args.logdir) / "videos" / f"eval-seed{args.seed}.mp4"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(path, frames)
         print(f"video: {path}")
     return 0
 

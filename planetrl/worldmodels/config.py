@@ -1,0 +1,388 @@
+"""Typed configuration of a World Models run (Ha & Schmidhuber 2018, arXiv 1803.10122): one
+dataclass per part, a docstring per field.
+
+Two presets:
+
+- ``paper``: the sizes of the original CarRacing experiment (hardmaru/WorldModelsExperiments,
+  ``carracing/``): 10,000 random rollouts, V with z = 32 trained 10 epochs at batch 100 and
+  learning rate 1e-4 with KL tolerance 0.5, M an LSTM of 256 units with 5 Gaussians per latent
+  dimension trained 4,000 steps on batches of 100 sequences of 999 steps at learning rate 1e-3
+  with gradients clipped to [-1, 1], C evolved by CMA-ES with a population of 64, 16 rollouts per
+  candidate, σ_0 = 0.1, weight decay 0.01, in the real environment.
+- ``small``: a run that finishes in minutes on a 2-core CPU; every difference is listed in
+  :func:`small_preset` with its reason.
+
+The sections reuse :class:`planetrl.config.Section` (a ``RULES`` table per section plus
+cross-field checks). The merged configuration is saved as ``config.json`` in the run directory
+with ``agent: worldmodels``, which is how ``planetrl eval`` tells a World Models run from a PlaNet
+one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from planetrl.atomic import atomic_write_json
+from planetrl.config import (
+    BOOL,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    PRESETS,
+    ConfigError,
+    Rule,
+    Section,
+    flatten,
+    one_of,
+)
+
+AGENT = "worldmodels"
+
+
+@dataclass
+class VAEConfig(Section):
+    """V: the convolutional VAE on 64×64×3 frames."""
+
+    z_size: int = 32
+    """Size of the latent z (original: 32 for CarRacing, 64 for Doom)."""
+    depth: int = 32
+    """Channel multiplier: encoder convolutions depth·(1, 2, 4, 8) = 32-64-128-256 (original)."""
+    kl_tolerance: float = 0.5
+    """Free bits: the KL term per frame is max(KL, kl_tolerance · z_size) (original: 0.5)."""
+    learning_rate: float = 1e-4
+    """Adam learning rate (original: 1e-4)."""
+    batch_size: int = 100
+    """Frames per update, drawn uniformly from the replay (original: 100)."""
+    epochs: float = 10.0
+    """Passes over the frames in the replay per iteration: updates = ceil(epochs · frames /
+    batch_size) (original: 10)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "z_size": POSITIVE_INT,
+        "depth": POSITIVE_INT,
+        "kl_tolerance": NON_NEGATIVE,
+        "learning_rate": POSITIVE,
+        "batch_size": POSITIVE_INT,
+        "epochs": POSITIVE,
+    }
+
+
+@dataclass
+class MDNConfig(Section):
+    """M: the MDN-RNN p(z_{t+1} | z_t, a_t, h_t), plus reward and episode-end heads."""
+
+    hidden_size: int = 256
+    """LSTM units (original: 256 for CarRacing, 512 for Doom)."""
+    mixtures: int = 5
+    """Gaussians per latent dimension (original: 5)."""
+    learning_rate: float = 1e-3
+    """Adam learning rate (original: 1e-3)."""
+    grad_clip: float = 1.0
+    """Each gradient entry is clipped to [-grad_clip, grad_clip] (original: 1.0, by value)."""
+    batch_size: int = 100
+    """Sequences per update (original: 100)."""
+    sequence_length: int = 999
+    """Steps per training sequence (original: 999, the transitions of 1,000 frames); episodes
+    shorter than this give shorter, masked sequences."""
+    updates: int = 4000
+    """Updates per iteration (original CarRacing: 4,000)."""
+    reward_scale: float = 1.0
+    """Weight of the reward head's squared error (not in the original, which predicted no
+    reward; needed to train C in the dream on tasks whose reward must be learned). 0 = off."""
+    done_scale: float = 1.0
+    """Weight of the episode-end head's cross-entropy (the original's Doom model had it, its
+    CarRacing model not). 0 = off."""
+    done_weight: float = 10.0
+    """Weight of the episode-end class in that cross-entropy (original Doom: restart_factor 10)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "hidden_size": POSITIVE_INT,
+        "mixtures": POSITIVE_INT,
+        "learning_rate": POSITIVE,
+        "grad_clip": POSITIVE,
+        "batch_size": POSITIVE_INT,
+        "sequence_length": POSITIVE_INT,
+        "updates": NON_NEGATIVE_INT,
+        "reward_scale": NON_NEGATIVE,
+        "done_scale": NON_NEGATIVE,
+        "done_weight": POSITIVE,
+    }
+
+
+@dataclass
+class ControllerConfig(Section):
+    """C: a_t = tanh(W [z_t, h_t] + b), evolved with CMA-ES (the `cma` package)."""
+
+    mode: Literal["dream", "real"] = "real"
+    """Where a candidate's fitness is measured: `real` (the environment, the original's CarRacing
+    procedure) or `dream` (rollouts of M at temperature τ with M's reward and episode-end heads,
+    the original's Doom procedure; the whole population × rollouts is one batched tensor
+    rollout)."""
+    population: int = 64
+    """CMA-ES population size λ (original: 64)."""
+    rollouts: int = 16
+    """Rollouts per candidate; its fitness is their mean return (original: 16)."""
+    generations: int = 1800
+    """Generations per iteration (the original's CarRacing result: about 1,800)."""
+    sigma_init: float = 0.1
+    """σ_0, CMA-ES's initial step size (original: 0.1)."""
+    weight_decay: float = 0.01
+    """The fitness is the mean return minus weight_decay · mean(θ²) (original: 0.01)."""
+    temperature: float = 1.0
+    """τ of the dream: mixture logits are divided by τ, the std multiplied by sqrt(τ) (original
+    Doom: 1.15 for the best controller)."""
+    dream_horizon: int = 0
+    """Steps of a dream rollout (agent steps); 0 = the longest episode in the replay."""
+    envs: int = 16
+    """`real` mode: environments stepped together; the population × rollouts run through them
+    in batches of this many, one batched policy call per step."""
+    parallel: bool = True
+    """`real` mode: step the environments in worker processes."""
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "mode": one_of("dream", "real"),
+        "population": Rule("an integer >= 2", lambda v: isinstance(v, int) and v >= 2),
+        "rollouts": POSITIVE_INT,
+        "generations": NON_NEGATIVE_INT,
+        "sigma_init": POSITIVE,
+        "weight_decay": NON_NEGATIVE,
+        "temperature": POSITIVE.named("τ"),
+        "dream_horizon": NON_NEGATIVE_INT,
+        "envs": POSITIVE_INT,
+        "parallel": BOOL,
+    }
+
+
+@dataclass
+class CollectConfig(Section):
+    """Rollouts in the real environment that V and M learn from."""
+
+    episodes: int = 10_000
+    """Episodes collected per iteration: uniformly random actions in the first iteration
+    (original CarRacing: 10,000 random rollouts), the current controller afterwards."""
+    iterations: int = 1
+    """Iterations of collect → train V → train M → evolve C (1 = the original's CarRacing and
+    Doom procedure; more = the paper's iterative training procedure, section 5)."""
+    explore_noise: float = 0.1
+    """Std of the Gaussian noise added to the controller's actions when collecting after the
+    first iteration (clipped to [-1, 1])."""
+    envs: int = 1
+    """Environments stepped together when collecting."""
+    parallel: bool = True
+    """Step the collection environments in worker processes."""
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "episodes": POSITIVE_INT,
+        "iterations": POSITIVE_INT,
+        "explore_noise": NON_NEGATIVE,
+        "envs": POSITIVE_INT,
+        "parallel": BOOL,
+    }
+
+
+@dataclass
+class WMEvalConfig(Section):
+    """Evaluation of the controller (the CMA-ES mean) in the real environment."""
+
+    every: int = 25
+    """Evaluate every N generations, and at the end of each iteration (0 = only at the end;
+    original: every 25)."""
+    episodes: int = 16
+    """Evaluation episodes (environments stepped together)."""
+    video: bool = True
+    """Write videos: real frames beside V's reconstruction (after V is trained and at each
+    evaluation) and a dream rollout of M decoded by V."""
+    parallel: bool = True
+    """Step the evaluation environments in worker processes."""
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "every": NON_NEGATIVE_INT,
+        "episodes": POSITIVE_INT,
+        "video": BOOL,
+        "parallel": BOOL,
+    }
+
+
+@dataclass
+class WorldModelsConfig(Section):
+    """A World Models run: V (VAE), M (MDN-RNN), C (linear controller evolved by CMA-ES)."""
+
+    agent: Literal["worldmodels"] = "worldmodels"
+    """The agent; recorded in config.json so that `planetrl eval` recognises the run."""
+    task: str = "dmc:cartpole-swingup"
+    """Task: `dmc:<domain>-<task>` (DeepMind Control Suite) or `gym:<id>` (Gymnasium)."""
+    logdir: str = "runs/worldmodels"
+    """Run directory: config, checkpoint, episodes (the replay), metrics, TensorBoard, videos."""
+    preset: Literal["paper", "small"] = "paper"
+    """Preset the defaults come from (`paper` = the original's sizes, or `small`)."""
+    seed: int = 0
+    """Seed of every random number generator of the run."""
+    device: str = "auto"
+    """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`."""
+    action_repeat: int = 0
+    """R, env steps per action; 0 = PlaNet's value for the domain (the same env settings as a
+    PlaNet run, for comparison)."""
+    render: Literal["paper", "fast"] = "paper"
+    """DMC rendering: `paper` (MuJoCo defaults) or `fast` (no shadows or anti-aliasing)."""
+    threads: int = 0
+    """torch CPU threads (0 = torch's default)."""
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    mdn: MDNConfig = field(default_factory=MDNConfig)
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+    collect: CollectConfig = field(default_factory=CollectConfig)
+    eval: WMEvalConfig = field(default_factory=WMEvalConfig)
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "agent": one_of(AGENT),
+        "preset": one_of(*PRESETS),
+        "seed": NON_NEGATIVE_INT,
+        "action_repeat": NON_NEGATIVE_INT,
+        "threads": NON_NEGATIVE_INT,
+        "render": one_of("paper", "fast"),
+        "device": Rule(
+            "'auto', 'cpu', 'cuda' or 'cuda:N'",
+            lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")),
+        ),
+    }
+
+    def validate(self) -> "WorldModelsConfig":  # type: ignore[override]
+        """Raise :class:`ConfigError` naming the first value out of range."""
+        for name, _ in _SECTIONS.items():
+            getattr(self, name).validate(prefix=f"{name}.")
+        Section.validate(self)
+        return self
+
+
+_SECTIONS = {
+    "vae": VAEConfig,
+    "mdn": MDNConfig,
+    "controller": ControllerConfig,
+    "collect": CollectConfig,
+    "eval": WMEvalConfig,
+}
+
+
+def paper_preset() -> WorldModelsConfig:
+    """The original's CarRacing sizes (see the module docstring)."""
+    return WorldModelsConfig(preset="paper")
+
+
+def small_preset() -> WorldModelsConfig:
+    """A run of minutes on a 2-core CPU (e.g. dmc:cartpole-swingup, 125 agent steps per episode).
+
+    Differences from ``paper`` and why:
+
+    - ``render=fast``: DMC rendering without shadows and anti-aliasing, ~10x faster under Mesa.
+    - ``collect.episodes=20`` (2,500 frames at R=8) and ``collect.envs=2``: the data a CPU
+      collects in about a minute.
+    - ``vae.batch_size=32``: 10 epochs of 2,500 frames are ~800 updates instead of 250.
+    - ``mdn.batch_size=16, sequence_length=64, updates=500``: the LSTM of 256 units is kept; the
+      sequences cover half a cartpole episode.
+    - ``controller.mode=dream``: the population is evaluated in M (one batched rollout of
+      population × rollouts), seconds per generation instead of minutes of env steps.
+    - ``controller.population=16, rollouts=4, generations=40``: a CMA-ES run of ~a minute.
+    - ``eval.every=10, eval.episodes=4``.
+    """
+    cfg = WorldModelsConfig(preset="small", render="fast")
+    cfg.collect.episodes, cfg.collect.envs = 20, 2
+    cfg.vae.batch_size = 32
+    cfg.mdn.batch_size, cfg.mdn.sequence_length, cfg.mdn.updates = 16, 64, 500
+    cfg.controller.mode = "dream"
+    cfg.controller.population, cfg.controller.rollouts, cfg.controller.generations = 16, 4, 40
+    cfg.controller.envs = 4
+    cfg.eval.every, cfg.eval.episodes = 10, 4
+    return cfg
+
+
+def preset(name: str) -> WorldModelsConfig:
+    """The default :class:`WorldModelsConfig` of preset ``name``."""
+    if name == "paper":
+        return paper_preset()
+    if name == "small":
+        return small_preset()
+    raise ConfigError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
+
+
+def to_dict(config: WorldModelsConfig) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(data: dict[str, Any]) -> WorldModelsConfig:
+    """Rebuild a :class:`WorldModelsConfig` from :func:`to_dict` output; unknown keys are an
+    error naming them."""
+
+    def build(cls, values: dict[str, Any]):
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section for {cls.__name__} must be an object")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(values) - names
+        if unknown:
+            raise ConfigError(f"unknown config keys for {cls.__name__}: {sorted(unknown)}")
+        kwargs = {}
+        for name, value in values.items():
+            sub = _SECTIONS.get(name) if cls is WorldModelsConfig else None
+            kwargs[name] = build(sub, value) if sub is not None else value
+        return cls(**kwargs)
+
+    return build(WorldModelsConfig, data)
+
+
+#: Fields that may differ between the saved config and a resumed run: budgets, logging, hardware.
+RESUMABLE_FIELDS = frozenset({
+    "logdir", "device", "threads", "collect.iterations", "collect.envs", "collect.parallel",
+    "controller.generations", "controller.envs", "controller.parallel",
+    "eval.every", "eval.episodes", "eval.video", "eval.parallel",
+})
+
+
+def diff_configs(saved: WorldModelsConfig, new: WorldModelsConfig) -> dict[str, tuple[Any, Any]]:
+    """Fields (dotted names) whose values differ, excluding :data:`RESUMABLE_FIELDS`."""
+    a, b = flatten(to_dict(saved)), flatten(to_dict(new))
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
+            if k not in RESUMABLE_FIELDS and a.get(k) != b.get(k)}
+
+
+def save_config(config: WorldModelsConfig, path: str | Path) -> None:
+    """Write ``config`` as JSON, atomically."""
+    atomic_write_json(path, to_dict(config))
+
+
+def read_agent(path: str | Path) -> str:
+    """The agent of the saved config at ``path``: ``worldmodels``, or ``planet`` for a config
+    without an ``agent`` key (PlaNet's). A missing or corrupt file is a :class:`ConfigError`."""
+    data = _read_json(Path(path))
+    return str(data.get("agent", "planet"))
+
+
+def load_config(path: str | Path) -> WorldModelsConfig:
+    """Read a saved World Models config; errors name the file."""
+    path = Path(path)
+    data = _read_json(path)
+    if data.get("agent") != AGENT:
+        raise ConfigError(f"{path} is not the config of a World Models run (agent "
+                          f"{data.get('agent', 'planet')!r})")
+    return from_dict(data)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"no config found at {path} (is this a planetrl run directory?)") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"config file {path} is corrupt: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} is corrupt: expected a JSON object")
+    return data
+
+
+__all__ = [
+    "AGENT", "CollectConfig", "ControllerConfig", "MDNConfig", "VAEConfig", "WMEvalConfig",
+    "WorldModelsConfig", "diff_configs", "from_dict", "load_config", "preset", "read_agent",
+    "save_config", "to_dict",
+]

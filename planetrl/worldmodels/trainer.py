@@ -1,0 +1,636 @@
+"""A World Models run on a run directory, resumable after a kill at any stage.
+
+    for each iteration (``collect.iterations``; 1 = the original's procedure):
+        collect: episodes in the real environment through the shared episode driver into the
+                 shared replay (uniform random actions in the first iteration, the current
+                 controller with exploration noise afterwards)
+        vae:     train V on frames drawn uniformly from the replay
+        mdn:     encode every episode with V, train M on sequences of (z_t, a_t) → z_{t+1}, r, done
+        controller: evolve C with CMA-ES; a candidate's fitness is its mean return over
+                 ``controller.rollouts`` rollouts, in the dream (one batched rollout of M for the
+                 whole population) or in the real environment (the population's rollouts as the
+                 environments of batched driver runs); evaluate the mean controller in the real
+                 environment every ``eval.every`` generations and at the end
+
+The run directory is PlaNet's layout: ``config.json`` (with ``agent: worldmodels``),
+``checkpoint.pt`` (V, M, their optimisers, the CMA-ES state, the stage and its counters, every
+RNG: the entries attached to a shared :class:`~planetrl.training.io.Checkpoint`, written
+atomically), ``episodes/`` (the shared :class:`~planetrl.replay.Replay`; the source of truth for
+the collected episodes), ``metrics.jsonl`` and ``tb/`` (the shared
+:class:`~planetrl.training.logger.Logger`; every row's ``step`` is the env steps so far:
+collection plus, in ``real`` mode, the controller's fitness rollouts), ``videos/``. The
+checkpoint is saved after every collected batch of episodes, every tenth of the V and M updates
+and every generation, so a kill loses at most that much work.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+
+from planetrl.atomic import remove_temporary
+from planetrl.config import ConfigError
+from planetrl.driver import make_pool, resolve_action_repeat, run_episodes, uniform_policy
+from planetrl.envs import make_env
+from planetrl.episodes import list_episode_files
+from planetrl.replay import Replay
+from planetrl.training.io import Checkpoint, CheckpointError, load_checkpoint
+from planetrl.training.logger import Logger
+from planetrl.training.progress import Progress
+from planetrl.worldmodels.config import (
+    WorldModelsConfig,
+    diff_configs,
+    load_config,
+    save_config,
+    to_dict,
+)
+from planetrl.worldmodels.es import CMAES
+from planetrl.worldmodels.models import VAE, LinearController, MDNRNN, Posterior, mixture_nll
+from planetrl.worldmodels.rollout import WorldModelsPolicy, dream_rollout, initial_latents
+
+__all__ = ["NonFiniteLossError", "RunState", "WorldModelsTrainer", "evaluate_run", "train"]
+
+STAGES = ("collect", "vae", "mdn", "controller", "done")
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+@dataclass
+class RunState:
+    """Where the run is: saved in the checkpoint, so a resumed run continues the stage."""
+
+    iteration: int = 0
+    stage: str = "collect"
+    """One of ``collect``, ``vae``, ``mdn``, ``controller``, ``done``."""
+    vae_updates: int = 0
+    """V's updates in this iteration."""
+    mdn_updates: int = 0
+    """M's updates in this iteration."""
+    controller_env_steps: int = 0
+    """Env steps of the controller's fitness rollouts (``real`` mode), all iterations."""
+    evaluated_at: int = -1
+    """The generation of this iteration last evaluated (-1: none)."""
+    controller: list[float] | None = None
+    """θ of the current controller (the CMA-ES mean); None before the first generation."""
+
+
+class EncodedEpisode(NamedTuple):
+    """An episode through V: q(z | o_t) per step, and what M learns to predict."""
+
+    mean: torch.Tensor
+    logvar: torch.Tensor
+    action: torch.Tensor
+    reward: torch.Tensor
+    terminal: torch.Tensor
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def eval_seed(config: WorldModelsConfig) -> int:
+    """Seed of the evaluation episodes (episode i uses ``eval_seed + i``); PlaNet's formula, so
+    both agents are evaluated on the same episodes for the same run seed."""
+    return 1_000_000 + 1000 * config.seed
+
+
+def action_size_of(config: WorldModelsConfig) -> int:
+    env = make_env(config.task, action_repeat=resolve_action_repeat(config), render=config.render)
+    try:
+        return int(env.action_space.shape[0])
+    finally:
+        env.close()
+
+
+def build_models(config: WorldModelsConfig, action_size: int,
+                 device: torch.device) -> tuple[VAE, MDNRNN, LinearController]:
+    vae = VAE(config.vae.z_size, config.vae.depth).to(device)
+    mdn = MDNRNN(config.vae.z_size, action_size, config.mdn.hidden_size,
+                 config.mdn.mixtures).to(device)
+    return vae, mdn, LinearController(config.vae.z_size, config.mdn.hidden_size, action_size)
+
+
+class WorldModelsTrainer:
+    """A resumable World Models run in ``config.logdir`` (see the module docstring).
+
+    Args:
+        config: the merged configuration.
+        allow_config_change: resume even if ``config`` differs from the saved one in fields other
+            than budgets, logging and device.
+        progress: show a progress line naming the phase.
+    """
+
+    def __init__(self, config: WorldModelsConfig, *, allow_config_change: bool = False,
+                 progress: bool = True) -> None:
+        config.validate()
+        self.config = config
+        self.logdir = Path(config.logdir)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        config_path = self.logdir / "config.json"
+        if config_path.exists():
+            saved = load_config(config_path)
+            diff = diff_configs(saved, config)
+            if diff and not allow_config_change:
+                lines = ", ".join(f"{k}: saved {a!r} != new {b!r}" for k, (a, b) in diff.items())
+                raise ConfigError(
+                    f"{self.logdir} holds a run with a different config ({lines}); use the same "
+                    "options to resume, a new --logdir, or --allow-config-change")
+        save_config(config, config_path)
+        self.progress = progress
+        self.device = resolve_device(config.device)
+        self.repeat = resolve_action_repeat(config)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        random.seed(config.seed)
+        np.random.seed(config.seed)
+        torch.manual_seed(config.seed)
+
+        self.action_size = action_size_of(config)
+        self.vae, self.mdn, self.controller = build_models(config, self.action_size, self.device)
+        self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), lr=config.vae.learning_rate)
+        self.mdn_optimizer = torch.optim.Adam(self.mdn.parameters(), lr=config.mdn.learning_rate)
+        s = config.seed
+        self.vae_generator = torch.Generator(device=self.device).manual_seed(s + 1)
+        self.mdn_generator = torch.Generator(device=self.device).manual_seed(s + 2)
+        self.dream_generator = torch.Generator(device=self.device).manual_seed(s + 3)
+        self.policy_generator = torch.Generator(device=self.device).manual_seed(s + 4)
+        self.mdn_rng = np.random.default_rng(s + 5)
+        self.action_rng = np.random.default_rng(s)
+        for folder in (self.logdir, self.logdir / "episodes", self.logdir / "videos"):
+            remove_temporary(folder)
+        self.replay = Replay(self.logdir / "episodes", capacity=None, seed=s)
+        self.state = RunState()
+        self.es: CMAES | None = None
+        self.checkpoint = self._attach_checkpoint()
+        if self.checkpoint.exists():
+            self.checkpoint.load(map_location=self.device)
+        self.logger = Logger(self.logdir)
+        self.bar = Progress(False)
+        self._encoded: tuple[tuple[int, int], list[EncodedEpisode]] | None = None
+        self._pools: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ state
+    def _attach_checkpoint(self) -> Checkpoint:
+        checkpoint = Checkpoint(self.logdir / "checkpoint.pt")
+        checkpoint.attach("vae", self.vae).attach("mdn", self.mdn)
+        checkpoint.attach("vae_optimizer", self.vae_optimizer)
+        checkpoint.attach("mdn_optimizer", self.mdn_optimizer)
+        checkpoint.attach("run", get=lambda: asdict(self.state),
+                          set=lambda value: setattr(self, "state", RunState(**value)))
+        checkpoint.attach("es", get=lambda: None if self.es is None else self.es.state_dict(),
+                          set=self._set_es)
+        checkpoint.attach_global_rngs()
+        for name in ("vae_generator", "mdn_generator", "dream_generator", "policy_generator",
+                     "mdn_rng", "action_rng"):
+            checkpoint.attach(name, getattr(self, name))
+        checkpoint.attach("replay_rng", get=self.replay.rng_state, set=self.replay.set_rng_state)
+        return checkpoint
+
+    def _set_es(self, value: dict[str, Any] | None) -> None:
+        self.es = None if value is None else CMAES.from_state_dict(value)
+
+    def save(self) -> None:
+        self.checkpoint.save(extra={"config": to_dict(self.config), "agent": "worldmodels",
+                                    "env_steps": self.env_steps()})
+
+    def collected(self) -> tuple[int, int]:
+        """(episodes, env steps) collected, from the episode files (the source of truth)."""
+        files = list_episode_files(self.logdir / "episodes")
+        return len(files), sum((f.length - 1) * self.repeat for f in files)
+
+    def env_steps(self) -> int:
+        """Env steps so far: collection plus the controller's real-environment rollouts."""
+        return self.collected()[1] + self.state.controller_env_steps
+
+    def _pool(self, name: str, num_envs: int, parallel: bool):
+        pool = self._pools.get(name)
+        if pool is None or pool.num_envs != num_envs:
+            if pool is not None:
+                pool.close()
+            pool = self._pools[name] = make_pool(self.config, num_envs, parallel)
+        return pool
+
+    def _log(self, values: dict[str, float]) -> None:
+        self.logger.scalars(self.env_steps(), values)
+
+    def _check(self, what: str, values: dict[str, float]) -> None:
+        bad = [k for k, v in values.items() if not math.isfinite(v)]
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite {what} loss ({', '.join(f'{k}={values[k]}' for k in bad)}); stopped, "
+                f"the last good checkpoint is kept in {self.logdir}")
+
+    # ---------------------------------------------------------------- collect
+    def _controller_policy(self, params, explore_noise: float = 0.0) -> WorldModelsPolicy:
+        weights = self.controller.weights(params, self.device)
+        return WorldModelsPolicy(self.vae, self.mdn, self.controller, weights,
+                                 generator=self.policy_generator, explore_noise=explore_noise)
+
+    def collect(self) -> None:
+        c = self.config.collect
+        target = (self.state.iteration + 1) * c.episodes
+        pool = self._pool("collect", c.envs, c.parallel)
+        while True:
+            have = len(list_episode_files(self.logdir / "episodes"))
+            if have >= target:
+                break
+            count = min(c.envs, target - have)
+            seeds = [self.config.seed * 100_003 + have + i for i in range(count)]
+            reset = None
+            if self.state.iteration == 0 or self.state.controller is None:
+                act = uniform_policy(self.action_size, self.action_rng)
+            else:
+                policy = self._controller_policy(self.state.controller, c.explore_noise)
+                act, reset = policy.act, policy.reset
+            self.bar.phase(f"iteration {self.state.iteration}: collect episodes {have + 1}-"
+                           f"{have + count} of {target}", force=True)
+            out = run_episodes(pool, act, seeds, reset=reset, keep=True)
+            for episode in out.episodes:
+                self.replay.add(episode)
+                self._log({"train/return": float(episode["reward"].sum()),
+                           "train/episodes": self.replay.total_episodes,
+                           "train/env_steps_per_s": out.env_steps_per_s})
+            self.save()
+        self._advance("vae")
+
+    def _advance(self, stage: str) -> None:
+        self.state.stage = stage
+        self.save()
+
+    # -------------------------------------------------------------------- V
+    def vae_updates_per_iteration(self) -> int:
+        v = self.config.vae
+        return max(1, math.ceil(v.epochs * self.replay.num_steps / v.batch_size))
+
+    def train_vae(self) -> None:
+        v = self.config.vae
+        total = self.vae_updates_per_iteration()
+        every = max(1, total // 10)
+        sums: dict[str, float] = {}
+        start = time.perf_counter()
+        while self.state.vae_updates < total:
+            images = self.replay.sample_raw(v.batch_size, 1)["image"][:, 0]
+            frames = VAE.preprocess(torch.from_numpy(images)).to(self.device)
+            terms = self.vae.loss(frames, v.kl_tolerance, self.vae_generator)
+            values = {k: float(x.detach()) for k, x in terms._asdict().items()}
+            self._check("V", values)
+            self.vae_optimizer.zero_grad(set_to_none=True)
+            terms.loss.backward()
+            self.vae_optimizer.step()
+            self.state.vae_updates += 1
+            for k, x in values.items():
+                sums[k] = sums.get(k, 0.0) + x
+            done = self.state.vae_updates
+            self.bar.phase(f"iteration {self.state.iteration}: V update {done}/{total}")
+            if done % every == 0 or done == total:
+                n = (done - 1) % every + 1
+                self._log({**{f"vae/{k}": x / n for k, x in sums.items()},
+                           "vae/updates": done, "vae/ms_per_update":
+                           1000 * (time.perf_counter() - start) / n})
+                sums, start = {}, time.perf_counter()
+                self.save()
+        if self.config.eval.video:
+            self.reconstruction_video()
+        self._advance("mdn")
+
+    @torch.no_grad()
+    def reconstruction_video(self, length: int = 100) -> None:
+        """Video: real frames of the newest episode beside V's reconstruction (of the mean z)."""
+        episode = self.replay.episodes()[-1]
+        images = np.array(episode["image"][:length])
+        frames = VAE.preprocess(torch.from_numpy(images)).to(self.device)
+        recon = VAE.postprocess(self.vae.decode(self.vae.encode(frames).mean))
+        self.logger.video(self.env_steps(), "vae/reconstruction",
+                          np.concatenate([images, recon], axis=2), fps=10)
+
+    # -------------------------------------------------------------------- M
+    @torch.no_grad()
+    def encoded(self) -> list[EncodedEpisode]:
+        """Every episode in the replay through V (cached while V and the replay are unchanged)."""
+        key = (self.state.iteration, self.state.vae_updates, self.replay.total_episodes)
+        if self._encoded is not None and self._encoded[0] == key:
+            return self._encoded[1]
+        self.vae.eval()
+        out = []
+        for episode in self.replay.episodes():
+            means, logvars = [], []
+            for start in range(0, len(episode["image"]), 256):
+                frames = VAE.preprocess(torch.tensor(episode["image"][start:start + 256]))
+                posterior = self.vae.encode(frames.to(self.device))
+                means.append(posterior.mean)
+                logvars.append(posterior.logvar)
+            out.append(EncodedEpisode(
+                torch.cat(means), torch.cat(logvars),
+                torch.tensor(episode["action"], device=self.device),
+                torch.tensor(episode["reward"], device=self.device),
+                torch.tensor(episode["is_terminal"], device=self.device)))
+        self.vae.train()
+        self._encoded = (key, out)
+        return out
+
+    def mdn_batch(self, episodes: list[EncodedEpisode]) -> dict[str, torch.Tensor]:
+        """B sequences of up to L transitions: an episode drawn in proportion to its transitions,
+        a window drawn uniformly in it; z_t ~ q(z | o_t) sampled afresh (the original's series);
+        shorter windows are padded and masked. Inputs z_t, a_t (a_t is stored at step t + 1);
+        targets z_{t+1}, r_{t+1}, episode end at t + 1."""
+        m = self.config.mdn
+        lengths = np.array([len(e.mean) - 1 for e in episodes])
+        if lengths.max(initial=0) < 1:
+            raise ValueError("M needs episodes of at least 2 steps")
+        picks = self.mdn_rng.choice(len(episodes), m.batch_size, p=lengths / lengths.sum())
+        L = min(m.sequence_length, int(lengths.max()))
+        z_size = self.config.vae.z_size
+        z = torch.zeros(m.batch_size, L + 1, z_size, device=self.device)
+        action = torch.zeros(m.batch_size, L, self.action_size, device=self.device)
+        reward = torch.zeros(m.batch_size, L, device=self.device)
+        done = torch.zeros(m.batch_size, L, device=self.device)
+        mask = torch.zeros(m.batch_size, L, device=self.device)
+        for row, index in enumerate(picks):
+            e, n = episodes[index], min(L, int(lengths[index]))
+            start = int(self.mdn_rng.integers(0, lengths[index] - n + 1))
+            window = slice(start, start + n + 1)
+            z[row, :n + 1] = Posterior(e.mean[window], e.logvar[window]).sample(
+                self.mdn_generator)
+            action[row, :n] = e.action[start + 1:start + n + 1]
+            reward[row, :n] = e.reward[start + 1:start + n + 1]
+            done[row, :n] = e.terminal[start + 1:start + n + 1].float()
+            mask[row, :n] = 1
+        return {"z": z, "action": action, "reward": reward, "done": done, "mask": mask}
+
+    def mdn_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Mixture NLL of z_{t+1} + reward_scale · squared error of r̂ + done_scale · weighted
+        cross-entropy of the episode end, over the masked steps."""
+        m = self.config.mdn
+        out, _ = self.mdn(batch["z"][:, :-1], batch["action"])
+        mask = batch["mask"]
+        count = mask.sum().clamp(min=1)
+        nll = mixture_nll(out, batch["z"][:, 1:], mask)
+        reward = ((out.reward - batch["reward"]).square() * mask).sum() / count
+        weight = 1 + batch["done"] * (m.done_weight - 1)
+        bce = torch.nn.functional.binary_cross_entropy_with_logits(
+            out.done_logit, batch["done"], reduction="none")
+        done = (bce * weight * mask).sum() / count
+        loss = nll + m.reward_scale * reward + m.done_scale * done
+        values = {"loss": loss, "z_nll": nll, "reward_mse": reward, "done_bce": done}
+        return loss, {k: float(v.detach()) for k, v in values.items()}
+
+    def train_mdn(self) -> None:
+        m = self.config.mdn
+        total = m.updates
+        every = max(1, total // 10)
+        sums: dict[str, float] = {}
+        start = time.perf_counter()
+        if self.state.mdn_updates < total:
+            self.bar.phase(f"iteration {self.state.iteration}: encoding the replay with V",
+                           force=True)
+            episodes = self.encoded()
+        while self.state.mdn_updates < total:
+            loss, values = self.mdn_loss(self.mdn_batch(episodes))
+            self._check("M", values)
+            self.mdn_optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_value_(self.mdn.parameters(), m.grad_clip)
+            self.mdn_optimizer.step()
+            self.state.mdn_updates += 1
+            for k, x in values.items():
+                sums[k] = sums.get(k, 0.0) + x
+            done = self.state.mdn_updates
+            self.bar.phase(f"iteration {self.state.iteration}: M update {done}/{total}")
+            if done % every == 0 or done == total:
+                n = (done - 1) % every + 1
+                self._log({**{f"mdn/{k}": x / n for k, x in sums.items()}, "mdn/updates": done,
+                           "mdn/ms_per_update": 1000 * (time.perf_counter() - start) / n})
+                sums, start = {}, time.perf_counter()
+                self.save()
+        self._advance("controller")
+
+    # -------------------------------------------------------------------- C
+    @torch.no_grad()
+    def _first_latents(self) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """q(z | o_0) of every episode's first frame (mean, logvar (E, z)) and the dream horizon."""
+        first = np.stack([e["image"][0] for e in self.replay.episodes()])
+        posterior = self.vae.encode(VAE.preprocess(torch.from_numpy(first)).to(self.device))
+        horizon = self.config.controller.dream_horizon or int(self.replay.episode_lengths().max()) - 1
+        return posterior.mean, posterior.logvar, max(1, horizon)
+
+    def dream_returns(self, candidates: np.ndarray) -> np.ndarray:
+        """Mean dream return per candidate: population × rollouts as one batched rollout."""
+        c = self.config.controller
+        if getattr(self, "_latents_key", None) != self.state.iteration:
+            self._latents, self._latents_key = self._first_latents(), self.state.iteration
+        mean, logvar, horizon = self._latents
+        weights = self.controller.weights(np.repeat(candidates, c.rollouts, axis=0), self.device)
+        z0 = initial_latents(mean, logvar, len(candidates) * c.rollouts, self.dream_generator)
+        result = dream_rollout(self.mdn, self.controller, weights, z0, horizon=horizon,
+                               temperature=c.temperature, generator=self.dream_generator)
+        return result.returns.view(len(candidates), c.rollouts).mean(1).cpu().numpy()
+
+    def real_returns(self, candidates: np.ndarray, generation: int) -> np.ndarray:
+        """Mean real return per candidate: the population's rollouts as the environments of
+        batched driver runs (``controller.envs`` at a time). Rollout r of every candidate starts
+        from the same env seed (common random numbers within a generation)."""
+        c = self.config.controller
+        rows = np.repeat(candidates, c.rollouts, axis=0)
+        seeds_all = [500_000_000 + self.config.seed * 100_003
+                     + generation * c.rollouts + r for _ in candidates for r in range(c.rollouts)]
+        pool = self._pool("controller", c.envs, c.parallel)
+        returns: list[float] = []
+        for start in range(0, len(rows), c.envs):
+            chunk = rows[start:start + c.envs]
+            policy = self._controller_policy(chunk)
+            out = run_episodes(pool, policy.act, seeds_all[start:start + len(chunk)],
+                               reset=policy.reset, on_step=self._count_controller_steps)
+            returns.extend(out.returns)
+        return np.asarray(returns).reshape(len(candidates), c.rollouts).mean(1)
+
+    def _count_controller_steps(self, _: int, env_steps: int) -> None:
+        self.state.controller_env_steps += env_steps
+
+    def evolve(self) -> None:
+        c, e = self.config.controller, self.config.eval
+        if self.es is None:
+            self.es = CMAES(self.controller.num_params, population=c.population,
+                            sigma_init=c.sigma_init, weight_decay=c.weight_decay,
+                            seed=(self.config.seed * 7919 + self.state.iteration) % 2**31 + 1,
+                            x0=None if self.state.controller is None else np.asarray(
+                                self.state.controller))
+            self.state.evaluated_at = -1
+            self.save()
+        self.vae.eval()
+        self.mdn.eval()
+        while self.es.generation < c.generations:
+            generation = self.es.generation + 1
+            self.bar.phase(f"iteration {self.state.iteration}: generation {generation}/"
+                           f"{c.generations} ({c.mode})", force=True)
+            start = time.perf_counter()
+            candidates = self.es.ask()
+            if c.mode == "dream":
+                returns = self.dream_returns(candidates)
+            else:
+                returns = self.real_returns(candidates, generation)
+            seconds = time.perf_counter() - start
+            fitness = self.es.tell(candidates, returns)
+            self.state.controller = self.es.mean.tolist()
+            self._log({"es/generation": generation, "es/return_mean": float(np.mean(returns)),
+                       "es/return_max": float(np.max(returns)),
+                       "es/return_min": float(np.min(returns)),
+                       "es/fitness_best": self.es.best_fitness, "es/sigma": self.es.sigma,
+                       "es/seconds_per_generation": seconds,
+                       "es/fitness_mean": float(np.mean(fitness))})
+            self.bar.postfix(gen=generation, ret=f"{np.mean(returns):.1f}")
+            if e.every and generation % e.every == 0:
+                self.evaluate_now(generation)
+            self.save()
+        if self.state.evaluated_at != self.es.generation:
+            self.evaluate_now(self.es.generation)
+        self.vae.train()
+        self.mdn.train()
+        self.state.iteration += 1
+        self.state.vae_updates = self.state.mdn_updates = 0
+        self.es = None
+        self._advance("collect" if self.state.iteration < self.config.collect.iterations
+                      else "done")
+
+    # ------------------------------------------------------------------ eval
+    def evaluate_now(self, generation: int) -> dict[str, float]:
+        e = self.config.eval
+        params = self.state.controller if self.state.controller is not None else np.zeros(
+            self.controller.num_params)
+        self.bar.phase(f"iteration {self.state.iteration}: evaluating ({e.episodes} episodes)",
+                       force=True)
+        pool = self._pool("eval", e.episodes, e.parallel)
+        returns, frames = evaluate_controller(
+            self.config, self.vae, self.mdn, self.controller, params, pool, episodes=e.episodes,
+            record=e.video)
+        row = {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
+               "eval/episodes": len(returns), "eval/generation": generation,
+               "eval/iteration": self.state.iteration}
+        self._log(row)
+        self.bar.write(f"iteration {self.state.iteration} generation {generation}: eval return "
+                       f"{row['eval/return']:.1f} ± {row['eval/return_std']:.1f}")
+        if e.video and frames is not None:
+            self.logger.video(self.env_steps(), "eval/real_vae_dream",
+                              eval_video(self.config, self.vae, self.mdn, self.controller, params,
+                                         frames, self.device), fps=10)
+        self.state.evaluated_at = generation
+        return row
+
+    # ------------------------------------------------------------------- run
+    def run(self) -> dict[str, Any]:
+        """Run the stages to the end of the last iteration; returns a summary."""
+        self.bar = Progress(self.progress)
+        steps = {"collect": self.collect, "vae": self.train_vae, "mdn": self.train_mdn,
+                 "controller": self.evolve}
+        try:
+            if self.state.stage == "done" and self.state.iteration < self.config.collect.iterations:
+                self._advance("collect")  # more iterations asked for on resume
+            while self.state.stage != "done":
+                if self.state.stage not in steps:
+                    raise CheckpointError(f"unknown stage {self.state.stage!r} in the checkpoint")
+                steps[self.state.stage]()
+        finally:
+            self.bar.close()
+            self.logger.flush()
+        rows = [r for r in _rows(self.logdir) if "eval/return" in r]
+        return {"iterations": self.state.iteration, "env_steps": self.env_steps(),
+                "episodes": self.collected()[0], "eval": rows[-1] if rows else None}
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        self.logger.close()
+
+
+def _rows(logdir: Path) -> list[dict[str, Any]]:
+    from planetrl.training.logger import read_metrics
+
+    path = logdir / "metrics.jsonl"
+    return read_metrics(path) if path.exists() else []
+
+
+@torch.no_grad()
+def evaluate_controller(config: WorldModelsConfig, vae: VAE, mdn: MDNRNN,
+                        controller: LinearController, params, pool, *, episodes: int,
+                        seed: int | None = None, record: bool = False,
+                        ) -> tuple[list[float], np.ndarray | None]:
+    """Returns of the controller θ = ``params`` in ``episodes`` real episodes (seeds
+    ``eval_seed + i``), z_t sampled by a generator of its own (the run's streams are untouched);
+    with ``record`` the frames (T, 64, 64·E, 3)."""
+    device = next(mdn.parameters()).device
+    seed = eval_seed(config) if seed is None else seed
+    generator = torch.Generator(device=device).manual_seed(seed)
+    policy = WorldModelsPolicy(vae, mdn, controller, controller.weights(params, device),
+                               generator=generator)
+    out = run_episodes(pool, policy.act, [seed + i for i in range(episodes)],
+                       reset=policy.reset, record=record)
+    return out.returns, out.frames
+
+
+@torch.no_grad()
+def eval_video(config: WorldModelsConfig, vae: VAE, mdn: MDNRNN, controller: LinearController,
+               params, frames: np.ndarray, device: torch.device, seed: int = 0) -> np.ndarray:
+    """(T, 64, 3·64, 3): the first evaluation episode's real frames | V's reconstruction | a
+    dream of M from the same first frame, driven by the same controller, decoded by V (held at
+    its last frame once the dream's episode ended)."""
+    real = frames[:, :, :64]
+    x = VAE.preprocess(torch.from_numpy(np.ascontiguousarray(real))).to(device)
+    posterior = vae.encode(x)
+    recon = VAE.postprocess(vae.decode(posterior.mean))
+    generator = torch.Generator(device=device).manual_seed(seed)
+    dream = dream_rollout(mdn, controller, controller.weights(params, device),
+                          posterior.mean[:1], horizon=len(real) - 1,
+                          temperature=config.controller.temperature, generator=generator,
+                          record=True)
+    dreamt = VAE.postprocess(vae.decode(dream.latents[:, 0]))
+    if len(dreamt) < len(real):
+        dreamt = np.concatenate([dreamt, np.repeat(dreamt[-1:], len(real) - len(dreamt), 0)])
+    return np.concatenate([real, recon, dreamt], axis=2)
+
+
+def train(config: WorldModelsConfig, **kwargs) -> dict[str, Any]:
+    """Create (or resume) the run in ``config.logdir`` and run it to its end."""
+    trainer = WorldModelsTrainer(config, **kwargs)
+    try:
+        return trainer.run()
+    finally:
+        trainer.close()
+
+
+def evaluate_run(logdir: str | Path, *, episodes: int, seed: int, device: str = "auto",
+                 parallel: bool = True, record: bool = False,
+                 ) -> tuple[WorldModelsConfig, list[float], np.ndarray | None]:
+    """Evaluate the controller of the World Models run in ``logdir`` (for ``planetrl eval``)."""
+    logdir = Path(logdir)
+    config = load_config(logdir / "config.json")
+    dev = resolve_device(device)
+    vae, mdn, controller = build_models(config, action_size_of(config), dev)
+    payload = load_checkpoint(logdir / "checkpoint.pt", map_location=dev)
+    try:
+        vae.load_state_dict(payload["vae"])
+        mdn.load_state_dict(payload["mdn"])
+        params = payload["run"]["controller"]
+    except (KeyError, RuntimeError, TypeError) as err:
+        raise CheckpointError(f"checkpoint in {logdir} does not match its config: {err}") from None
+    if params is None:
+        raise CheckpointError(f"the run in {logdir} has no controller yet (stage "
+                              f"{payload['run'].get('stage')!r}); train it further first")
+    vae.eval()
+    mdn.eval()
+    with make_pool(config, episodes, parallel) as pool:
+        returns, frames = evaluate_controller(config, vae, mdn, controller, params, pool,
+                                              episodes=episodes, seed=seed, record=record)
+    return config, returns, frames
