@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Literal, NamedTuple
@@ -59,7 +60,7 @@ def _is_int(value: Any) -> bool:
 
 
 def _is_real(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _is_json_object(value: Any) -> bool:
@@ -78,6 +79,19 @@ NON_NEGATIVE = Rule("a finite number >= 0", lambda v: _is_real(v) and v >= 0)
 AT_LEAST_ONE = Rule("a finite number >= 1", lambda v: _is_real(v) and v >= 1)
 UNIT_INTERVAL = Rule("a number in [0, 1)", lambda v: _is_real(v) and 0 <= v < 1)
 BOOL = Rule("True or False", lambda v: isinstance(v, bool))
+
+
+CEM_OPTION_RULES: dict[str, Rule] = {
+    "noise_beta": NON_NEGATIVE.named("β"),
+    "keep_elites": UNIT_INTERVAL.named("ξ"),
+    "population_decay": AT_LEAST_ONE.named("γ"),
+    "momentum": UNIT_INTERVAL.named("α"),
+    "init_std": POSITIVE.named("σ_0"),
+    "execute_best": BOOL,
+    "mean_candidate": BOOL,
+}
+"""The ranges of iCEM's options (one owner): :class:`PlannerConfig` (where None = the planner's
+default) and :func:`planetrl.planning.base.check_cem_options` (``CEMOptions``) read them."""
 
 
 def one_of(*values: Any) -> Rule:
@@ -241,13 +255,7 @@ class PlannerConfig(Section):
         "candidates": POSITIVE_INT,
         "top_k": POSITIVE_INT,
         "warm_start": Rule("True, False or None", lambda v: v is None or isinstance(v, bool)),
-        "noise_beta": NON_NEGATIVE.named("β").or_none(),
-        "keep_elites": UNIT_INTERVAL.named("ξ").or_none(),
-        "population_decay": AT_LEAST_ONE.named("γ").or_none(),
-        "momentum": UNIT_INTERVAL.named("α").or_none(),
-        "init_std": POSITIVE.named("σ_0").or_none(),
-        "execute_best": BOOL.or_none(),
-        "mean_candidate": BOOL.or_none(),
+        **{name: rule.or_none() for name, rule in CEM_OPTION_RULES.items()},
     }
 
     def _check(self, prefix: str) -> None:

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import functools
 import inspect
-import math
 import numbers
 from typing import Any, Callable, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
 
+from planetrl.config import CEM_OPTION_RULES
 from planetrl.models.state import State
 
 RewardModel = Callable[[Tensor], Tensor]
@@ -172,31 +172,18 @@ def check_int_options(values: dict[str, Any]) -> None:
         )
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
 def check_cem_options(values: dict[str, Any], prefix: str = "") -> None:
-    """Check whichever of the CEM/iCEM options (:func:`planetrl.planning.cem`) are present:
-    noise_beta (β >= 0), keep_elites (ξ in [0, 1)), population_decay (γ >= 1), momentum
-    (α in [0, 1)), init_std (σ_0 > 0), execute_best and mean_candidate (bools).
+    """Check whichever of the CEM/iCEM options (:func:`planetrl.planning.cem`) are present, by
+    the ranges of :data:`planetrl.config.CEM_OPTION_RULES` (their one owner): noise_beta (β >= 0),
+    keep_elites (ξ in [0, 1)), population_decay (γ >= 1), momentum (α in [0, 1)), init_std
+    (σ_0 > 0), execute_best and mean_candidate (bools).
 
     ``prefix`` is put before the option's name in the message (e.g. ``"planner."``).
     """
-    ranges = {
-        # name: (symbol, accepted range in words, test)
-        "noise_beta": ("β", "a finite number >= 0", lambda v: _is_number(v) and v >= 0),
-        "keep_elites": ("ξ", "a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
-        "population_decay": ("γ", "a finite number >= 1", lambda v: _is_number(v) and v >= 1),
-        "momentum": ("α", "a number in [0, 1)", lambda v: _is_number(v) and 0 <= v < 1),
-        "init_std": ("σ_0", "a finite number > 0", lambda v: _is_number(v) and v > 0),
-        "execute_best": (None, "True or False", lambda v: isinstance(v, bool)),
-        "mean_candidate": (None, "True or False", lambda v: isinstance(v, bool)),
-    }
-    for key, (symbol, accepted, ok) in ranges.items():
-        if key in values and not ok(values[key]):
-            named = f"{prefix}{key}" + (f" ({symbol})" if symbol else "")
-            raise ValueError(f"{named} must be {accepted}, got {values[key]!r}")
+    for key, rule in CEM_OPTION_RULES.items():
+        if key in values and not rule.ok(values[key]):
+            named = f"{prefix}{key}" + (f" ({rule.symbol})" if rule.symbol else "")
+            raise ValueError(f"{named} must be {rule.accepted}, got {values[key]!r}")
 
 
 def check_state(state: Any) -> int:
