@@ -1,7 +1,8 @@
 """Evaluate runs with and without the continuation head on the same seeds, against the random
 policy (docs/results.md, "Continuation head"). For a run with the head it also plans with the
 same model without the discount (``planning_reward`` = the reward model alone), which separates
-what the planner's discount does from what the extra loss term does to the model.
+what the planner's discount does from what the extra loss term does to the model, and prints the
+head's mean p(c_t = 1) on the run's stored terminal and other steps (is it calibrated at all).
 
     python benchmarks/continuation.py RUN_DIR [RUN_DIR ...] [--episodes 10]
 
@@ -35,6 +36,30 @@ class _Undiscounted:
         return self._wm.reward
 
 
+@torch.no_grad()
+def head_calibration(run: str, world_model) -> dict[str, float]:
+    """Mean p(c_t = 1) of the head on the run's stored episodes (posterior features, filtered
+    over each whole episode), on terminal steps and on the other steps."""
+    from pathlib import Path
+
+    from planetrl.episodes import list_episode_files, load_episode
+
+    terminal, other = [], []
+    for file in list_episode_files(Path(run) / "episodes"):
+        episode = load_episode(file.path)
+        image = world_model.preprocess(torch.as_tensor(episode["image"])[None], noise=False)
+        action = torch.as_tensor(episode["action"])[None]
+        is_first = torch.as_tensor(episode["is_first"])[None]
+        posts, _ = world_model.transition.observe(world_model.encoder(image), action, is_first)
+        p = world_model.continuation.probability(world_model.transition.features(posts))[0]
+        ends = torch.as_tensor(episode["is_terminal"])
+        terminal += p[ends].tolist()
+        other += p[~ends].tolist()
+    return {"p_continue_terminal": float(np.mean(terminal)) if terminal else float("nan"),
+            "p_continue_other": float(np.mean(other)) if other else float("nan"),
+            "terminal_steps": len(terminal), "other_steps": len(other)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+")
@@ -48,6 +73,7 @@ def main() -> None:
         seed = eval_seed(config)
         variants = [("planned as trained", world_model)]
         if world_model.continuation is not None:
+            print(json.dumps({"run": run, **head_calibration(run, world_model)}), flush=True)
             variants.append(("head ignored by the planner", _Undiscounted(world_model)))
         for name, model in variants:
             planner = build_planner(config, torch.Generator().manual_seed(seed), "cpu")
