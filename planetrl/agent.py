@@ -6,6 +6,8 @@ At every env step t, for each of E environments:
 1. q(s_t | h_t, o_t) with h_t = f(h_{t-1}, s_{t-1}, a_{t-1}) — the posterior is updated from the
    previous state, the previous action and the new observation;
 2. a_t = planner(transition, reward model, state_t) — CEM in latent space, first action only;
+   the reward model is the world model's ``planning_reward`` (its reward model, or with the
+   optional continuation head the reward discounted by the predicted end of the episode);
 3. when collecting data, a_t + ε with ε ~ N(0, σ²) (σ = 0.3), clipped to [-1, 1]; no noise when
    evaluating.
 """
@@ -82,7 +84,7 @@ class Agent:
         post, _ = self.world_model.transition.obs_step(
             self.state, self.prev_action, embed, self._first
         )
-        action = self.planner(self.world_model.transition, self.world_model.reward, post)
+        action = self.planner(self.world_model.transition, self.world_model.planning_reward, post)
         if explore_noise > 0:
             noise = torch.randn(action.shape, generator=self.generator) * explore_noise
             action = (action + noise.to(action.device)).clamp(-1.0, 1.0)

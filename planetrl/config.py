@@ -119,7 +119,7 @@ class Section:
 @dataclass
 class ModelConfig(Section):
     """World model: encoder, transition model, decoder p(o_t | h_t, s_t), reward p(r_t | h_t, s_t),
-    and the preprocessing of its input frames."""
+    the optional continuation head p(c_t | h_t, s_t), and the preprocessing of its input frames."""
 
     transition: Literal["rssm", "ssm", "gru"] = "rssm"
     """Transition model: `rssm` (deterministic h_t + stochastic s_t, the paper's model), `ssm`
@@ -142,6 +142,12 @@ class ModelConfig(Section):
     """Bit depth the model's input frames are quantised to (paper: 5), for training and acting
     alike (`WorldModel.preprocess`). Configs saved before it moved here have it as `train.bits`;
     :func:`from_dict` moves it."""
+    continuation: bool = False
+    """Add a continuation head p(c_t = 1 | h_t, s_t), c_t = 0 on a true terminal step (an MLP of
+    the reward model's sizes; Dreamer/DreamerV2's discount predictor, not in PlaNet), trained with
+    weight `loss.continuation_scale`; the planner then weights each imagined reward by the
+    predicted probability that the episode has not ended before it. Off: PlaNet, which predicts
+    no termination (docs/design.md, "Termination and the planner")."""
 
     RULES: ClassVar[dict[str, Rule]] = {
         "transition": one_of("rssm", "ssm", "gru"),
@@ -153,6 +159,7 @@ class ModelConfig(Section):
         "reward_hidden": POSITIVE_INT,
         "reward_layers": POSITIVE_INT,
         "bits": Rule("an integer in 1..8", lambda v: _is_int(v) and 1 <= v <= 8),
+        "continuation": BOOL,
     }
 
     def _check(self, prefix: str) -> None:
@@ -188,6 +195,12 @@ class LossConfig(Section):
     """Weight of reward overshooting (reward log-likelihood under the d-step prior), 0 = off."""
     global_kl_scale: float = 0.0
     """Weight of the global prior KL(q(s_t | .) || N(0, I)) (paper appendix), 0 = off."""
+    continuation_scale: float = 10.0
+    """Weight of the continuation head's Bernoulli log-likelihood ln p(c_t | h_t, s_t) on the
+    posterior features (used only with `model.continuation`; PlaNet has no such term). The head
+    is DreamerV2's discount predictor (Hafner et al. 2021, its `loss_scales.discount`: 1, 5 on
+    Atari); 10 here, as `reward_scale`: a scalar head next to the 12,288-dimensional image term,
+    and terminal steps are rare (one per terminated episode)."""
 
     RULES: ClassVar[dict[str, Rule]] = {
         "free_nats": NON_NEGATIVE,
@@ -199,6 +212,7 @@ class LossConfig(Section):
         "overshooting_kl_scale": NON_NEGATIVE,
         "overshooting_reward_scale": NON_NEGATIVE,
         "global_kl_scale": NON_NEGATIVE,
+        "continuation_scale": NON_NEGATIVE,
     }
 
 

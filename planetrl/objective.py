@@ -12,6 +12,7 @@ and the time steps of the chunk (the paper's per-sequence sum over t, divided by
                         / (B L)
          + (gamma / D)  * sum_{d=2..D} sum_{valid b,t} [ -ln N(r_t; rew(p_d features), 1) ] / (B L)
          + global_kl_scale * mean_{b,t} [ KL(q(s_t | .) || N(0, I)) ]
+         + continuation_scale * mean_{b,t} [ -ln Bernoulli(c_t; cont(h_t, s_t)) ]
 
 where p_d(s_t) is the d-step open-loop prior imagined from the posterior at t - d under the true
 actions a_{t-d..t-1}, and (b, t) is valid when t - d >= 0 and no episode starts in (t - d, t] (an
@@ -21,6 +22,11 @@ posterior included, keeps its gradient. beta = ``overshooting_kl_scale``, gamma 
 ``overshooting_reward_scale``. The one-step term is the d = 1 term with beta_1 = ``kl_scale`` and
 keeps the posterior's gradient (as the official code), so ``overshooting_distance=1`` is the plain
 objective exactly (the overshooting code does not even run).
+
+The continuation term is not PlaNet's (Dreamer/DreamerV2's discount predictor): it exists only
+when the world model has a continuation head (``model.continuation``), a Bernoulli over c_t = 0
+on a true terminal step (``is_terminal``) and 1 otherwise, on the posterior features like the
+reward term; without the head the loss is PlaNet's, unchanged.
 
 Free nats, as the official google-research/planet ``training/utility.py``: ``max(KL, free_nats)``
 per step (and per overshooting term) before the mean, not on the mean KL; a KL below the free nats
@@ -54,6 +60,27 @@ def unit_normal_nll(mean: Tensor, target: Tensor, event_dims: int) -> Tensor:
         count = math.prod(sq.shape[-event_dims:])
         return 0.5 * sq.sum(dim=dims) + count * _HALF_LOG_2PI
     return 0.5 * sq + _HALF_LOG_2PI
+
+
+def continuation_nll(logits: Tensor, continues: Tensor) -> Tensor:
+    """-ln Bernoulli(c; sigmoid(logits)) per element, c = ``continues`` in {0, 1} (float)."""
+    return torch.nn.functional.binary_cross_entropy_with_logits(
+        logits, continues.to(logits.dtype), reduction="none"
+    )
+
+
+def _continues(batch: Any, is_first: Tensor) -> Tensor:
+    """c_t = 1 - is_terminal_t (B, L) of ``batch``, on ``is_first``'s device."""
+    is_terminal = getattr(batch, "is_terminal", None)
+    if is_terminal is None:
+        raise ValueError("the world model has a continuation head: the batch needs is_terminal")
+    is_terminal = torch.as_tensor(is_terminal, device=is_first.device)
+    if tuple(is_terminal.shape) != tuple(is_first.shape):
+        raise ValueError(
+            f"batch.is_terminal must be (B, L) = {tuple(is_first.shape)}, got "
+            f"{tuple(is_terminal.shape)}"
+        )
+    return (~is_terminal.bool()).float()
 
 
 def _check_batch(
@@ -155,6 +182,7 @@ def compute_loss(
     overshooting_kl_scale: float = 0.0,
     overshooting_reward_scale: float = 0.0,
     global_kl_scale: float = 0.0,
+    continuation_scale: float = 1.0,
     image_scale: float = 1.0,
     reward_scale: float = 1.0,
     decode_fraction: float = 1.0,
@@ -176,6 +204,9 @@ def compute_loss(
         overshooting_kl_scale: beta; the d-step KL terms, 1 < d <= D, are weighted beta / D.
         overshooting_reward_scale: gamma; reward NLL under the d-step priors, weighted gamma / D.
         global_kl_scale: weight of KL(q(s_t | .) || N(0, I)) (no free nats).
+        continuation_scale: weight of the continuation head's Bernoulli NLL (c_t = 1 -
+            ``batch.is_terminal``), when ``world_model.continuation`` is not None (else unused;
+            the batch then needs ``is_terminal`` (B, L) bool).
         image_scale, reward_scale: weights of the image and reward NLL.
         decode_fraction: decode only ``ceil(decode_fraction * B * L)`` frames, drawn uniformly
             without replacement (torch's global generator); the image term is their mean NLL, an
@@ -190,7 +221,8 @@ def compute_loss(
         ``image_loss`` (image NLL per step), ``reward_loss`` (reward NLL per step), ``kl`` (mean
         raw one-step KL), ``kl_loss`` (mean clipped KL), ``global_kl`` when on,
         ``overshooting_kl`` (mean raw KL over valid terms), ``overshooting_kl_loss``,
-        ``overshooting_reward_loss`` when on (unweighted, per B * L), and ``prior_entropy`` /
+        ``overshooting_reward_loss`` when on (unweighted, per B * L), ``continuation_loss`` (its
+        Bernoulli NLL per step) with the continuation head, and ``prior_entropy`` /
         ``post_entropy`` for stochastic models; and the posteriors (B, L), still attached to the
         graph (``.detach()`` them to keep them).
     """
@@ -237,6 +269,14 @@ def compute_loss(
         global_kl = transition.kl(posts, standard).mean()
         loss = loss + global_kl_scale * global_kl
         metrics["global_kl"] = global_kl
+
+    continuation_model = getattr(world_model, "continuation", None)
+    if continuation_model is not None:
+        continuation_loss = continuation_nll(
+            continuation_model(features), _continues(batch, is_first)
+        ).mean()
+        loss = loss + continuation_scale * continuation_loss
+        metrics["continuation_loss"] = continuation_loss
 
     if distance > 1 and (overshooting_kl_scale or overshooting_reward_scale):
         terms = overshooting_terms(

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from planetrl.models.continuation import ContinuationModel, DiscountedReward
 from planetrl.models.decoder import Decoder
 from planetrl.models.encoder import Encoder, check_image
 from planetrl.models.reward import RewardModel
@@ -26,7 +27,14 @@ class WorldModel(nn.Module):
     - ``transition``: a :class:`~planetrl.models.base.TransitionModel` (``"rssm"``, ``"ssm"``,
       ``"gru"``), the filter q(s_t | .) and prior p(s_t | .),
     - ``decoder``: p(o_t | h_t, s_t), image mean (:class:`~planetrl.models.decoder.Decoder`),
-    - ``reward``: p(r_t | h_t, s_t), reward mean (:class:`~planetrl.models.reward.RewardModel`).
+    - ``reward``: p(r_t | h_t, s_t), reward mean (:class:`~planetrl.models.reward.RewardModel`),
+    - ``continuation``: p(c_t = 1 | h_t, s_t), the probability that the episode goes on after
+      step t (:class:`~planetrl.models.continuation.ContinuationModel`, logits), or None (the
+      default, PlaNet's model: no termination is predicted).
+
+    The planner's reward is :attr:`planning_reward`: ``reward`` itself without the continuation
+    head (PlaNet), with it a :class:`~planetrl.models.continuation.DiscountedReward` that weights
+    each imagined reward by the predicted probability that the episode has not ended before.
 
     Its input format is its own: :meth:`preprocess` turns uint8 frames (from the env, or a replay
     batch) into the float images the encoder takes (``bits``-bit quantised, dequantisation noise,
@@ -45,6 +53,9 @@ class WorldModel(nn.Module):
             in the ``state_dict`` (the run's config restores it).
         channels_last: run the convolutions in channels_last memory format (same function;
             one update at B = L = 50 on a 2-core CPU took ~9 s instead of ~12 s). Off by default.
+        continuation: add the continuation head (an MLP of the reward model's sizes); off by
+            default (PlaNet), which leaves the parameters, the ``state_dict`` and the planner's
+            reward exactly as without this option.
     """
 
     def __init__(
@@ -62,6 +73,7 @@ class WorldModel(nn.Module):
         reward_layers: int = 2,
         bits: int = 5,
         channels_last: bool = False,
+        continuation: bool = False,
     ) -> None:
         super().__init__()
         self.action_size = int(action_size)
@@ -81,6 +93,21 @@ class WorldModel(nn.Module):
         feature_size = self.transition.feature_size
         self.decoder = Decoder(feature_size, cnn_depth, channels_last=channels_last)
         self.reward = RewardModel(feature_size, reward_hidden, reward_layers)
+        self.continuation: ContinuationModel | None = None
+        self._discounted: DiscountedReward | None = None  # a plain object, not a submodule
+        if continuation:
+            self.continuation = ContinuationModel(feature_size, reward_hidden, reward_layers)
+            # One object for the life of the model: planners may key caches on its identity
+            # (the CUDA-graph planner does).
+            self._discounted = DiscountedReward(self.reward, self.continuation)
+
+    @property
+    def planning_reward(self) -> RewardModel | DiscountedReward:
+        """What the planner scores imagined features with (``planner(transition,
+        planning_reward, state)``): :attr:`reward` (PlaNet), or with the continuation head the
+        expected reward up to the predicted end (:class:`~planetrl.models.continuation.
+        DiscountedReward`)."""
+        return self.reward if self._discounted is None else self._discounted
 
     # ------------------------------------------------------------- open-loop diagnostics
     @contextlib.contextmanager

@@ -11,7 +11,7 @@ How the training loop uses them::
     world_model = speed.optimise_world_model(world_model, cfg.speed, device)  # before the optimiser
     planner = speed.accelerate(planning.planner_from_config(cfg.planner, generator=plan_gen),
                                cfg.speed, device)
-    action = planner(world_model.transition, world_model.reward, state)       # as before
+    action = planner(world_model.transition, world_model.planning_reward, state)  # as before
 
 Fast paths:
 
@@ -21,7 +21,9 @@ Fast paths:
   ``compile`` ``torch.compile``s the whole H-step rollout + reward of one iteration, and on CUDA
   ``cuda_graphs`` captures the whole I-iteration plan in one CUDA graph per number of
   environments E (:class:`StaticPlanner`). Only for the RSSM with the MLP reward model; other
-  transition models fall back to the eager CEM (under bf16 autocast when ``bf16``). The same for
+  transition models fall back to the eager CEM (under bf16 autocast when ``bf16``). With the
+  continuation head (``model.continuation``) the lean and CUDA-graph planners score with it too
+  (the same discounted return as the eager one, :mod:`planetrl.speed.lean`). The same for
   ``icem`` and CEM with iCEM's options, except that CUDA graphs are for the plain CEM only.
 - update (``channels_last``, ``bf16``): encoder and decoder convolutions in channels_last memory
   format, and in bfloat16 autocast (their outputs are float32; the RSSM, the KL and the

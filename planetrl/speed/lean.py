@@ -7,6 +7,12 @@ weights of :meth:`RSSM.prior_weights` cast once per plan; no ``State`` objects, 
 no mean/std kept for all H steps) and the reward MLP applied once per iteration to all N * H
 features, optionally in bfloat16 and with the H-step rollout ``torch.compile``'d.
 
+With a continuation head (the world model's ``planning_reward`` is a
+:class:`planetrl.models.DiscountedReward`) the continuation MLP is applied the same way and each
+imagined reward weighted by the predicted probability that the episode has not ended before it,
+as the eager planner's scoring (:func:`planetrl.models.continuation.continuation_weights`); the
+CUDA-graph planner runs this same function.
+
 Random draws, in the order of the eager code: per iteration the candidate noise (E, J, H, A) from
 ``generator`` (or the default generator), then per rollout step the prior sample eps (N, S) from
 the default generator of the device (``torch.randn_like`` in the eager RSSM).
@@ -20,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from planetrl.models.continuation import DiscountedReward, continuation_weights
 from planetrl.models.rssm import RSSM, PriorWeights, prior_step
 from planetrl.models.state import State
 from planetrl.planning.cem import CEMOptions, Plan, PlanInit, cem_loop, plan_result
@@ -55,11 +62,27 @@ def reward_layers(reward_model: Any, dtype: torch.dtype | None) -> list[tuple[Te
     return [(cast(w), cast(b)) for w, b in layers]
 
 
+def scoring_layers(
+    reward_model: Any, dtype: torch.dtype | None
+) -> tuple[list[tuple[Tensor, Tensor]], list[tuple[Tensor, Tensor]] | None] | None:
+    """(reward layers, continuation layers or None) of a planner's reward: a
+    :class:`planetrl.models.RewardModel`-like MLP, or a
+    :class:`planetrl.models.DiscountedReward` of two such MLPs; None when it is something else."""
+    if isinstance(reward_model, DiscountedReward):
+        reward = reward_layers(reward_model.reward, dtype)
+        continuation = reward_layers(reward_model.continuation, dtype)
+        if reward is None or continuation is None:
+            return None
+        return reward, continuation
+    reward = reward_layers(reward_model, dtype)
+    return None if reward is None else (reward, None)
+
+
 def supports(transition: Any, reward_model: Any) -> bool:
     """True when the lean planner computes the same function as the eager one for these models."""
     return (
         type(transition) is RSSM
-        and reward_layers(reward_model, None) is not None
+        and scoring_layers(reward_model, None) is not None
         and not transition.mean_only
     )
 
@@ -67,18 +90,26 @@ def supports(transition: Any, reward_model: Any) -> bool:
 def rollout_returns(
     deter: Tensor, stoch: Tensor, action_in: Tensor, eps: Tensor, prior: PriorWeights,
     reward: list[tuple[Tensor, Tensor]], gru_cell: bool = True,
+    continuation: list[tuple[Tensor, Tensor]] | None = None,
 ) -> Tensor:
     """Predicted returns (N,) float32 of N open-loop rollouts of the RSSM prior: from (h, s) (N, .)
     under the prepared actions ``action_in`` = W_a a + b (N, H, hidden) with prior noise ``eps``
     (H, N, S), s_t = mu_t + sigma_t eps_t after each :func:`planetrl.models.rssm.prior_step`
-    (``gru_cell``: its fused GRU); the reward MLP once on all N * H features. One pure tensor
-    function (what ``torch.compile`` and the CUDA graph capture)."""
+    (``gru_cell``: its fused GRU); the reward MLP once on all N * H features. With
+    ``continuation`` (the continuation head's layers) each reward r_t is weighted by
+    prod_{tau < t} sigmoid(cont(features_tau)), as :class:`planetrl.models.DiscountedReward`.
+    One pure tensor function (what ``torch.compile`` and the CUDA graph capture)."""
     features = []
     for t in range(action_in.shape[1]):
         deter, mean, std = prior_step(prior, deter, stoch, action_in[:, t], fused_gru=gru_cell)
         stoch = mean + std * eps[t]
         features.append(torch.cat([deter, stoch], -1))
-    returns = reward_mlp(torch.stack(features, 1), reward).float().sum(1)
+    stacked = torch.stack(features, 1)
+    rewards = reward_mlp(stacked, reward).float()
+    if continuation is not None:
+        probability = torch.sigmoid(reward_mlp(stacked, continuation).float())
+        rewards = rewards * continuation_weights(probability)
+    returns = rewards.sum(1)
     return torch.nan_to_num(returns, nan=float("-inf"))
 
 
@@ -117,7 +148,16 @@ def lean_cem(
     """
     out_dtype, device = state.deter.dtype, state.deter.device
     prior = transition.prior_weights().cast(dtype)  # once per plan, not per step
-    rew = reward_layers(reward_model, dtype)
+    layers = scoring_layers(reward_model, dtype)
+    if layers is None:
+        raise ValueError(
+            f"the lean planner scores with an MLP reward model (or a DiscountedReward of two), "
+            f"got {type(reward_model).__name__}; use the eager planner"
+        )
+    rew, cont = layers
+    # The continuation layers only when there are any: without the head the rollout is called
+    # exactly as before (one compiled graph, the same function).
+    extra = {} if cont is None else {"continuation": cont}
     run = rollout_returns if rollout is None else rollout
     cdtype = prior.w_ih.dtype
     E, H, A, S = state.shape[0], horizon, transition.action_size, transition.stoch_size
@@ -137,7 +177,7 @@ def lean_cem(
         action_in = transition.prepare_actions(actions.reshape(N, H, A)).to(cdtype)
         for t in range(H):  # one draw per step, in the eager order (randn_like in the RSSM)
             eps[t] = torch.randn((N, S), dtype=out_dtype, device=device)
-        returns = run(deter0, stoch0, action_in, eps.to(cdtype), prior, rew)
+        returns = run(deter0, stoch0, action_in, eps.to(cdtype), prior, rew, **extra)
         return returns.to(out_dtype).reshape(E, num)
 
     plan = cem_loop(

@@ -131,13 +131,13 @@ def probe_plan_ms(config: Config, world_model: WorldModel, device: torch.device,
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         planner = build_planner(config, torch.Generator(device=device).manual_seed(0), device, fast)
         state = world_model.transition.initial(1, device=device)
-        planner(world_model.transition, world_model.reward, state)  # warm-up
+        planner(world_model.transition, world_model.planning_reward, state)  # warm-up
         times = []
         for _ in range(repeats):
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             start = time.perf_counter()
-            planner(world_model.transition, world_model.reward, state)
+            planner(world_model.transition, world_model.planning_reward, state)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             times.append(1000 * (time.perf_counter() - start))
