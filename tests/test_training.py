@@ -483,3 +483,11 @@ def test_videos_are_optional_without_imageio_ffmpeg(tmp_path, monkeypatch, capsy
     gif = tmp_path / "videos" / "eval-seed12345.gif"
     assert gif.exists() and gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
     assert not (tmp_path / "videos" / "eval-seed12345.mp4").exists()
+
+
+def test_chunks_longer_than_the_data_are_a_clear_error(tmp_path):
+    """Episodes shorter than L (a task that terminates early) stop the run with a ConfigError
+    naming the options to change, which the CLI prints as one line."""
+    cfg = tiny_config(tmp_path, seed_episodes=1, max_episodes=2, chunk_length=200)
+    with pytest.raises(ConfigError, match="--train.chunk-length below L=200"):
+        train(cfg, progress=False)

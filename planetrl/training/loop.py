@@ -358,7 +358,14 @@ class Trainer:
     def update(self) -> dict[str, float]:
         """One gradient step on B chunks of L steps."""
         t = self.config.train
-        batch = self.replay.sample(t.batch_size, t.chunk_length, device=self.device)
+        try:
+            batch = self.replay.sample(t.batch_size, t.chunk_length, device=self.device)
+        except ValueError as err:  # e.g. episodes that terminate after a few steps
+            raise ConfigError(
+                f"{err}. With episodes this short (a task that terminates early), set "
+                f"--train.chunk-length below L={t.chunk_length} or collect more seed episodes "
+                f"(--train.seed-episodes, now S={t.seed_episodes})"
+            ) from None
         loss, metrics, _ = compute_loss(self.world_model, batch, generator=self.batch_generator,
                                         **asdict(self.config.loss))
         values = {k: float(v) for k, v in metrics.items()}
