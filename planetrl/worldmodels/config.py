@@ -299,6 +299,23 @@ def small_preset() -> WorldModelsConfig:
     return cfg
 
 
+def set_field(config: WorldModelsConfig, name: str, value: Any) -> None:
+    """Set the dotted field ``name`` (``"mdn.updates"``, ``"seed"``) of ``config`` to ``value``;
+    an unknown name is a :class:`ConfigError` naming the accepted ones."""
+    section_name, _, field_name = name.rpartition(".")
+    target: Any = config
+    if section_name:
+        if section_name not in _SECTIONS:
+            raise ConfigError(f"unknown config section {section_name!r} in {name!r}; accepted: "
+                              f"{', '.join(_SECTIONS)}")
+        target = getattr(config, section_name)
+    names = [f.name for f in dataclasses.fields(target)]
+    if field_name not in names:
+        where = f"section {section_name!r}" if section_name else "the top level"
+        raise ConfigError(f"unknown config field {name!r}; accepted in {where}: {', '.join(names)}")
+    setattr(target, field_name, value)
+
+
 def preset(name: str) -> WorldModelsConfig:
     """The default :class:`WorldModelsConfig` of preset ``name``."""
     if name == "paper":
@@ -384,5 +401,5 @@ def _read_json(path: Path) -> dict[str, Any]:
 __all__ = [
     "AGENT", "CollectConfig", "ControllerConfig", "MDNConfig", "VAEConfig", "WMEvalConfig",
     "WorldModelsConfig", "diff_configs", "from_dict", "load_config", "preset", "read_agent",
-    "save_config", "to_dict",
+    "save_config", "set_field", "to_dict",
 ]
