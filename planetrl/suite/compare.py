@@ -449,11 +449,18 @@ def write_compare_report(directory: str | Path, *, heldout: int = 3, context: in
     reward_var = math.nan
     data = None
     settings = {"heldout": heldout, "context": context, "horizon": horizon}
+    repeats: dict[str, int] = {}
     for run in suite.runs:
         run_dir = layout.run_dir(directory, run.name)
         loaded = _load_models(run, run_dir, device)
         if loaded is None:
             continue
+        from planetrl.driver import resolve_action_repeat
+
+        repeats[run.name] = resolve_action_repeat(loaded[0])
+        if len(set(repeats.values())) > 1:
+            raise ValueError(f"the runs of {directory} use different action repeats ({repeats}); "
+                             "their returns and dynamics models are not comparable")
         if not any(p["agent"] == run.agent for p in params):
             params.extend(parameter_rows(run.agent, loaded))
         stages.extend(stage_rows(directory, run, loaded))
