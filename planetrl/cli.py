@@ -4,6 +4,7 @@
     planetrl train --agent worldmodels --task dmc:cartpole-swingup --logdir runs/NAME [...]
     planetrl eval --logdir runs/NAME --episodes N [--video]
     planetrl suite dmc100k --dir runs/dmc100k [--preset small] [--seeds N] [--tasks ...]
+    planetrl compare --task T --agents planet,worldmodels --env-steps N --seeds K [--dir D]
     planetrl tasks
 
 ``planetrl train --help`` documents every option (the paper's symbol is in each help text); the
@@ -22,7 +23,7 @@ from typing import Callable, Sequence, TypeVar
 
 T = TypeVar("T")
 
-USAGE = """usage: planetrl {train,eval,suite,tasks} ...
+USAGE = """usage: planetrl {train,eval,suite,compare,tasks} ...
 
 PlaNet (Hafner et al., 2019): learn latent dynamics from pixels and plan in latent space;
 World Models (Ha & Schmidhuber, 2018) beside it (`planetrl train --agent worldmodels`).
@@ -31,6 +32,8 @@ commands:
   train   train an agent (PlaNet's Algorithm 1, or World Models), or resume the run in --logdir
   eval    evaluate a trained run without exploration noise
   suite   train a benchmark suite (e.g. dmc100k) on Ray and report it beside published figures
+  compare train PlaNet and World Models on one task, budget and seeds; compare returns, sizes,
+          env steps per stage and the dynamics models' open-loop errors
   tasks   list the task names
 
 `planetrl COMMAND --help` documents each command's options.
@@ -441,6 +444,54 @@ def _suite(argv: list[str]) -> int:
     return 0
 
 
+def _compare(argv: list[str]) -> int:
+    import tyro
+
+    from planetrl.suite.args import CompareArgs
+
+    try:
+        args = _quiet_tyro(lambda: tyro.cli(CompareArgs, args=argv, prog="planetrl compare"))
+    except _ParseError as err:
+        return _fail(f"{err}; see `planetrl compare --help`")
+
+    import re
+
+    from planetrl.config import ConfigError
+    from planetrl.suite import SuiteError, run_suite
+    from planetrl.suite.compare import compare_suite, write_compare_report
+
+    directory = args.dir or f"runs/compare-{re.sub(r'[^A-Za-z0-9_.-]+', '-', args.task)}"
+    for name in ("heldout_episodes", "context", "horizon"):
+        if getattr(args, name) < 1:
+            return _fail(f"--{name.replace('_', '-')} must be a positive integer, got "
+                         f"{getattr(args, name)}")
+    try:
+        agents = [a.strip() for a in args.agents.split(",") if a.strip()]
+        suite = compare_suite(args.task, agents, env_steps=args.env_steps, seeds=args.seeds,
+                              preset=args.preset, eval_every_env_steps=args.eval_every_env_steps,
+                              eval_episodes=args.eval_episodes)
+        if not args.report_only:
+            run_suite(suite, directory, address=args.address, cpus_per_run=args.cpus_per_run,
+                      gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
+        else:
+            from pathlib import Path
+
+            if not (Path(directory) / "suite.json").exists():
+                return _fail(f"{directory} holds no comparison yet (no suite.json)")
+        paths = write_compare_report(directory, heldout=args.heldout_episodes,
+                                     context=args.context, horizon=args.horizon)
+    except (ConfigError, SuiteError, ValueError) as err:
+        return _fail(str(err))
+    except KeyboardInterrupt:
+        print("planetrl: interrupted; rerun the same command to continue the comparison",
+              file=sys.stderr)
+        return 130
+    for path in paths:
+        print(path)
+    print(f"compare: done; report in {directory}/compare.md")
+    return 0
+
+
 def _tasks(argv: list[str]) -> int:
     from planetrl.envs import default_action_repeat, list_tasks
 
@@ -457,7 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    commands = {"train": _train, "eval": _eval, "suite": _suite, "tasks": _tasks}
+    commands = {"train": _train, "eval": _eval, "suite": _suite, "compare": _compare,
+                "tasks": _tasks}
     if command not in commands:
         return _fail(f"unknown command {command!r}; accepted: {', '.join(commands)}")
     return commands[command](rest)

@@ -47,3 +47,47 @@ class SuiteArgs:
     that is still training (with --report-only)."""
     attribute_episodes: int = 3
     """Episodes for each attribution measurement."""
+
+
+@dataclass
+class CompareArgs:
+    """Train PlaNet and World Models on the same task, env-step budget and seeds (a suite of
+    runs on Ray, one run directory per agent × seed under --dir), then write one report:
+    return against env steps and wall-clock, parameters of each part, env steps of each stage,
+    and the two dynamics models' open-loop errors on the same held-out episodes
+    (compare.md, compare_curves.csv/png, parameters.csv, stages.csv, open_loop.csv/png).
+    Rerunning the same command continues unfinished runs and skips finished ones."""
+
+    task: str
+    """The task, e.g. dmc:cartpole-swingup."""
+    agents: str = "planet,worldmodels"
+    """Comma-separated agents: planet, worldmodels."""
+    env_steps: int = 100_000
+    """Budget of every run in env steps (agent steps × action repeat)."""
+    seeds: int = 1
+    """Seeds per agent (0 .. N-1)."""
+    dir: Optional[str] = None
+    """Suite directory (default runs/compare-TASK)."""
+    preset: Literal["small", "paper"] = "small"
+    """Preset of both agents (each its own: `planetrl train [--agent worldmodels] --preset P
+    --help`)."""
+    eval_every_env_steps: int = 10_000
+    """PlaNet's evaluation interval (World Models evaluates after each iteration)."""
+    eval_episodes: int = 10
+    """Evaluation episodes, without exploration noise, on the run's evaluation seeds."""
+    heldout_episodes: int = 3
+    """Uniformly random held-out episodes for the open-loop errors of the dynamics models."""
+    context: int = 5
+    """Frames the models see before predicting open loop."""
+    horizon: int = 15
+    """Steps predicted open loop (d = 1..H)."""
+    address: Optional[str] = None
+    """An existing Ray cluster (see `planetrl suite --help`)."""
+    cpus_per_run: Optional[float] = None
+    """CPUs each run asks Ray for (default 2: one run at a time on a 2-core machine)."""
+    gpus_per_run: Optional[float] = None
+    """GPUs each run asks Ray for (default 1 where the cluster has GPUs, else 0)."""
+    max_retries: int = 3
+    """Restarts of a run whose worker process died; each resumes from its checkpoint."""
+    report_only: bool = False
+    """Train nothing: (re)write the report from what the run directories hold."""

@@ -193,7 +193,9 @@ def attribute_suite(suite, directory: str | Path, *, episodes: int = 3, device: 
 
     directory = Path(directory)
     for task in suite.tasks():
-        run = next(r for r in suite.runs if r.task == task)
+        run = next((r for r in suite.runs if r.task == task and r.agent == "planet"), None)
+        if run is None:
+            continue  # the planner's ceiling and the reward error below are PlaNet's
         config = run_config(suite, run, directory)
         p = config.planner
         path = ceiling_path(directory, task, p.horizon, p.iterations, p.candidates, p.top_k)
@@ -204,6 +206,8 @@ def attribute_suite(suite, directory: str | Path, *, episodes: int = 3, device: 
             atomic_write_text(path, json.dumps(record, indent=1) + "\n")
             log(f"{task}: planner ceiling {record['mean']:.0f} ± {record['std']:.0f}")
     for run in suite.runs:
+        if run.agent != "planet":
+            continue
         run_dir = Path(run_config(suite, run, directory).logdir)
         if is_finished(run_dir, suite.env_steps) and not (run_dir / ATTRIBUTION_FILE).exists():
             attribute_run(run_dir, episodes=episodes, device=device, log=log)

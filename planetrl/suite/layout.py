@@ -37,11 +37,13 @@ def ceiling_path(directory: str | Path, task: str, horizon: int, iterations: int
 
 
 def is_finished(path: Path, env_steps: int) -> bool:
-    """Whether the run directory ``path`` reached ``env_steps`` (its ``finished.json`` says so)."""
+    """Whether the run directory ``path`` was trained to a budget of ``env_steps`` (its
+    ``finished.json`` says so: the budget it was trained to, else the env steps it used)."""
     path = path / FINISHED_FILE
     if not path.exists():
         return False
     try:
-        return int(json.loads(path.read_text())["env_steps"]) >= env_steps
+        data = json.loads(path.read_text())
+        return int(data.get("budget_env_steps") or data["env_steps"]) >= env_steps
     except (json.JSONDecodeError, KeyError, TypeError, ValueError):
         return False

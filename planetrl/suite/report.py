@@ -77,7 +77,9 @@ def _ceiling(directory: Path, suite: Suite, task: str) -> dict | None:
     from planetrl.suite.layout import ceiling_path
     from planetrl.suite.spec import run_config
 
-    run = next(r for r in suite.runs if r.task == task)
+    run = next((r for r in suite.runs if r.task == task and r.agent == "planet"), None)
+    if run is None:
+        return None  # the planner's ceiling is PlaNet's
     p = run_config(suite, run, directory).planner
     path = ceiling_path(directory, task, p.horizon, p.iterations, p.candidates, p.top_k)
     try:

@@ -84,18 +84,30 @@ def merge_suite(directory: Path, suite: Suite) -> Suite:
     return suite
 
 
-def train_run(config_data: dict[str, Any]) -> dict[str, Any]:
+def train_run(config_data: dict[str, Any], budget: int | None = None) -> dict[str, Any]:
     """Train (or continue) one run to its budget; the body of the Ray task, also callable directly.
 
     Computes the random policy's returns on the run's evaluation seeds first (once), then runs
-    ``planetrl train``'s Trainer, then writes ``finished.json``. Killed at any point, calling it
-    again continues where the run directory says.
+    ``planetrl train``'s trainer of the run's agent (``config_data["agent"]``: PlaNet's
+    :class:`~planetrl.training.loop.Trainer` when absent, World Models'
+    :class:`~planetrl.worldmodels.trainer.WorldModelsTrainer`), then writes ``finished.json``.
+    Killed at any point, calling it again continues where the run directory says. ``budget``:
+    the suite's env-step budget, recorded in ``finished.json`` (a staged agent's run may end a
+    little short of it: its config spends what whole generations can).
     """
     from planetrl.atomic import atomic_write_text
     from planetrl.driver import random_policy_returns
-    from planetrl.training.loop import eval_seed, train
 
-    config = from_dict(config_data)
+    agent = config_data.get("agent", "planet")
+    if agent == "worldmodels":
+        from planetrl.worldmodels.config import from_dict as wm_from_dict
+        from planetrl.worldmodels.trainer import eval_seed, train
+
+        config = wm_from_dict(config_data)
+    else:
+        from planetrl.training.loop import eval_seed, train
+
+        config = from_dict(config_data)
     run_dir = Path(config.logdir)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -112,7 +124,9 @@ def train_run(config_data: dict[str, Any]) -> dict[str, Any]:
     _append_line(attempts, {"start": start, "seconds": time.time() - start, "cpu": cpu_model()})
     total = wall_clock(run_dir)
     record = {
+        "agent": agent,
         **{k: v for k, v in summary.items() if k != "eval"},
+        "budget_env_steps": budget if budget is not None else summary.get("env_steps"),
         "last_eval": summary.get("eval"),
         "wall_clock_s": total,
         "cpu": cpu_model(),
@@ -185,20 +199,29 @@ def run_suite(
     for run in suite.runs:
         config = run_config(suite, run, directory)
         run_dir = Path(config.logdir)
-        configs[run.name] = to_dict(config)
+        configs[run.name] = _config_dict(config)
         if is_finished(run_dir, suite.env_steps):
             log(f"suite {suite.name}: {run.name} finished, skipped")
         else:
             pending.append(run)
     results: dict[str, Any] = {}
     if pending:
-        results = _run_on_ray(pending, configs, address=address, cpus_per_run=cpus_per_run,
+        results = _run_on_ray(pending, configs, budget=suite.env_steps, address=address, cpus_per_run=cpus_per_run,
                               gpus_per_run=gpus_per_run, max_retries=max_retries,
                               on_finish=(lambda: _report(directory, log)) if report else None,
                               log=log)
     if report:
         _report(directory, log)
     return results
+
+
+def _config_dict(config) -> dict[str, Any]:
+    """A run's config as the plain dict :func:`train_run` takes (either agent's)."""
+    if getattr(config, "agent", "planet") == "worldmodels":
+        from planetrl.worldmodels.config import to_dict as wm_to_dict
+
+        return wm_to_dict(config)
+    return to_dict(config)
 
 
 def _report(directory: Path, log: Callable[[str], None]) -> None:
@@ -208,7 +231,7 @@ def _report(directory: Path, log: Callable[[str], None]) -> None:
     log(f"suite report: {', '.join(str(p) for p in paths)}")
 
 
-def _run_on_ray(pending, configs, *, address, cpus_per_run, gpus_per_run, max_retries, on_finish,
+def _run_on_ray(pending, configs, *, budget, address, cpus_per_run, gpus_per_run, max_retries, on_finish,
                 log) -> dict[str, Any]:
     try:
         import ray
@@ -236,7 +259,7 @@ def _run_on_ray(pending, configs, *, address, cpus_per_run, gpus_per_run, max_re
                                              max_retries=max_retries, retry_exceptions=False)
         refs = {}
         for run in pending:
-            refs[task.remote(configs[run.name])] = run.name
+            refs[task.remote(configs[run.name], budget)] = run.name
         log(f"suite: {len(refs)} runs on Ray ({cpus:g} CPUs, {gpus:g} GPUs each; cluster "
             f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)")
         results, failures = {}, {}

@@ -19,6 +19,9 @@ from typing import Any, Callable
 from planetrl.config import PRESETS, Config, ConfigError, preset, set_field
 from planetrl.suite.layout import run_dir
 
+AGENTS = ("planet", "worldmodels")
+"""The agents a suite's run may train (``RunSpec.agent``)."""
+
 # The six tasks of the paper (Table 1) with the PlaNet-benchmark action repeats (paper appendix:
 # cartpole 8, reacher 4, cheetah 4, finger 2, cup 4, walker 2). planetrl's default repeat for every
 # one of them is the paper's; ball in cup keeps the paper's R=4, where the official code and
@@ -45,6 +48,9 @@ class RunSpec:
     overrides: tuple[tuple[str, Any], ...] = ()
     """Dotted config fields and values applied over the suite's preset, e.g.
     ``(("model.transition", "ssm"),)``."""
+    agent: str = "planet"
+    """The agent: ``planet`` (:class:`~planetrl.config.Config`) or ``worldmodels``
+    (:class:`~planetrl.worldmodels.config.WorldModelsConfig`); its own presets and fields."""
 
     @property
     def name(self) -> str:
@@ -72,7 +78,7 @@ class Suite:
         data = dataclasses.asdict(self)
         data["runs"] = [
             {"task": r.task, "seed": r.seed, "variant": r.variant,
-             "overrides": [list(kv) for kv in r.overrides]}
+             "overrides": [list(kv) for kv in r.overrides], "agent": r.agent}
             for r in self.runs
         ]
         return data
@@ -82,7 +88,7 @@ class Suite:
         data = dict(data)
         data["runs"] = [
             RunSpec(r["task"], int(r["seed"]), r["variant"],
-                    tuple((k, v) for k, v in r["overrides"]))
+                    tuple((k, v) for k, v in r["overrides"]), r.get("agent", "planet"))
             for r in data["runs"]
         ]
         return cls(**data)
@@ -119,9 +125,17 @@ def episode_env_steps(task: str) -> int:
     return int(limit)
 
 
-def run_config(suite: Suite, run: RunSpec, directory: str | Path) -> Config:
+def run_config(suite: Suite, run: RunSpec, directory: str | Path):
     """The configuration of ``run``: the suite's preset, the suite's and the run's overrides, the
-    task and seed, the env-step budget and the evaluation schedule, logdir under ``directory``."""
+    task and seed, the env-step budget and the evaluation schedule, logdir under ``directory``.
+    A :class:`~planetrl.config.Config` for PlaNet, a
+    :class:`~planetrl.worldmodels.config.WorldModelsConfig` for World Models
+    (:func:`worldmodels_run_config`)."""
+    if run.agent not in AGENTS:
+        raise ConfigError(f"unknown agent {run.agent!r} in run {run.name}; accepted: "
+                          f"{', '.join(AGENTS)}")
+    if run.agent == "worldmodels":
+        return worldmodels_run_config(suite, run, directory)
     config = preset(suite.preset)
     for name, value in [*suite.overrides.items(), *run.overrides]:
         set_field(config, name, value)
@@ -133,6 +147,57 @@ def run_config(suite: Suite, run: RunSpec, directory: str | Path) -> Config:
     config.train.max_episodes = max(1, -(-suite.env_steps // episode))
     config.train.max_minutes = 0.0
     config.eval.every = max(1, round(suite.eval_every_env_steps / episode))
+    config.eval.episodes = suite.eval_episodes
+    return config.validate()
+
+
+def worldmodels_run_config(suite: Suite, run: RunSpec, directory: str | Path):
+    """A World Models run within the suite's env-step budget and evaluation schedule.
+
+    World Models trains in stages, not per episode, so its budget and curve are set so:
+
+    - ``dream`` mode (the ``small`` preset): every env step is a collected episode. The budget's
+      episodes (``ceil(env_steps / episode)``) are split into ``collect.iterations`` equal
+      batches of about the preset's ``collect.episodes`` (the paper's iterative procedure:
+      collect, retrain V and M, evolve C; random actions in the first iteration, the controller
+      with exploration noise after). The controller is evaluated at the end of every iteration
+      (``eval.every = 0``), at the env steps consumed so far: its curve has one point per
+      iteration, at the env steps of the data V, M and C were trained on.
+    - ``real`` mode (the ``paper`` preset): the population's fitness rollouts are env steps too.
+      One iteration; the preset's collected episodes, capped at half the budget; the
+      generations the rest of the budget pays for (population × rollouts episodes each);
+      evaluations every ``eval_every_env_steps`` of fitness rollouts (rounded to generations),
+      so the curve's points lie at the env steps consumed when each was made.
+    """
+    from planetrl.worldmodels.config import preset as wm_preset
+    from planetrl.worldmodels.config import set_field as wm_set_field
+
+    config = wm_preset(suite.preset)
+    for name, value in [*suite.overrides.items(), *run.overrides]:
+        wm_set_field(config, name, value)
+    config.task = run.task
+    config.seed = run.seed
+    config.logdir = str(run_dir(directory, run.name))
+    episode = episode_env_steps(run.task)
+    total = max(1, -(-suite.env_steps // episode))
+    c = config.collect
+    if config.controller.mode == "dream":
+        wanted = max(1, total // max(1, c.episodes))
+        iterations = max(d for d in range(1, wanted + 1) if total % d == 0)
+        c.iterations, c.episodes = iterations, total // iterations
+        config.eval.every = 0
+    else:
+        c.iterations = 1
+        c.episodes = max(1, min(c.episodes, total // 2))
+        per_generation = config.controller.population * config.controller.rollouts
+        generations = (total - c.episodes) // per_generation
+        if generations < 1:
+            raise ConfigError(
+                f"{run.name}: a World Models run in real mode needs {per_generation} episodes "
+                f"per generation (population × rollouts) beyond its {c.episodes} collected "
+                f"ones; the budget of {suite.env_steps:,} env steps pays for {total}")
+        config.controller.generations = generations
+        config.eval.every = max(1, round(suite.eval_every_env_steps / (per_generation * episode)))
     config.eval.episodes = suite.eval_episodes
     return config.validate()
 

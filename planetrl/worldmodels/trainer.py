@@ -304,7 +304,37 @@ class WorldModelsTrainer:
                 self.save()
         if self.config.eval.video:
             self.reconstruction_video()
+        if self.state.vae_updates:
+            self.check_vae()
         self._advance("mdn")
+
+    @torch.no_grad()
+    def check_vae(self, frames: int = 256) -> dict[str, float]:
+        """V against the mean frame on ``frames`` replay frames (drawn with a generator of their
+        own): the MSE per pixel of V's reconstruction (of the posterior mean) and of the
+        frames' mean frame, and the latent dimensions whose posterior mean varies across frames
+        more than its posterior std (the dimensions that carry information). A V no better than
+        the mean frame encodes nothing of the state, so M's predictions and the dream are flat
+        (written as a warning)."""
+        images = self.replay.sample_raw(frames, 1, rng=np.random.default_rng(0))["image"][:, 0]
+        x = VAE.preprocess(torch.from_numpy(images)).to(self.device)
+        self.vae.eval()
+        posterior = self.vae.encode(x)
+        recon = self.vae.decode(posterior.mean)
+        self.vae.train()
+        row = {"vae/recon_mse_per_pixel": float((recon - x).square().mean()),
+               "vae/mean_frame_mse_per_pixel": float((x - x.mean(0)).square().mean()),
+               "vae/informative_dims": float(
+                   (posterior.mean.std(0) > posterior.std.mean(0)).sum())}
+        self._log(row)
+        if row["vae/recon_mse_per_pixel"] >= 0.9 * row["vae/mean_frame_mse_per_pixel"]:
+            self.bar.write(
+                f"warning: V reconstructs the frames no better than their mean frame (MSE per "
+                f"pixel {row['vae/recon_mse_per_pixel']:.5f} against "
+                f"{row['vae/mean_frame_mse_per_pixel']:.5f}; {row['vae/informative_dims']:.0f} "
+                "informative latent dimensions): z carries little of the state, so M and the "
+                "dream will be nearly flat; train V longer (--vae.epochs, --vae.learning-rate)")
+        return row
 
     @torch.no_grad()
     def reconstruction_video(self, length: int = 100) -> None:
@@ -384,7 +414,10 @@ class WorldModelsTrainer:
             out.done_logit, batch["done"], reduction="none")
         done = (bce * weight * mask).sum() / count
         loss = nll + m.reward_scale * reward + m.done_scale * done
-        values = {"loss": loss, "z_nll": nll, "reward_mse": reward, "done_bce": done}
+        target_mean = (batch["reward"] * mask).sum() / count
+        variance = ((batch["reward"] - target_mean).square() * mask).sum() / count
+        values = {"loss": loss, "z_nll": nll, "reward_mse": reward, "done_bce": done,
+                  "reward_var": variance}
         return loss, {k: float(v.detach()) for k, v in values.items()}
 
     def train_mdn(self) -> None:
@@ -413,6 +446,13 @@ class WorldModelsTrainer:
                 n = (done - 1) % every + 1
                 self._log({**{f"mdn/{k}": x / n for k, x in sums.items()}, "mdn/updates": done,
                            "mdn/ms_per_update": 1000 * (time.perf_counter() - start) / n})
+                if done == total and m.reward_scale and sums["reward_mse"] >= \
+                        0.9 * sums["reward_var"]:
+                    self.bar.write(
+                        f"warning: M's reward head predicts no better than a constant (squared "
+                        f"error {sums['reward_mse'] / n:.3g} against the reward variance "
+                        f"{sums['reward_var'] / n:.3g} over the last {n} updates): the dream's "
+                        "returns will hardly depend on the controller")
                 sums, start = {}, time.perf_counter()
                 self.save()
         self._advance("controller")
@@ -487,6 +527,7 @@ class WorldModelsTrainer:
             self._log({"es/generation": generation, "es/return_mean": float(np.mean(returns)),
                        "es/return_max": float(np.max(returns)),
                        "es/return_min": float(np.min(returns)),
+                       "es/return_std": float(np.std(returns)),
                        "es/fitness_best": self.es.best_fitness, "es/sigma": self.es.sigma,
                        "es/seconds_per_generation": seconds,
                        "es/fitness_mean": float(np.mean(fitness))})
