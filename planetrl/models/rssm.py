@@ -32,6 +32,8 @@ class PriorWeights(NamedTuple):
     b_prior: Tensor  # (hidden,)
     w_head: Tensor  # (2S, hidden): the prior's mean and raw std
     b_head: Tensor  # (2S,)
+    w_action: Tensor  # (hidden, A): the a_{t-1} columns of the transition's input layer
+    b_action: Tensor  # (hidden,): that layer's bias b
     min_std: float
 
     def cast(self, dtype: torch.dtype | None = None) -> "PriorWeights":
@@ -42,6 +44,11 @@ class PriorWeights(NamedTuple):
             return (t.to(dtype) if dtype is not None else t).contiguous()
 
         return PriorWeights(*(get(t) for t in self[:-1]), self.min_std)
+
+    def actions(self, actions: Tensor) -> Tensor:
+        """W_a a_{t-1} + b for actions (..., A): the action's part of the transition's input
+        layer, batched over time (the ``action_in`` of :func:`prior_step`)."""
+        return F.linear(actions, self.w_action, self.b_action)
 
 
 def prior_step(
@@ -139,7 +146,7 @@ class RSSM(TransitionModel):
 
     def prepare_actions(self, actions: Tensor) -> Tensor:
         # W_a a_{t-1} + b: the action columns of the transition's input layer, batched over time.
-        return self.img_in.part(1, actions, bias=True)
+        return self.prior_weights().actions(actions)
 
     def prepare_embeds(self, embeds: Tensor) -> Tensor:
         # W_e e_t + b: the embedding columns of the posterior's hidden layer, batched over time.
@@ -152,6 +159,7 @@ class RSSM(TransitionModel):
             self.cell.weight_ih, self.cell.bias_ih, self.cell.weight_hh, self.cell.bias_hh,
             self.prior_hidden.weight, self.prior_hidden.bias,
             self.prior_head.linear.weight, self.prior_head.linear.bias,
+            self.img_in.weight_part(1), self.img_in.linear.bias,
             self.prior_head.min_std,
         )
 

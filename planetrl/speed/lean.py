@@ -173,8 +173,8 @@ def lean_cem(
             eps = torch.empty((H, N, S), dtype=out_dtype, device=device)
             buffers[num] = (deter0, stoch0, eps)
         deter0, stoch0, eps = buffers[num]
-        # W_a a + b as the eager RSSM computes it (float32), in the rollout's dtype.
-        action_in = transition.prepare_actions(actions.reshape(N, H, A)).to(cdtype)
+        # W_a a + b in the rollout's dtype, from the cast weights.
+        action_in = prior.actions(actions.reshape(N, H, A).to(cdtype))
         for t in range(H):  # one draw per step, in the eager order (randn_like in the RSSM)
             eps[t] = torch.randn((N, S), dtype=out_dtype, device=device)
         returns = run(deter0, stoch0, action_in, eps.to(cdtype), prior, rew, **extra)
