@@ -30,7 +30,6 @@ on Ray); :func:`write_compare_report` then writes, into the suite directory (ato
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import math
@@ -43,6 +42,7 @@ import torch
 
 from planetrl.config import ConfigError
 from planetrl.suite import layout
+from planetrl.suite.report import csv_text
 from planetrl.suite.spec import AGENTS, RunSpec, Suite, episode_env_steps, run_config
 
 HELDOUT_DIR = "heldout"
@@ -328,15 +328,6 @@ def open_loop_rows(run: RunSpec, loaded, data: dict[str, np.ndarray], context: i
 
 
 # ------------------------------------------------------------------------------------ report
-def _csv(rows: list[dict]) -> str:
-    keys = list(dict.fromkeys(k for row in rows for k in row))
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    return out.getvalue()
-
-
 def _png(fig) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -439,7 +430,7 @@ def write_compare_report(directory: str | Path, *, heldout: int = 3, context: in
         path = layout.run_dir(directory, run.name) / layout.RANDOM_FILE
         if path.exists():
             randoms[run.name] = float(np.mean(json.loads(path.read_text())["returns"]))
-    write("compare_curves.csv", _csv(curves) if curves else "agent,seed,env_steps\n")
+    write("compare_curves.csv", csv_text(curves) if curves else "agent,seed,env_steps\n")
     if curves:
         write("compare_curves.png", _plot_curves(suite, curves, randoms))
 
@@ -483,9 +474,9 @@ def write_compare_report(directory: str | Path, *, heldout: int = 3, context: in
             config = run_config(suite, suite.runs[0], directory)
             data = chunks(heldout_episodes(directory, config, heldout, log), context, horizon)
         reward_var = float(np.var(data["reward"][:, context:]))
-    write("parameters.csv", _csv(params) if params else "agent,part,parameters\n")
-    write("stages.csv", _csv(stages) if stages else "agent,seed,stage,env_steps\n")
-    write("open_loop.csv", _csv(open_loop) if open_loop else "agent,seed,prediction,d\n")
+    write("parameters.csv", csv_text(params) if params else "agent,part,parameters\n")
+    write("stages.csv", csv_text(stages) if stages else "agent,seed,stage,env_steps\n")
+    write("open_loop.csv", csv_text(open_loop) if open_loop else "agent,seed,prediction,d\n")
     if open_loop:
         write("open_loop.png", _plot_open_loop(open_loop, reward_var))
     write("compare.md", _markdown(suite, curves, randoms, params, stages, open_loop, reward_var,

@@ -220,7 +220,9 @@ def _markdown(suite: Suite, table: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _csv(rows: list[dict]) -> str:
+def csv_text(rows: list[dict]) -> str:
+    """``rows`` as CSV text: a header of every key in order of first appearance, then one line
+    per row (a key a row lacks is an empty cell). The format of every CSV a report writes."""
     keys = list(dict.fromkeys(k for row in rows for k in row))
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=keys)
@@ -293,8 +295,8 @@ def write_report(directory: str | Path) -> list[Path]:
     rows = curves(results)
     table = final_table(suite, results, published, directory)
     paths = [directory / "curves.csv", directory / "results.csv", directory / "results.md"]
-    atomic_write_text(paths[0], _csv(rows))
-    atomic_write_text(paths[1], _csv(table))
+    atomic_write_text(paths[0], csv_text(rows))
+    atomic_write_text(paths[1], csv_text(table))
     atomic_write_text(paths[2], _markdown(suite, table))
     if rows:
         paths.append(directory / "curves.png")
