@@ -14,6 +14,9 @@ against it (see :func:`diff_configs`).
 
 Each section is validated next to its fields: a table of :class:`Rule` per section (``RULES``)
 plus the section's own cross-field checks (``_check``); :meth:`Config.validate` runs them all.
+A run's whole configuration is a :class:`RunConfig` (its sections and resumable fields named on
+the class), so World Models' (:mod:`planetrl.worldmodels.config`) is validated, rebuilt, compared,
+edited and saved by the same functions as PlaNet's :class:`Config`.
 The sections go to their constructors whole (``WorldModel(A, **asdict(config.model))``,
 ``compute_loss(..., **asdict(config.loss))``), so a field's name is its argument's name.
 
@@ -28,7 +31,7 @@ import math
 import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, NamedTuple
+from typing import Any, Callable, ClassVar, Literal, NamedTuple, TypeVar
 
 from planetrl.atomic import atomic_write_json
 
@@ -79,6 +82,10 @@ NON_NEGATIVE = Rule("a finite number >= 0", lambda v: _is_real(v) and v >= 0)
 AT_LEAST_ONE = Rule("a finite number >= 1", lambda v: _is_real(v) and v >= 1)
 UNIT_INTERVAL = Rule("a number in [0, 1)", lambda v: _is_real(v) and 0 <= v < 1)
 BOOL = Rule("True or False", lambda v: isinstance(v, bool))
+DEVICE = Rule(
+    "'auto', 'cpu', 'cuda' or 'cuda:N'",
+    lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")),
+)
 
 
 CEM_OPTION_RULES: dict[str, Rule] = {
@@ -114,6 +121,25 @@ class Section:
 
     def _check(self, prefix: str) -> None:
         """Checks that involve several fields (none by default)."""
+
+
+class RunConfig(Section):
+    """The whole configuration of one agent's run, saved as ``config.json``: top-level fields
+    (``RULES``), ``SECTIONS`` (field name -> its :class:`Section` class) and ``RESUMABLE`` (the
+    dotted fields a resumed run may change: budgets, logging, hardware). :class:`Config` is
+    PlaNet's; :func:`build_config`, :func:`diff_configs`, :func:`set_field`, :func:`save_config`
+    and :func:`read_config_file` serve every agent's."""
+
+    SECTIONS: ClassVar[dict[str, type[Section]]] = {}
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset()
+
+    def validate(self) -> "RunConfig":  # type: ignore[override]
+        """Raise :class:`ConfigError` naming the first value out of range: every section's rules
+        and checks (``model.``, ``loss.``, ...), then the top-level fields'."""
+        for name in self.SECTIONS:
+            getattr(self, name).validate(prefix=f"{name}.")
+        Section.validate(self)
+        return self
 
 
 @dataclass
@@ -397,7 +423,7 @@ class SpeedConfig(Section):
 
 
 @dataclass
-class Config(Section):
+class Config(RunConfig):
     """A PlaNet training run."""
 
     task: str = "dmc:cartpole-swingup"
@@ -435,19 +461,35 @@ class Config(Section):
         "threads": NON_NEGATIVE_INT,
         "env_kwargs": Rule("a JSON object: a dict with string keys and JSON values",
                            lambda v: _is_json_object(v)),
-        "device": Rule(
-            "'auto', 'cpu', 'cuda' or 'cuda:N'",
-            lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")),
-        ),
+        "device": DEVICE,
     }
-
-    def validate(self) -> "Config":
-        """Raise :class:`ConfigError` naming the first value out of range: every section's rules
-        and checks (``model.``, ``loss.``, ...), then the top-level fields'."""
-        for name in _SECTIONS:
-            getattr(self, name).validate(prefix=f"{name}.")
-        Section.validate(self)
-        return self
+    SECTIONS: ClassVar[dict[str, type[Section]]] = {
+        "model": ModelConfig,
+        "loss": LossConfig,
+        "planner": PlannerConfig,
+        "train": TrainConfig,
+        "eval": EvalConfig,
+        "speed": SpeedConfig,
+    }
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset(
+        {
+            "logdir",
+            "device",
+            "threads",
+            "train.max_episodes",
+            "train.max_env_steps",
+            "train.max_minutes",
+            "train.replay_capacity",
+            "eval.every",
+            "eval.episodes",
+            "eval.video",
+            "eval.parallel",
+            "speed.compile",
+            "speed.bf16",
+            "speed.channels_last",
+            "speed.cuda_graphs",
+        }
+    )
 
 
 def paper_preset() -> Config:
@@ -513,7 +555,7 @@ def preset(name: str) -> Config:
     raise ConfigError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
 
 
-def to_dict(config: Config) -> dict[str, Any]:
+def to_dict(config: RunConfig) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
@@ -540,53 +582,38 @@ def migrate(data: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
+AnyRunConfig = TypeVar("AnyRunConfig", bound=RunConfig)
+
+
+def build_config(cls: type[AnyRunConfig], data: dict[str, Any]) -> AnyRunConfig:
+    """A ``cls`` (a :class:`RunConfig`) rebuilt from :func:`to_dict` output, its sections from
+    their objects; a key that is no field, or a section that is no object, is an error naming
+    it."""
+
+    def build(section: type, values: Any):
+        if not isinstance(values, dict):
+            raise ConfigError(f"config section for {section.__name__} must be an object")
+        names = {f.name for f in dataclasses.fields(section)}
+        unknown = set(values) - names
+        if unknown:
+            raise ConfigError(f"unknown config keys for {section.__name__}: {sorted(unknown)}")
+        kwargs = {}
+        for name, value in values.items():
+            sub = cls.SECTIONS.get(name) if section is cls else None
+            kwargs[name] = build(sub, value) if sub is not None else value
+        return section(**kwargs)
+
+    return build(cls, data)
+
+
 def from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a :class:`Config` from :func:`to_dict` output (older layouts are brought up to
     date by :func:`migrate`); unknown keys are an error."""
-
-    def build(cls, values: dict[str, Any]):
-        names = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = set(values) - set(names)
-        if unknown:
-            raise ConfigError(f"unknown config keys for {cls.__name__}: {sorted(unknown)}")
-        kwargs = {}
-        for name, value in values.items():
-            sub = _SECTIONS.get(name) if cls is Config else None
-            kwargs[name] = build(sub, value) if sub is not None else value
-        return cls(**kwargs)
-
-    return build(Config, migrate(data))
+    return build_config(Config, migrate(data))
 
 
-_SECTIONS = {
-    "model": ModelConfig,
-    "loss": LossConfig,
-    "planner": PlannerConfig,
-    "train": TrainConfig,
-    "eval": EvalConfig,
-    "speed": SpeedConfig,
-}
-
-# Fields that may differ between the saved config and a resumed run: budgets, logging, hardware.
-RESUMABLE_FIELDS = frozenset(
-    {
-        "logdir",
-        "device",
-        "threads",
-        "train.max_episodes",
-        "train.max_env_steps",
-        "train.max_minutes",
-        "train.replay_capacity",
-        "eval.every",
-        "eval.episodes",
-        "eval.video",
-        "eval.parallel",
-        "speed.compile",
-        "speed.bf16",
-        "speed.channels_last",
-        "speed.cuda_graphs",
-    }
-)
+#: Fields that may differ between the saved config and a resumed run: budgets, logging, hardware.
+RESUMABLE_FIELDS = Config.RESUMABLE
 
 
 def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -600,23 +627,25 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def diff_configs(saved: Config, new: Config) -> dict[str, tuple[Any, Any]]:
-    """Fields (dotted names) whose values differ, excluding :data:`RESUMABLE_FIELDS`."""
+def diff_configs(saved: RunConfig, new: RunConfig) -> dict[str, tuple[Any, Any]]:
+    """Fields (dotted names) whose values differ, excluding the resumable ones (``RESUMABLE`` of
+    the config's class: :data:`RESUMABLE_FIELDS` for PlaNet)."""
     a, b = flatten(to_dict(saved)), flatten(to_dict(new))
     return {
         k: (a.get(k), b.get(k))
         for k in sorted(set(a) | set(b))
-        if k not in RESUMABLE_FIELDS and a.get(k) != b.get(k)
+        if k not in type(new).RESUMABLE and a.get(k) != b.get(k)
     }
 
 
-def save_config(config: Config, path: str | Path) -> None:
+def save_config(config: RunConfig, path: str | Path) -> None:
     """Write ``config`` as JSON, atomically."""
     atomic_write_json(path, to_dict(config))
 
 
-def load_config(path: str | Path) -> Config:
-    """Read a saved config; a missing or corrupt file is a :class:`ConfigError` naming it."""
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """The JSON object of a saved config (any agent's); a missing or corrupt file is a
+    :class:`ConfigError` naming it."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
@@ -626,18 +655,24 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError(f"config file {path} is corrupt: {err}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} is corrupt: expected a JSON object")
-    return from_dict(data)
+    return data
 
 
-def set_field(config: Config, name: str, value: Any) -> None:
+def load_config(path: str | Path) -> Config:
+    """Read a saved config; a missing or corrupt file is a :class:`ConfigError` naming it."""
+    return from_dict(read_config_file(path))
+
+
+def set_field(config: RunConfig, name: str, value: Any) -> None:
     """Set the dotted field ``name`` (``"planner.candidates"``, ``"seed"``) of ``config`` to
     ``value``; an unknown name is a :class:`ConfigError` naming the accepted ones."""
     section_name, _, field_name = name.rpartition(".")
     target: Any = config
     if section_name:
-        if section_name not in _SECTIONS:
+        sections = type(config).SECTIONS
+        if section_name not in sections:
             raise ConfigError(f"unknown config section {section_name!r} in {name!r}; accepted: "
-                              f"{', '.join(_SECTIONS)}")
+                              f"{', '.join(sections)}")
         target = getattr(config, section_name)
     names = [f.name for f in dataclasses.fields(target)]
     if field_name not in names:

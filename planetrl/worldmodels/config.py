@@ -13,22 +13,21 @@ Two presets:
   :func:`small_preset` with its reason.
 
 The sections reuse :class:`planetrl.config.Section` (a ``RULES`` table per section plus
-cross-field checks). The merged configuration is saved as ``config.json`` in the run directory
+cross-field checks) and the whole is a :class:`planetrl.config.RunConfig`, so it is validated,
+rebuilt, compared on resume, edited and saved by :mod:`planetrl.config`'s functions. The merged configuration is saved as ``config.json`` in the run directory
 with ``agent: worldmodels``, which is how ``planetrl eval`` tells a World Models run from a PlaNet
 one.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from planetrl.atomic import atomic_write_json
 from planetrl.config import (
     BOOL,
+    DEVICE,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
     POSITIVE,
@@ -36,9 +35,15 @@ from planetrl.config import (
     PRESETS,
     ConfigError,
     Rule,
+    RunConfig,
     Section,
-    flatten,
+    build_config,
+    diff_configs,
     one_of,
+    read_config_file,
+    save_config,
+    set_field,
+    to_dict,
 )
 
 AGENT = "worldmodels"
@@ -209,7 +214,7 @@ class WMEvalConfig(Section):
 
 
 @dataclass
-class WorldModelsConfig(Section):
+class WorldModelsConfig(RunConfig):
     """A World Models run: V (VAE), M (MDN-RNN), C (linear controller evolved by CMA-ES)."""
 
     agent: Literal["worldmodels"] = "worldmodels"
@@ -244,27 +249,22 @@ class WorldModelsConfig(Section):
         "action_repeat": NON_NEGATIVE_INT,
         "threads": NON_NEGATIVE_INT,
         "render": one_of("paper", "fast"),
-        "device": Rule(
-            "'auto', 'cpu', 'cuda' or 'cuda:N'",
-            lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")),
-        ),
+        "device": DEVICE,
     }
-
-    def validate(self) -> "WorldModelsConfig":  # type: ignore[override]
-        """Raise :class:`ConfigError` naming the first value out of range."""
-        for name, _ in _SECTIONS.items():
-            getattr(self, name).validate(prefix=f"{name}.")
-        Section.validate(self)
-        return self
-
-
-_SECTIONS = {
-    "vae": VAEConfig,
-    "mdn": MDNConfig,
-    "controller": ControllerConfig,
-    "collect": CollectConfig,
-    "eval": WMEvalConfig,
-}
+    SECTIONS: ClassVar[dict[str, type[Section]]] = {
+        "vae": VAEConfig,
+        "mdn": MDNConfig,
+        "controller": ControllerConfig,
+        "collect": CollectConfig,
+        "eval": WMEvalConfig,
+    }
+    #: Fields that may differ between the saved config and a resumed run: budgets, logging,
+    #: hardware.
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset({
+        "logdir", "device", "threads", "collect.iterations", "collect.envs", "collect.parallel",
+        "controller.generations", "controller.envs", "controller.parallel",
+        "eval.every", "eval.episodes", "eval.video", "eval.parallel",
+    })
 
 
 def paper_preset() -> WorldModelsConfig:
@@ -311,23 +311,6 @@ def small_preset() -> WorldModelsConfig:
     return cfg
 
 
-def set_field(config: WorldModelsConfig, name: str, value: Any) -> None:
-    """Set the dotted field ``name`` (``"mdn.updates"``, ``"seed"``) of ``config`` to ``value``;
-    an unknown name is a :class:`ConfigError` naming the accepted ones."""
-    section_name, _, field_name = name.rpartition(".")
-    target: Any = config
-    if section_name:
-        if section_name not in _SECTIONS:
-            raise ConfigError(f"unknown config section {section_name!r} in {name!r}; accepted: "
-                              f"{', '.join(_SECTIONS)}")
-        target = getattr(config, section_name)
-    names = [f.name for f in dataclasses.fields(target)]
-    if field_name not in names:
-        where = f"section {section_name!r}" if section_name else "the top level"
-        raise ConfigError(f"unknown config field {name!r}; accepted in {where}: {', '.join(names)}")
-    setattr(target, field_name, value)
-
-
 def preset(name: str) -> WorldModelsConfig:
     """The default :class:`WorldModelsConfig` of preset ``name``."""
     if name == "paper":
@@ -337,77 +320,31 @@ def preset(name: str) -> WorldModelsConfig:
     raise ConfigError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
 
 
-def to_dict(config: WorldModelsConfig) -> dict[str, Any]:
-    return dataclasses.asdict(config)
-
-
 def from_dict(data: dict[str, Any]) -> WorldModelsConfig:
     """Rebuild a :class:`WorldModelsConfig` from :func:`to_dict` output; unknown keys are an
     error naming them."""
-
-    def build(cls, values: dict[str, Any]):
-        if not isinstance(values, dict):
-            raise ConfigError(f"config section for {cls.__name__} must be an object")
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - names
-        if unknown:
-            raise ConfigError(f"unknown config keys for {cls.__name__}: {sorted(unknown)}")
-        kwargs = {}
-        for name, value in values.items():
-            sub = _SECTIONS.get(name) if cls is WorldModelsConfig else None
-            kwargs[name] = build(sub, value) if sub is not None else value
-        return cls(**kwargs)
-
-    return build(WorldModelsConfig, data)
+    return build_config(WorldModelsConfig, data)
 
 
 #: Fields that may differ between the saved config and a resumed run: budgets, logging, hardware.
-RESUMABLE_FIELDS = frozenset({
-    "logdir", "device", "threads", "collect.iterations", "collect.envs", "collect.parallel",
-    "controller.generations", "controller.envs", "controller.parallel",
-    "eval.every", "eval.episodes", "eval.video", "eval.parallel",
-})
-
-
-def diff_configs(saved: WorldModelsConfig, new: WorldModelsConfig) -> dict[str, tuple[Any, Any]]:
-    """Fields (dotted names) whose values differ, excluding :data:`RESUMABLE_FIELDS`."""
-    a, b = flatten(to_dict(saved)), flatten(to_dict(new))
-    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b))
-            if k not in RESUMABLE_FIELDS and a.get(k) != b.get(k)}
-
-
-def save_config(config: WorldModelsConfig, path: str | Path) -> None:
-    """Write ``config`` as JSON, atomically."""
-    atomic_write_json(path, to_dict(config))
+RESUMABLE_FIELDS = WorldModelsConfig.RESUMABLE
 
 
 def read_agent(path: str | Path) -> str:
     """The agent of the saved config at ``path``: ``worldmodels``, or ``planet`` for a config
     without an ``agent`` key (PlaNet's). A missing or corrupt file is a :class:`ConfigError`."""
-    data = _read_json(Path(path))
+    data = read_config_file(path)
     return str(data.get("agent", "planet"))
 
 
 def load_config(path: str | Path) -> WorldModelsConfig:
     """Read a saved World Models config; errors name the file."""
     path = Path(path)
-    data = _read_json(path)
+    data = read_config_file(path)
     if data.get("agent") != AGENT:
         raise ConfigError(f"{path} is not the config of a World Models run (agent "
                           f"{data.get('agent', 'planet')!r})")
     return from_dict(data)
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"no config found at {path} (is this a planetrl run directory?)") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"config file {path} is corrupt: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} is corrupt: expected a JSON object")
-    return data
 
 
 __all__ = [
