@@ -1,7 +1,7 @@
 """Algorithm 1 of the paper (arXiv 1811.04551): data collection and model fitting, resumable.
-PlaNet's part only: the episode driver (:mod:`planetrl.driver`), the replay
-(:mod:`planetrl.replay`), the checkpoint (:class:`planetrl.training.io.Checkpoint`) and the
-logger are shared with any other agent.
+PlaNet's part only: the run directory's setup (:mod:`planetrl.training.rundir`), the episode
+driver (:mod:`planetrl.driver`), the replay (:mod:`planetrl.replay`), the checkpoint
+(:class:`planetrl.training.io.Checkpoint`) and the logger are shared with any other agent.
 
     collect S seed episodes with uniformly random actions
     while the budget is not spent:
@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import functools
 import math
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -34,15 +33,8 @@ import torch
 
 from planetrl import planning, speed
 from planetrl.agent import Agent
-from planetrl.atomic import atomic_write_json, remove_temporary
-from planetrl.config import (
-    Config,
-    ConfigError,
-    diff_configs,
-    load_config,
-    save_config,
-    to_dict,
-)
+from planetrl.atomic import atomic_write_json
+from planetrl.config import Config, ConfigError, load_config, to_dict
 from planetrl.driver import (
     make_pool,
     resolve_action_repeat,
@@ -50,7 +42,6 @@ from planetrl.driver import (
     uniform_policy,
 )
 from planetrl.envs import make_env
-from planetrl.episodes import list_episode_files
 from planetrl.models import WorldModel
 from planetrl.objective import compute_loss
 from planetrl.replay import Replay
@@ -59,19 +50,21 @@ from planetrl.speed.threads import ThreadGovernor
 from planetrl.training.io import Checkpoint, CheckpointError, load_checkpoint
 from planetrl.training.logger import Logger
 from planetrl.training.progress import Progress
+from planetrl.training.rundir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    EPISODES_DIR,
+    episodes_on_disk,
+    eval_seed,
+    open_run_dir,
+    resolve_device,
+    seed_global_rngs,
+)
 from planetrl.training.videos import open_loop_video
 
 
 class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; the last good checkpoint is kept."""
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return torch.device(name)
 
 
 def build_world_model(config: Config, action_size: int) -> WorldModel:
@@ -208,12 +201,6 @@ class Counters:
     when a checkpoint without it is resumed)."""
 
 
-def eval_seed(config: Config) -> int:
-    """Seed of a run's evaluation episodes (episode i uses ``eval_seed + i``): the same for every
-    evaluation of a run, and for the random-policy baseline of the suite."""
-    return 1_000_000 + 1000 * config.seed
-
-
 class Trainer:
     """A resumable PlaNet run in ``config.logdir``.
 
@@ -252,27 +239,13 @@ class Trainer:
                 config.task = factory_task_name(env_fn)
         self.env_fn = env_fn
         config.validate()
-        self.logdir = Path(config.logdir)
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        config_path = self.logdir / "config.json"
-        if config_path.exists():
-            saved = load_config(config_path)
-            diff = diff_configs(saved, config)
-            if diff and not allow_config_change:
-                lines = ", ".join(f"{k}: saved {a!r} != new {b!r}" for k, (a, b) in diff.items())
-                raise ConfigError(
-                    f"{self.logdir} holds a run with a different config ({lines}); use the same "
-                    "options to resume, a new --logdir, or --allow-config-change"
-                )
-        save_config(config, config_path)
+        self.logdir = open_run_dir(config, load_config, allow_config_change=allow_config_change)
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
         self.repeat = resolve_action_repeat(config)
 
-        random.seed(config.seed)
-        np.random.seed(config.seed)
-        torch.manual_seed(config.seed)
+        seed_global_rngs(config.seed)
         self.pool = make_pool(config, config.train.collect_envs, env_fn=env_fn)
         self.threads = ThreadGovernor(config.threads, own=lambda: self.pool.worker_pids)
         self.threads.adjust()
@@ -286,11 +259,8 @@ class Trainer:
         # The dequantisation noise of the training batches (WorldModel.preprocess).
         self.batch_generator = torch.Generator().manual_seed(config.seed + 2)
         self.action_rng = np.random.default_rng(config.seed)
-        # This run is the one writer of its directory: what a killed one left half-written goes.
-        for folder in (self.logdir, self.logdir / "episodes", self.logdir / "videos"):
-            remove_temporary(folder)
         self.replay = Replay(
-            self.logdir / "episodes", capacity=config.train.replay_capacity, seed=config.seed
+            self.logdir / EPISODES_DIR, capacity=config.train.replay_capacity, seed=config.seed
         )
         self.counters = Counters()
         self.checkpoint = self._attach_checkpoint()
@@ -311,14 +281,13 @@ class Trainer:
     # ----------------------------------------------------------------- resume
     def _episodes_on_disk(self) -> tuple[int, int]:
         """(episodes, env steps) from the episode files, the counters' source of truth."""
-        files = list_episode_files(self.logdir / "episodes")
-        return len(files), sum((f.length - 1) * self.repeat for f in files)
+        return episodes_on_disk(self.logdir, self.repeat)
 
     def _attach_checkpoint(self) -> Checkpoint:
         """``checkpoint.pt``: the model, the optimiser, the update counter and every RNG of the
         run (the episode and env-step counters come from the episode files)."""
         counters = self.counters
-        checkpoint = Checkpoint(self.logdir / "checkpoint.pt")
+        checkpoint = Checkpoint(self.logdir / CHECKPOINT_FILE)
         checkpoint.attach("model", self.world_model).attach("optimizer", self.optimizer)
         checkpoint.attach("updates", get=lambda: counters.updates,
                           set=lambda value: setattr(counters, "updates", int(value)))
@@ -616,7 +585,7 @@ def load_run(logdir: str | Path, device: str = "auto",
     """The config and trained world model of a run directory (for evaluation); ``env_fn``: the
     factory of a run trained with one (an ``fn:`` task)."""
     logdir = Path(logdir)
-    config = load_config(logdir / "config.json")
+    config = load_config(logdir / CONFIG_FILE)
     config.device = device
     dev = resolve_device(device)
     env = make_env(config.task, action_repeat=resolve_action_repeat(config), render=config.render,
@@ -628,7 +597,7 @@ def load_run(logdir: str | Path, device: str = "auto",
     world_model = speed.optimise_world_model(
         build_world_model(config, action_size).to(dev), config.speed, dev
     )
-    payload = load_checkpoint(logdir / "checkpoint.pt", map_location=dev)
+    payload = load_checkpoint(logdir / CHECKPOINT_FILE, map_location=dev)
     try:
         world_model.load_state_dict(payload["model"])
     except (KeyError, RuntimeError) as err:

@@ -12,21 +12,20 @@
                  environments of batched driver runs); evaluate the mean controller in the real
                  environment every ``eval.every`` generations and at the end
 
-The run directory is PlaNet's layout: ``config.json`` (with ``agent: worldmodels``),
-``checkpoint.pt`` (V, M, their optimisers, the CMA-ES state, the stage and its counters, every
-RNG: the entries attached to a shared :class:`~planetrl.training.io.Checkpoint`, written
-atomically), ``episodes/`` (the shared :class:`~planetrl.replay.Replay`; the source of truth for
-the collected episodes), ``metrics.jsonl`` and ``tb/`` (the shared
-:class:`~planetrl.training.logger.Logger`; every row's ``step`` is the env steps so far:
-collection plus, in ``real`` mode, the controller's fitness rollouts), ``videos/``. The
-checkpoint is saved after every collected batch of episodes, every tenth of the V and M updates
-and every generation, so a kill loses at most that much work.
+The run directory is the shared layout, set up as PlaNet's (:mod:`planetrl.training.rundir`):
+``config.json`` (with ``agent: worldmodels``), ``checkpoint.pt`` (V, M, their optimisers, the
+CMA-ES state, the stage and its counters, every RNG: the entries attached to a shared
+:class:`~planetrl.training.io.Checkpoint`, written atomically), ``episodes/`` (the shared
+:class:`~planetrl.replay.Replay`; the source of truth for the collected episodes),
+``metrics.jsonl`` and ``tb/`` (the shared :class:`~planetrl.training.logger.Logger`; every row's
+``step`` is the env steps so far: collection plus, in ``real`` mode, the controller's fitness
+rollouts), ``videos/``. The checkpoint is saved after every collected batch of episodes, every
+tenth of the V and M updates and every generation, so a kill loses at most that much work.
 """
 
 from __future__ import annotations
 
 import math
-import random
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,8 +34,6 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
-from planetrl.atomic import remove_temporary
-from planetrl.config import ConfigError
 from planetrl.driver import make_pool, resolve_action_repeat, run_episodes, uniform_policy
 from planetrl.envs import make_env
 from planetrl.episodes import list_episode_files
@@ -44,13 +41,17 @@ from planetrl.replay import Replay
 from planetrl.training.io import Checkpoint, CheckpointError, load_checkpoint
 from planetrl.training.logger import Logger
 from planetrl.training.progress import Progress
-from planetrl.worldmodels.config import (
-    WorldModelsConfig,
-    diff_configs,
-    load_config,
-    save_config,
-    to_dict,
+from planetrl.training.rundir import (
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    EPISODES_DIR,
+    episodes_on_disk,
+    eval_seed,
+    open_run_dir,
+    resolve_device,
+    seed_global_rngs,
 )
+from planetrl.worldmodels.config import WorldModelsConfig, load_config, to_dict
 from planetrl.worldmodels.es import CMAES
 from planetrl.worldmodels.models import VAE, LinearController, MDNRNN, Posterior, mixture_nll
 from planetrl.worldmodels.rollout import WorldModelsPolicy, dream_rollout, initial_latents
@@ -93,20 +94,6 @@ class EncodedEpisode(NamedTuple):
     terminal: torch.Tensor
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return torch.device(name)
-
-
-def eval_seed(config: WorldModelsConfig) -> int:
-    """Seed of the evaluation episodes (episode i uses ``eval_seed + i``); PlaNet's formula, so
-    both agents are evaluated on the same episodes for the same run seed."""
-    return 1_000_000 + 1000 * config.seed
-
-
 def action_size_of(config: WorldModelsConfig) -> int:
     env = make_env(config.task, action_repeat=resolve_action_repeat(config), render=config.render)
     try:
@@ -137,26 +124,13 @@ class WorldModelsTrainer:
                  progress: bool = True) -> None:
         config.validate()
         self.config = config
-        self.logdir = Path(config.logdir)
-        self.logdir.mkdir(parents=True, exist_ok=True)
-        config_path = self.logdir / "config.json"
-        if config_path.exists():
-            saved = load_config(config_path)
-            diff = diff_configs(saved, config)
-            if diff and not allow_config_change:
-                lines = ", ".join(f"{k}: saved {a!r} != new {b!r}" for k, (a, b) in diff.items())
-                raise ConfigError(
-                    f"{self.logdir} holds a run with a different config ({lines}); use the same "
-                    "options to resume, a new --logdir, or --allow-config-change")
-        save_config(config, config_path)
+        self.logdir = open_run_dir(config, load_config, allow_config_change=allow_config_change)
         self.progress = progress
         self.device = resolve_device(config.device)
         self.repeat = resolve_action_repeat(config)
         if config.threads:
             torch.set_num_threads(config.threads)
-        random.seed(config.seed)
-        np.random.seed(config.seed)
-        torch.manual_seed(config.seed)
+        seed_global_rngs(config.seed)
 
         self.action_size = action_size_of(config)
         self.vae, self.mdn, self.controller = build_models(config, self.action_size, self.device)
@@ -169,9 +143,7 @@ class WorldModelsTrainer:
         self.policy_generator = torch.Generator(device=self.device).manual_seed(s + 4)
         self.mdn_rng = np.random.default_rng(s + 5)
         self.action_rng = np.random.default_rng(s)
-        for folder in (self.logdir, self.logdir / "episodes", self.logdir / "videos"):
-            remove_temporary(folder)
-        self.replay = Replay(self.logdir / "episodes", capacity=None, seed=s)
+        self.replay = Replay(self.logdir / EPISODES_DIR, capacity=None, seed=s)
         self.state = RunState()
         self.es: CMAES | None = None
         self.checkpoint = self._attach_checkpoint()
@@ -184,7 +156,7 @@ class WorldModelsTrainer:
 
     # ------------------------------------------------------------------ state
     def _attach_checkpoint(self) -> Checkpoint:
-        checkpoint = Checkpoint(self.logdir / "checkpoint.pt")
+        checkpoint = Checkpoint(self.logdir / CHECKPOINT_FILE)
         checkpoint.attach("vae", self.vae).attach("mdn", self.mdn)
         checkpoint.attach("vae_optimizer", self.vae_optimizer)
         checkpoint.attach("mdn_optimizer", self.mdn_optimizer)
@@ -208,8 +180,7 @@ class WorldModelsTrainer:
 
     def collected(self) -> tuple[int, int]:
         """(episodes, env steps) collected, from the episode files (the source of truth)."""
-        files = list_episode_files(self.logdir / "episodes")
-        return len(files), sum((f.length - 1) * self.repeat for f in files)
+        return episodes_on_disk(self.logdir, self.repeat)
 
     def env_steps(self) -> int:
         """Env steps so far: collection plus the controller's real-environment rollouts."""
@@ -244,7 +215,7 @@ class WorldModelsTrainer:
         target = (self.state.iteration + 1) * c.episodes
         pool = self._pool("collect", c.envs, c.parallel)
         while True:
-            have = len(list_episode_files(self.logdir / "episodes"))
+            have = len(list_episode_files(self.logdir / EPISODES_DIR))
             if have >= target:
                 break
             count = min(c.envs, target - have)
@@ -656,10 +627,10 @@ def evaluate_run(logdir: str | Path, *, episodes: int, seed: int, device: str = 
                  ) -> tuple[WorldModelsConfig, list[float], np.ndarray | None]:
     """Evaluate the controller of the World Models run in ``logdir`` (for ``planetrl eval``)."""
     logdir = Path(logdir)
-    config = load_config(logdir / "config.json")
+    config = load_config(logdir / CONFIG_FILE)
     dev = resolve_device(device)
     vae, mdn, controller = build_models(config, action_size_of(config), dev)
-    payload = load_checkpoint(logdir / "checkpoint.pt", map_location=dev)
+    payload = load_checkpoint(logdir / CHECKPOINT_FILE, map_location=dev)
     try:
         vae.load_state_dict(payload["vae"])
         mdn.load_state_dict(payload["mdn"])

@@ -1,0 +1,92 @@
+"""A run directory and its setup, the same for every agent (PlaNet's
+:class:`~planetrl.training.loop.Trainer`, World Models'
+:class:`~planetrl.worldmodels.trainer.WorldModelsTrainer`)::
+
+    <logdir>/config.json     the merged config (a :class:`~planetrl.config.RunConfig`); a resumed
+                             run is checked against it
+    <logdir>/checkpoint.pt   the run's state (:class:`~planetrl.training.io.Checkpoint`)
+    <logdir>/episodes/       the replay, one file per episode (the source of truth for the
+                             collected episodes and env steps)
+    <logdir>/videos/         mp4s of the logger and of ``planetrl eval``
+
+plus the logger's ``metrics.jsonl`` and ``tb/`` (:class:`~planetrl.training.logger.Logger`).
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from planetrl.atomic import remove_temporary
+from planetrl.config import ConfigError, RunConfig, diff_configs, save_config
+from planetrl.episodes import list_episode_files
+
+CONFIG_FILE = "config.json"
+CHECKPOINT_FILE = "checkpoint.pt"
+EPISODES_DIR = "episodes"
+VIDEOS_DIR = "videos"
+
+
+def open_run_dir(config: RunConfig, load_config: Callable[[Path], RunConfig], *,
+                 allow_config_change: bool = False) -> Path:
+    """Create (or reopen) the run directory ``config.logdir`` and save ``config`` in it; returns
+    its path.
+
+    A directory that holds a run already is checked first: its config (read by the agent's
+    ``load_config``) may differ from ``config`` only in the resumable fields (budgets, logging,
+    hardware: ``RESUMABLE`` of the config's class), else a :class:`ConfigError` names the fields
+    that differ, unless ``allow_config_change`` (the new values win and are saved). Then the
+    temporary files that a killed run left half-written are removed: this run is the one writer
+    of its directory."""
+    logdir = Path(config.logdir)
+    logdir.mkdir(parents=True, exist_ok=True)
+    config_path = logdir / CONFIG_FILE
+    if config_path.exists():
+        diff = diff_configs(load_config(config_path), config)
+        if diff and not allow_config_change:
+            lines = ", ".join(f"{k}: saved {a!r} != new {b!r}" for k, (a, b) in diff.items())
+            raise ConfigError(
+                f"{logdir} holds a run with a different config ({lines}); use the same "
+                "options to resume, a new --logdir, or --allow-config-change"
+            )
+    save_config(config, config_path)
+    for folder in (logdir, logdir / EPISODES_DIR, logdir / VIDEOS_DIR):
+        remove_temporary(folder)
+    return logdir
+
+
+def seed_global_rngs(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global RNGs (those that
+    :meth:`~planetrl.training.io.Checkpoint.attach_global_rngs` saves)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """The torch device of a config's ``device``: ``auto`` is CUDA when available, else the CPU;
+    a CUDA device without CUDA is a :class:`ConfigError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def eval_seed(config: Any) -> int:
+    """Seed of a run's evaluation episodes (episode i uses ``eval_seed + i``) from the run's
+    ``config.seed``: the same for every evaluation of a run, for both agents given the same run
+    seed, and for the random-policy baseline of the suite."""
+    return 1_000_000 + 1000 * config.seed
+
+
+def episodes_on_disk(logdir: str | Path, action_repeat: int) -> tuple[int, int]:
+    """(episodes, env steps) of the episode files in ``<logdir>/episodes``, the source of truth
+    for both: an episode file of ``length`` entries holds ``length - 1`` agent steps of R =
+    ``action_repeat`` env steps each."""
+    files = list_episode_files(Path(logdir) / EPISODES_DIR)
+    return len(files), sum((f.length - 1) * action_repeat for f in files)
