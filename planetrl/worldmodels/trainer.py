@@ -29,7 +29,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -241,6 +241,35 @@ class WorldModelsTrainer:
         self.state.stage = stage
         self.save()
 
+    def _updates(self, part: str, model: str, total: int,
+                 update: Callable[[], dict[str, float]]) -> tuple[dict[str, float], int] | None:
+        """Run ``update`` (one gradient step; returns its loss terms) until this iteration's
+        counter ``state.<part>_updates`` reaches ``total``. Every tenth of ``total`` updates and
+        at the last: one row of each term's mean over the n updates since the previous row
+        (``<part>/<term>``), the counter and the ms per update, then the checkpoint is saved.
+        ``model`` (V, M) names the model in the progress line. Returns (the last row's means, n),
+        or None when no update was left."""
+        every = max(1, total // 10)
+        sums: dict[str, float] = {}
+        last = None
+        start = time.perf_counter()
+        while getattr(self.state, f"{part}_updates") < total:
+            values = update()
+            done = getattr(self.state, f"{part}_updates") + 1
+            setattr(self.state, f"{part}_updates", done)
+            for k, x in values.items():
+                sums[k] = sums.get(k, 0.0) + x
+            self.bar.phase(f"iteration {self.state.iteration}: {model} update {done}/{total}")
+            if done % every == 0 or done == total:
+                n = (done - 1) % every + 1
+                last = ({k: x / n for k, x in sums.items()}, n)
+                self._log({**{f"{part}/{k}": x for k, x in last[0].items()},
+                           f"{part}/updates": done,
+                           f"{part}/ms_per_update": 1000 * (time.perf_counter() - start) / n})
+                sums, start = {}, time.perf_counter()
+                self.save()
+        return last
+
     # -------------------------------------------------------------------- V
     def vae_updates_per_iteration(self) -> int:
         v = self.config.vae
@@ -248,11 +277,8 @@ class WorldModelsTrainer:
 
     def train_vae(self) -> None:
         v = self.config.vae
-        total = self.vae_updates_per_iteration()
-        every = max(1, total // 10)
-        sums: dict[str, float] = {}
-        start = time.perf_counter()
-        while self.state.vae_updates < total:
+
+        def update() -> dict[str, float]:
             images = self.replay.sample_raw(v.batch_size, 1)["image"][:, 0]
             frames = VAE.preprocess(torch.from_numpy(images)).to(self.device)
             terms = self.vae.loss(frames, v.kl_tolerance, self.vae_generator)
@@ -261,18 +287,9 @@ class WorldModelsTrainer:
             self.vae_optimizer.zero_grad(set_to_none=True)
             terms.loss.backward()
             self.vae_optimizer.step()
-            self.state.vae_updates += 1
-            for k, x in values.items():
-                sums[k] = sums.get(k, 0.0) + x
-            done = self.state.vae_updates
-            self.bar.phase(f"iteration {self.state.iteration}: V update {done}/{total}")
-            if done % every == 0 or done == total:
-                n = (done - 1) % every + 1
-                self._log({**{f"vae/{k}": x / n for k, x in sums.items()},
-                           "vae/updates": done, "vae/ms_per_update":
-                           1000 * (time.perf_counter() - start) / n})
-                sums, start = {}, time.perf_counter()
-                self.save()
+            return values
+
+        self._updates("vae", "V", self.vae_updates_per_iteration(), update)
         if self.config.eval.video:
             self.reconstruction_video()
         if self.state.vae_updates:
@@ -393,39 +410,30 @@ class WorldModelsTrainer:
 
     def train_mdn(self) -> None:
         m = self.config.mdn
-        total = m.updates
-        every = max(1, total // 10)
-        sums: dict[str, float] = {}
-        start = time.perf_counter()
-        if self.state.mdn_updates < total:
+        episodes: list[EncodedEpisode] = []
+        if self.state.mdn_updates < m.updates:
             self.bar.phase(f"iteration {self.state.iteration}: encoding the replay with V",
                            force=True)
             episodes = self.encoded()
-        while self.state.mdn_updates < total:
+
+        def update() -> dict[str, float]:
             loss, values = self.mdn_loss(self.mdn_batch(episodes))
             self._check("M", values)
             self.mdn_optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_value_(self.mdn.parameters(), m.grad_clip)
             self.mdn_optimizer.step()
-            self.state.mdn_updates += 1
-            for k, x in values.items():
-                sums[k] = sums.get(k, 0.0) + x
-            done = self.state.mdn_updates
-            self.bar.phase(f"iteration {self.state.iteration}: M update {done}/{total}")
-            if done % every == 0 or done == total:
-                n = (done - 1) % every + 1
-                self._log({**{f"mdn/{k}": x / n for k, x in sums.items()}, "mdn/updates": done,
-                           "mdn/ms_per_update": 1000 * (time.perf_counter() - start) / n})
-                if done == total and m.reward_scale and sums["reward_mse"] >= \
-                        0.9 * sums["reward_var"]:
-                    self.bar.write(
-                        f"warning: M's reward head predicts no better than a constant (squared "
-                        f"error {sums['reward_mse'] / n:.3g} against the reward variance "
-                        f"{sums['reward_var'] / n:.3g} over the last {n} updates): the dream's "
-                        "returns will hardly depend on the controller")
-                sums, start = {}, time.perf_counter()
-                self.save()
+            return values
+
+        last = self._updates("mdn", "M", m.updates, update)
+        if last is not None and m.reward_scale:
+            means, n = last
+            if means["reward_mse"] >= 0.9 * means["reward_var"]:
+                self.bar.write(
+                    f"warning: M's reward head predicts no better than a constant (squared "
+                    f"error {means['reward_mse']:.3g} against the reward variance "
+                    f"{means['reward_var']:.3g} over the last {n} updates): the dream's "
+                    "returns will hardly depend on the controller")
         self._advance("controller")
 
     # -------------------------------------------------------------------- C
