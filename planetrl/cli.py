@@ -153,7 +153,7 @@ class TrainFlags:
 def _train(argv: list[str]) -> int:
     import tyro
 
-    from planetrl.config import PRESETS, Config, ConfigError, preset
+    from planetrl.config import PRESETS
 
     try:  # first the flags that are not config fields, and the preset that sets the defaults
         known, rest = _quiet_tyro(
@@ -168,24 +168,72 @@ def _train(argv: list[str]) -> int:
         return _train_worldmodels(known, rest)
     if known.agent != "planet":
         return _fail(f"unknown agent {known.agent!r}; accepted: planet, worldmodels")
-    description = (
-        "Train PlaNet (Algorithm 1) or resume the run in --logdir. Extra flags: "
-        "--allow-config-change (resume with changed hyperparameters), --no-progress (no progress "
-        "bar). Defaults below are those of --preset " + known.preset + "."
+    return _train_planet(known, rest)
+
+
+def _train_planet(known: TrainFlags, rest: list[str]) -> int:
+    from planetrl.config import Config, preset
+
+    return _train_agent(
+        known, rest, Config, preset(known.preset), trainer="planetrl.training.loop",
+        prog="planetrl train",
+        description=(
+            "Train PlaNet (Algorithm 1) or resume the run in --logdir. Extra flags: "
+            "--allow-config-change (resume with changed hyperparameters), --no-progress (no "
+            "progress bar). Defaults below are those of --preset " + known.preset + "."
+        ),
+        counts=lambda summary: (f"{summary['episodes']} episodes, {summary['env_steps']} env "
+                                f"steps, {summary['updates']} updates"),
     )
+
+
+def _train_worldmodels(known: TrainFlags, rest: list[str]) -> int:
+    from planetrl.worldmodels.config import WorldModelsConfig, preset
+
+    return _train_agent(
+        known, rest, WorldModelsConfig, preset(known.preset),
+        trainer="planetrl.worldmodels.trainer", prog="planetrl train --agent worldmodels",
+        description=(
+            "Train World Models (V: VAE, M: MDN-RNN, C: linear controller evolved by CMA-ES) or "
+            "resume the run in --logdir. Extra flags: --allow-config-change, --no-progress. "
+            "Defaults below are those of --preset " + known.preset + " (paper = the original's "
+            "CarRacing sizes)."
+        ),
+        counts=lambda summary: (f"{summary['iterations']} iterations, {summary['episodes']} "
+                                f"episodes collected, {summary['env_steps']} env steps"),
+    )
+
+
+def _train_agent(known: TrainFlags, rest: list[str], config_class: type, default: object, *,
+                 trainer: str, prog: str, description: str,
+                 counts: Callable[[dict], str]) -> int:
+    """What `planetrl train` does for every agent: parse the agent's config from ``rest`` (the
+    preset's ``default`` values as the defaults), validate it and its task, then import the
+    module ``trainer`` (after the checks, so that help and errors come fast), run its
+    ``train(config, allow_config_change=, progress=)`` (create or resume the run) and print
+    ``counts`` of the summary it returns, with the last evaluation's return.
+    Exit status: 0 done; 2 a bad option or config, or a run directory that cannot be resumed
+    (another config, a corrupt checkpoint or episode file); 3 a non-finite loss (the module's
+    ``NonFiniteLossError``); 130 interrupted."""
+    import importlib
+
+    import tyro
+
+    from planetrl.config import ConfigError
+
     try:
         config = _quiet_tyro(
             lambda: tyro.cli(
-                Config,
-                default=preset(known.preset),
+                config_class,
+                default=default,
                 args=rest + ["--preset", known.preset],
-                prog="planetrl train",
+                prog=prog,
                 description=description,
                 registry=json_object_registry(),
             )
         )
     except _ParseError as err:
-        return _fail(f"{err}; see `planetrl train --help`")
+        return _fail(f"{err}; see `{prog} --help`")
     try:
         config.validate()
         from planetrl.envs import check_task
@@ -196,13 +244,13 @@ def _train(argv: list[str]) -> int:
 
     from planetrl.replay import EpisodeFileError
     from planetrl.training.io import CheckpointError
-    from planetrl.training.loop import NonFiniteLossError, train
 
+    agent = importlib.import_module(trainer)
     try:
-        summary = train(
+        summary = agent.train(
             config, allow_config_change=known.allow_config_change, progress=known.progress
         )
-    except NonFiniteLossError as err:
+    except agent.NonFiniteLossError as err:
         return _fail(str(err), code=3)
     except (ConfigError, CheckpointError, EpisodeFileError) as err:
         return _fail(str(err))
@@ -211,66 +259,7 @@ def _train(argv: list[str]) -> int:
         return 130
     evaluation = summary.get("eval")
     tail = f", last eval return {evaluation['eval/return']:.1f}" if evaluation else ""
-    print(
-        f"done: {summary['episodes']} episodes, {summary['env_steps']} env steps, "
-        f"{summary['updates']} updates{tail}; run directory {config.logdir}"
-    )
-    return 0
-
-
-def _train_worldmodels(known: TrainFlags, rest: list[str]) -> int:
-    import tyro
-
-    from planetrl.config import ConfigError
-    from planetrl.worldmodels.config import WorldModelsConfig, preset
-
-    description = (
-        "Train World Models (V: VAE, M: MDN-RNN, C: linear controller evolved by CMA-ES) or "
-        "resume the run in --logdir. Extra flags: --allow-config-change, --no-progress. Defaults "
-        "below are those of --preset " + known.preset + " (paper = the original's CarRacing "
-        "sizes)."
-    )
-    try:
-        config = _quiet_tyro(
-            lambda: tyro.cli(
-                WorldModelsConfig,
-                default=preset(known.preset),
-                args=rest + ["--preset", known.preset],
-                prog="planetrl train --agent worldmodels",
-                description=description,
-            )
-        )
-    except _ParseError as err:
-        return _fail(f"{err}; see `planetrl train --agent worldmodels --help`")
-    try:
-        config.validate()
-        from planetrl.envs import parse_task
-
-        parse_task(config.task)
-    except (ConfigError, ValueError) as err:
-        return _fail(str(err))
-
-    from planetrl.replay import EpisodeFileError
-    from planetrl.training.io import CheckpointError
-    from planetrl.worldmodels.trainer import NonFiniteLossError, train
-
-    try:
-        summary = train(
-            config, allow_config_change=known.allow_config_change, progress=known.progress
-        )
-    except NonFiniteLossError as err:
-        return _fail(str(err), code=3)
-    except (ConfigError, CheckpointError, EpisodeFileError) as err:
-        return _fail(str(err))
-    except KeyboardInterrupt:
-        print("planetrl: interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
-    evaluation = summary.get("eval")
-    tail = f", last eval return {evaluation['eval/return']:.1f}" if evaluation else ""
-    print(
-        f"done: {summary['iterations']} iterations, {summary['episodes']} episodes collected, "
-        f"{summary['env_steps']} env steps{tail}; run directory {config.logdir}"
-    )
+    print(f"done: {counts(summary)}{tail}; run directory {config.logdir}")
     return 0
 
 
