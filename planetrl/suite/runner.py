@@ -97,15 +97,16 @@ def train_run(config_data: dict[str, Any], budget: int | None = None) -> dict[st
     """
     from planetrl.atomic import atomic_write_text
     from planetrl.driver import random_policy_returns
+    from planetrl.training.rundir import eval_seed
 
     agent = config_data.get("agent", "planet")
     if agent == "worldmodels":
         from planetrl.worldmodels.config import from_dict as wm_from_dict
-        from planetrl.worldmodels.trainer import eval_seed, train
+        from planetrl.worldmodels.trainer import train
 
         config = wm_from_dict(config_data)
     else:
-        from planetrl.training.loop import eval_seed, train
+        from planetrl.training.loop import train
 
         config = from_dict(config_data)
     run_dir = Path(config.logdir)

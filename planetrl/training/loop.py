@@ -50,16 +50,8 @@ from planetrl.speed.threads import ThreadGovernor
 from planetrl.training.io import Checkpoint, CheckpointError, load_checkpoint
 from planetrl.training.logger import Logger
 from planetrl.training.progress import Progress
-from planetrl.training.rundir import (
-    CHECKPOINT_FILE,
-    CONFIG_FILE,
-    EPISODES_DIR,
-    episodes_on_disk,
-    eval_seed,
-    open_run_dir,
-    resolve_device,
-    seed_global_rngs,
-)
+from planetrl.training import rundir
+from planetrl.training.rundir import eval_seed, resolve_device
 from planetrl.training.videos import open_loop_video
 
 
@@ -239,13 +231,14 @@ class Trainer:
                 config.task = factory_task_name(env_fn)
         self.env_fn = env_fn
         config.validate()
-        self.logdir = open_run_dir(config, load_config, allow_config_change=allow_config_change)
+        self.logdir = rundir.open_run_dir(config, load_config,
+                                          allow_config_change=allow_config_change)
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
         self.repeat = resolve_action_repeat(config)
 
-        seed_global_rngs(config.seed)
+        rundir.seed_global_rngs(config.seed)
         self.pool = make_pool(config, config.train.collect_envs, env_fn=env_fn)
         self.threads = ThreadGovernor(config.threads, own=lambda: self.pool.worker_pids)
         self.threads.adjust()
@@ -260,7 +253,8 @@ class Trainer:
         self.batch_generator = torch.Generator().manual_seed(config.seed + 2)
         self.action_rng = np.random.default_rng(config.seed)
         self.replay = Replay(
-            self.logdir / EPISODES_DIR, capacity=config.train.replay_capacity, seed=config.seed
+            self.logdir / rundir.EPISODES_DIR, capacity=config.train.replay_capacity,
+            seed=config.seed,
         )
         self.counters = Counters()
         self.checkpoint = self._attach_checkpoint()
@@ -281,13 +275,13 @@ class Trainer:
     # ----------------------------------------------------------------- resume
     def _episodes_on_disk(self) -> tuple[int, int]:
         """(episodes, env steps) from the episode files, the counters' source of truth."""
-        return episodes_on_disk(self.logdir, self.repeat)
+        return rundir.episodes_on_disk(self.logdir, self.repeat)
 
     def _attach_checkpoint(self) -> Checkpoint:
         """``checkpoint.pt``: the model, the optimiser, the update counter and every RNG of the
         run (the episode and env-step counters come from the episode files)."""
         counters = self.counters
-        checkpoint = Checkpoint(self.logdir / CHECKPOINT_FILE)
+        checkpoint = Checkpoint(self.logdir / rundir.CHECKPOINT_FILE)
         checkpoint.attach("model", self.world_model).attach("optimizer", self.optimizer)
         checkpoint.attach("updates", get=lambda: counters.updates,
                           set=lambda value: setattr(counters, "updates", int(value)))
@@ -585,7 +579,7 @@ def load_run(logdir: str | Path, device: str = "auto",
     """The config and trained world model of a run directory (for evaluation); ``env_fn``: the
     factory of a run trained with one (an ``fn:`` task)."""
     logdir = Path(logdir)
-    config = load_config(logdir / CONFIG_FILE)
+    config = load_config(logdir / rundir.CONFIG_FILE)
     config.device = device
     dev = resolve_device(device)
     env = make_env(config.task, action_repeat=resolve_action_repeat(config), render=config.render,
@@ -597,7 +591,7 @@ def load_run(logdir: str | Path, device: str = "auto",
     world_model = speed.optimise_world_model(
         build_world_model(config, action_size).to(dev), config.speed, dev
     )
-    payload = load_checkpoint(logdir / CHECKPOINT_FILE, map_location=dev)
+    payload = load_checkpoint(logdir / rundir.CHECKPOINT_FILE, map_location=dev)
     try:
         world_model.load_state_dict(payload["model"])
     except (KeyError, RuntimeError) as err:

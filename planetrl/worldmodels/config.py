@@ -12,11 +12,11 @@ Two presets:
 - ``small``: a run that finishes in minutes on a 2-core CPU; every difference is listed in
   :func:`small_preset` with its reason.
 
-The sections reuse :class:`planetrl.config.Section` (a ``RULES`` table per section plus
-cross-field checks) and the whole is a :class:`planetrl.config.RunConfig`, so it is validated,
-rebuilt, compared on resume, edited and saved by :mod:`planetrl.config`'s functions. The merged configuration is saved as ``config.json`` in the run directory
-with ``agent: worldmodels``, which is how ``planetrl eval`` tells a World Models run from a PlaNet
-one.
+The sections reuse :class:`planetrl.config.Section` (a ``RULES`` table per section plus cross-field
+checks) and the whole is a :class:`planetrl.config.RunConfig`, so it is validated, rebuilt,
+compared on resume, edited and saved by :mod:`planetrl.config`'s functions. The merged
+configuration is saved as ``config.json`` in the run directory with ``agent: worldmodels``, which
+is how ``planetrl eval`` tells a World Models run from a PlaNet one.
 """
 
 from __future__ import annotations

@@ -41,16 +41,7 @@ from planetrl.replay import Replay
 from planetrl.training.io import Checkpoint, CheckpointError, load_checkpoint
 from planetrl.training.logger import Logger
 from planetrl.training.progress import Progress
-from planetrl.training.rundir import (
-    CHECKPOINT_FILE,
-    CONFIG_FILE,
-    EPISODES_DIR,
-    episodes_on_disk,
-    eval_seed,
-    open_run_dir,
-    resolve_device,
-    seed_global_rngs,
-)
+from planetrl.training import rundir
 from planetrl.worldmodels.config import WorldModelsConfig, load_config, to_dict
 from planetrl.worldmodels.es import CMAES
 from planetrl.worldmodels.models import VAE, LinearController, MDNRNN, Posterior, mixture_nll
@@ -124,13 +115,14 @@ class WorldModelsTrainer:
                  progress: bool = True) -> None:
         config.validate()
         self.config = config
-        self.logdir = open_run_dir(config, load_config, allow_config_change=allow_config_change)
+        self.logdir = rundir.open_run_dir(config, load_config,
+                                          allow_config_change=allow_config_change)
         self.progress = progress
-        self.device = resolve_device(config.device)
+        self.device = rundir.resolve_device(config.device)
         self.repeat = resolve_action_repeat(config)
         if config.threads:
             torch.set_num_threads(config.threads)
-        seed_global_rngs(config.seed)
+        rundir.seed_global_rngs(config.seed)
 
         self.action_size = action_size_of(config)
         self.vae, self.mdn, self.controller = build_models(config, self.action_size, self.device)
@@ -143,7 +135,7 @@ class WorldModelsTrainer:
         self.policy_generator = torch.Generator(device=self.device).manual_seed(s + 4)
         self.mdn_rng = np.random.default_rng(s + 5)
         self.action_rng = np.random.default_rng(s)
-        self.replay = Replay(self.logdir / EPISODES_DIR, capacity=None, seed=s)
+        self.replay = Replay(self.logdir / rundir.EPISODES_DIR, capacity=None, seed=s)
         self.state = RunState()
         self.es: CMAES | None = None
         self.checkpoint = self._attach_checkpoint()
@@ -156,7 +148,7 @@ class WorldModelsTrainer:
 
     # ------------------------------------------------------------------ state
     def _attach_checkpoint(self) -> Checkpoint:
-        checkpoint = Checkpoint(self.logdir / CHECKPOINT_FILE)
+        checkpoint = Checkpoint(self.logdir / rundir.CHECKPOINT_FILE)
         checkpoint.attach("vae", self.vae).attach("mdn", self.mdn)
         checkpoint.attach("vae_optimizer", self.vae_optimizer)
         checkpoint.attach("mdn_optimizer", self.mdn_optimizer)
@@ -180,7 +172,7 @@ class WorldModelsTrainer:
 
     def collected(self) -> tuple[int, int]:
         """(episodes, env steps) collected, from the episode files (the source of truth)."""
-        return episodes_on_disk(self.logdir, self.repeat)
+        return rundir.episodes_on_disk(self.logdir, self.repeat)
 
     def env_steps(self) -> int:
         """Env steps so far: collection plus the controller's real-environment rollouts."""
@@ -215,7 +207,7 @@ class WorldModelsTrainer:
         target = (self.state.iteration + 1) * c.episodes
         pool = self._pool("collect", c.envs, c.parallel)
         while True:
-            have = len(list_episode_files(self.logdir / EPISODES_DIR))
+            have = len(list_episode_files(self.logdir / rundir.EPISODES_DIR))
             if have >= target:
                 break
             count = min(c.envs, target - have)
@@ -591,7 +583,7 @@ def evaluate_controller(config: WorldModelsConfig, vae: VAE, mdn: MDNRNN,
     ``eval_seed + i``), z_t sampled by a generator of its own (the run's streams are untouched);
     with ``record`` the frames (T, 64, 64·E, 3)."""
     device = next(mdn.parameters()).device
-    seed = eval_seed(config) if seed is None else seed
+    seed = rundir.eval_seed(config) if seed is None else seed
     generator = torch.Generator(device=device).manual_seed(seed)
     policy = WorldModelsPolicy(vae, mdn, controller, controller.weights(params, device),
                                generator=generator)
@@ -635,10 +627,10 @@ def evaluate_run(logdir: str | Path, *, episodes: int, seed: int, device: str = 
                  ) -> tuple[WorldModelsConfig, list[float], np.ndarray | None]:
     """Evaluate the controller of the World Models run in ``logdir`` (for ``planetrl eval``)."""
     logdir = Path(logdir)
-    config = load_config(logdir / CONFIG_FILE)
-    dev = resolve_device(device)
+    config = load_config(logdir / rundir.CONFIG_FILE)
+    dev = rundir.resolve_device(device)
     vae, mdn, controller = build_models(config, action_size_of(config), dev)
-    payload = load_checkpoint(logdir / CHECKPOINT_FILE, map_location=dev)
+    payload = load_checkpoint(logdir / rundir.CHECKPOINT_FILE, map_location=dev)
     try:
         vae.load_state_dict(payload["vae"])
         mdn.load_state_dict(payload["mdn"])
