@@ -19,9 +19,7 @@ import io
 import re
 import sys
 from dataclasses import dataclass
-from typing import Callable, Sequence, TypeVar
-
-T = TypeVar("T")
+from typing import Any, Callable, Sequence
 
 USAGE = """usage: planetrl {train,eval,suite,compare,tasks} ...
 
@@ -90,24 +88,26 @@ def one_line_error(text: str) -> str:
     return message
 
 
-def _quiet_tyro(parse: Callable[[], T]) -> T:
-    """Run a tyro parse; turn its error output into one line (:class:`_ParseError`, see
-    :func:`one_line_error`). Help (exit status 0) goes through unchanged."""
+def _parse(cls: Any, argv: list[str], prog: str, **kwargs: Any) -> Any:
+    """``tyro.cli(cls, args=argv, prog=prog, **kwargs)`` with its error output turned into one
+    line that points to ``prog --help`` (a :class:`_ParseError`, which :func:`main` reports with
+    exit status 2; see :func:`one_line_error`). Help (exit status 0) goes through unchanged."""
+    import tyro
+
     captured = io.StringIO()
     try:
         with contextlib.redirect_stderr(captured):
-            return parse()
+            return tyro.cli(cls, args=argv, prog=prog, **kwargs)
     except SystemExit as exit_:
         if not exit_.code:
             raise
-        raise _ParseError(one_line_error(captured.getvalue())) from None
+        raise _ParseError(f"{one_line_error(captured.getvalue())}; see `{prog} --help`") from None
 
 
 def json_object_registry():
     """A tyro constructor registry that reads ``dict[str, Any]`` fields (``Config.env_kwargs``)
     as one JSON object argument, e.g. ``--env-kwargs '{"frame_skip": 4}'``."""
     import json
-    from typing import Any
 
     from tyro.constructors import ConstructorRegistry, PrimitiveConstructorSpec
 
@@ -151,17 +151,11 @@ class TrainFlags:
 
 
 def _train(argv: list[str]) -> int:
-    import tyro
-
     from planetrl.config import PRESETS
 
-    try:  # first the flags that are not config fields, and the preset that sets the defaults
-        known, rest = _quiet_tyro(
-            lambda: tyro.cli(TrainFlags, args=argv, prog="planetrl train", add_help=False,
-                             return_unknown_args=True)
-        )
-    except _ParseError as err:
-        return _fail(f"{err}; see `planetrl train --help`")
+    # First the flags that are not config fields, and the preset that sets the defaults.
+    known, rest = _parse(TrainFlags, argv, "planetrl train", add_help=False,
+                         return_unknown_args=True)
     if known.preset not in PRESETS:
         return _fail(f"unknown preset {known.preset!r}; accepted: {', '.join(PRESETS)}")
     if known.agent == "worldmodels":
@@ -217,23 +211,10 @@ def _train_agent(known: TrainFlags, rest: list[str], config_class: type, default
     ``NonFiniteLossError``); 130 interrupted."""
     import importlib
 
-    import tyro
-
     from planetrl.config import ConfigError
 
-    try:
-        config = _quiet_tyro(
-            lambda: tyro.cli(
-                config_class,
-                default=default,
-                args=rest + ["--preset", known.preset],
-                prog=prog,
-                description=description,
-                registry=json_object_registry(),
-            )
-        )
-    except _ParseError as err:
-        return _fail(f"{err}; see `{prog} --help`")
+    config = _parse(config_class, rest + ["--preset", known.preset], prog, default=default,
+                    description=description, registry=json_object_registry())
     try:
         config.validate()
         from planetrl.envs import check_task
@@ -287,15 +268,8 @@ class EvalArgs:
 
 
 def _eval(argv: list[str]) -> int:
-    import tyro
-
-    try:
-        args = _quiet_tyro(
-            lambda: tyro.cli(EvalArgs, args=argv, prog="planetrl eval",
-                             description=" ".join((EvalArgs.__doc__ or "").split()))
-        )
-    except _ParseError as err:
-        return _fail(f"{err}; see `planetrl eval --help`")
+    args = _parse(EvalArgs, argv, "planetrl eval",
+                  description=" ".join((EvalArgs.__doc__ or "").split()))
     if args.episodes < 1:
         return _fail(f"--episodes must be a positive integer, got {args.episodes}")
     if args.threads is not None and args.threads < 0:
@@ -392,14 +366,9 @@ def _eval_worldmodels(args: EvalArgs) -> int:
 
 
 def _suite(argv: list[str]) -> int:
-    import tyro
-
     from planetrl.suite.args import SuiteArgs
 
-    try:
-        args = _quiet_tyro(lambda: tyro.cli(SuiteArgs, args=argv, prog="planetrl suite"))
-    except _ParseError as err:
-        return _fail(f"{err}; see `planetrl suite --help`")
+    args = _parse(SuiteArgs, argv, "planetrl suite")
 
     from planetrl.config import ConfigError
     from planetrl.suite import SuiteError, builtin, run_suite, write_report
@@ -434,14 +403,9 @@ def _suite(argv: list[str]) -> int:
 
 
 def _compare(argv: list[str]) -> int:
-    import tyro
-
     from planetrl.suite.args import CompareArgs
 
-    try:
-        args = _quiet_tyro(lambda: tyro.cli(CompareArgs, args=argv, prog="planetrl compare"))
-    except _ParseError as err:
-        return _fail(f"{err}; see `planetrl compare --help`")
+    args = _parse(CompareArgs, argv, "planetrl compare")
 
     import re
 
@@ -501,7 +465,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "tasks": _tasks}
     if command not in commands:
         return _fail(f"unknown command {command!r}; accepted: {', '.join(commands)}")
-    return commands[command](rest)
+    try:
+        return commands[command](rest)
+    except _ParseError as err:  # a command's options did not parse (see _parse)
+        return _fail(str(err))
 
 
 if __name__ == "__main__":
