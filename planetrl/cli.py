@@ -151,13 +151,15 @@ class TrainFlags:
 
 
 def _train(argv: list[str]) -> int:
-    from planetrl.config import PRESETS
+    from planetrl.config import ConfigError, check_preset
 
     # First the flags that are not config fields, and the preset that sets the defaults.
     known, rest = _parse(TrainFlags, argv, "planetrl train", add_help=False,
                          return_unknown_args=True)
-    if known.preset not in PRESETS:
-        return _fail(f"unknown preset {known.preset!r}; accepted: {', '.join(PRESETS)}")
+    try:
+        check_preset(known.preset)
+    except ConfigError as err:
+        return _fail(str(err))
     if known.agent == "worldmodels":
         return _train_worldmodels(known, rest)
     if known.agent != "planet":

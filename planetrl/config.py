@@ -546,13 +546,17 @@ def small_preset() -> Config:
     return cfg
 
 
+def check_preset(name: str) -> str:
+    """``name`` if it names a preset (:data:`PRESETS`), else a :class:`ConfigError` naming the
+    accepted ones (every agent has the same presets)."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
+    return name
+
+
 def preset(name: str) -> Config:
     """The default :class:`Config` of preset ``name``."""
-    if name == "paper":
-        return paper_preset()
-    if name == "small":
-        return small_preset()
-    raise ConfigError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
+    return paper_preset() if check_preset(name) == "paper" else small_preset()
 
 
 def to_dict(config: RunConfig) -> dict[str, Any]:

@@ -40,7 +40,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from planetrl.config import ConfigError
+from planetrl.config import ConfigError, check_preset
 from planetrl.suite import layout
 from planetrl.suite.report import csv_text
 from planetrl.suite.spec import AGENTS, RunSpec, Suite, episode_env_steps, run_config
@@ -62,8 +62,7 @@ def compare_suite(task: str, agents: tuple[str, ...] | list[str] = AGENTS, *,
     unknown = [a for a in agents if a not in AGENTS]
     if unknown or not agents:
         raise ConfigError(f"unknown agents {unknown}; accepted: {', '.join(AGENTS)}")
-    if preset not in ("small", "paper"):
-        raise ConfigError(f"unknown preset {preset!r}; accepted: paper, small")
+    check_preset(preset)
     for name, value in (("--seeds", seeds), ("--env-steps", env_steps),
                         ("--eval-episodes", eval_episodes),
                         ("--eval-every-env-steps", eval_every_env_steps)):

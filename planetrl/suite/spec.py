@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from planetrl.config import PRESETS, Config, ConfigError, preset, set_field
+from planetrl.config import Config, ConfigError, check_preset, preset, set_field
 from planetrl.suite.layout import run_dir
 
 AGENTS = ("planet", "worldmodels")
@@ -205,8 +205,7 @@ def worldmodels_run_config(suite: Suite, run: RunSpec, directory: str | Path):
 # ------------------------------------------------------------------------------ built-in suites
 def _check(preset_name: str, seeds: int, env_steps: int, tasks: list[str] | None,
            accepted: tuple[str, ...]) -> list[str]:
-    if preset_name not in PRESETS:
-        raise ConfigError(f"unknown preset {preset_name!r}; accepted: {', '.join(PRESETS)}")
+    check_preset(preset_name)
     if seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {seeds}")
     if env_steps < 1:

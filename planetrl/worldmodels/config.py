@@ -38,6 +38,7 @@ from planetrl.config import (
     RunConfig,
     Section,
     build_config,
+    check_preset,
     diff_configs,
     one_of,
     read_config_file,
@@ -313,11 +314,7 @@ def small_preset() -> WorldModelsConfig:
 
 def preset(name: str) -> WorldModelsConfig:
     """The default :class:`WorldModelsConfig` of preset ``name``."""
-    if name == "paper":
-        return paper_preset()
-    if name == "small":
-        return small_preset()
-    raise ConfigError(f"unknown preset {name!r}; accepted: {', '.join(PRESETS)}")
+    return paper_preset() if check_preset(name) == "paper" else small_preset()
 
 
 def from_dict(data: dict[str, Any]) -> WorldModelsConfig:
