@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from planetrl.config import Config, ConfigError, check_preset, preset, set_field
+from planetrl.config import Config, ConfigError, RunConfig, check_preset, preset, set_field
 from planetrl.suite.layout import run_dir
 
 AGENTS = ("planet", "worldmodels")
@@ -136,12 +136,7 @@ def run_config(suite: Suite, run: RunSpec, directory: str | Path):
                           f"{', '.join(AGENTS)}")
     if run.agent == "worldmodels":
         return worldmodels_run_config(suite, run, directory)
-    config = preset(suite.preset)
-    for name, value in [*suite.overrides.items(), *run.overrides]:
-        set_field(config, name, value)
-    config.task = run.task
-    config.seed = run.seed
-    config.logdir = str(run_dir(directory, run.name))
+    config = _for_run(preset(suite.preset), suite, run, directory)
     episode = episode_env_steps(run.task)
     config.train.max_env_steps = suite.env_steps
     config.train.max_episodes = max(1, -(-suite.env_steps // episode))
@@ -149,6 +144,17 @@ def run_config(suite: Suite, run: RunSpec, directory: str | Path):
     config.eval.every = max(1, round(suite.eval_every_env_steps / episode))
     config.eval.episodes = suite.eval_episodes
     return config.validate()
+
+
+def _for_run(config: RunConfig, suite: Suite, run: RunSpec, directory: str | Path):
+    """``config`` (an agent's preset) with the suite's overrides, then the run's (the later
+    wins), and the run's task, seed and logdir under ``directory``."""
+    for name, value in [*suite.overrides.items(), *run.overrides]:
+        set_field(config, name, value)
+    config.task = run.task
+    config.seed = run.seed
+    config.logdir = str(run_dir(directory, run.name))
+    return config
 
 
 def worldmodels_run_config(suite: Suite, run: RunSpec, directory: str | Path):
@@ -170,14 +176,8 @@ def worldmodels_run_config(suite: Suite, run: RunSpec, directory: str | Path):
       so the curve's points lie at the env steps consumed when each was made.
     """
     from planetrl.worldmodels.config import preset as wm_preset
-    from planetrl.worldmodels.config import set_field as wm_set_field
 
-    config = wm_preset(suite.preset)
-    for name, value in [*suite.overrides.items(), *run.overrides]:
-        wm_set_field(config, name, value)
-    config.task = run.task
-    config.seed = run.seed
-    config.logdir = str(run_dir(directory, run.name))
+    config = _for_run(wm_preset(suite.preset), suite, run, directory)
     episode = episode_env_steps(run.task)
     total = max(1, -(-suite.env_steps // episode))
     c = config.collect
