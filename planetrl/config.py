@@ -135,7 +135,8 @@ class RunConfig(Section):
 
     def validate(self) -> "RunConfig":  # type: ignore[override]
         """Raise :class:`ConfigError` naming the first value out of range: every section's rules
-        and checks (``model.``, ``loss.``, ...), then the top-level fields'."""
+        and checks (fields named with the section's prefix, e.g. ``model.``), then the top-level
+        fields'."""
         for name in self.SECTIONS:
             getattr(self, name).validate(prefix=f"{name}.")
         Section.validate(self)
@@ -471,6 +472,8 @@ class Config(RunConfig):
         "eval": EvalConfig,
         "speed": SpeedConfig,
     }
+    #: Fields that may differ between the saved config and a resumed run: budgets, logging,
+    #: hardware.
     RESUMABLE: ClassVar[frozenset[str]] = frozenset(
         {
             "logdir",
@@ -616,7 +619,7 @@ def from_dict(data: dict[str, Any]) -> Config:
     return build_config(Config, migrate(data))
 
 
-#: Fields that may differ between the saved config and a resumed run: budgets, logging, hardware.
+#: PlaNet's resumable fields (:attr:`Config.RESUMABLE`), by their former name.
 RESUMABLE_FIELDS = Config.RESUMABLE
 
 

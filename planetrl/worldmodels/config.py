@@ -323,7 +323,7 @@ def from_dict(data: dict[str, Any]) -> WorldModelsConfig:
     return build_config(WorldModelsConfig, data)
 
 
-#: Fields that may differ between the saved config and a resumed run: budgets, logging, hardware.
+#: World Models' resumable fields (:attr:`WorldModelsConfig.RESUMABLE`), by their former name.
 RESUMABLE_FIELDS = WorldModelsConfig.RESUMABLE
 
 
