@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from planetrl.config import ConfigError
-from planetrl.suite import RunSpec, Suite, run_config
+from planetrl.suite import Suite, run_config
 from planetrl.suite.compare import (
     compare_suite,
     open_loop_rows,

@@ -34,7 +34,6 @@ import io
 import json
 import math
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np

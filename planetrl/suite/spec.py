@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from planetrl.config import Config, ConfigError, RunConfig, check_preset, preset, set_field
+from planetrl.config import ConfigError, RunConfig, check_preset, preset, set_field
 from planetrl.suite.layout import run_dir
 
 AGENTS = ("planet", "worldmodels")
