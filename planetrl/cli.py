@@ -156,14 +156,18 @@ def _train(argv: list[str]) -> int:
     # First the flags that are not config fields, and the preset that sets the defaults.
     known, rest = _parse(TrainFlags, argv, "planetrl train", add_help=False,
                          return_unknown_args=True)
+    if known.agent not in ("planet", "worldmodels"):
+        return _fail(f"unknown agent {known.agent!r}; accepted: planet, worldmodels")
+    if known.agent == "worldmodels":
+        from planetrl.worldmodels.config import PRESETS as accepted
+    else:
+        from planetrl.config import PRESETS as accepted
     try:
-        check_preset(known.preset)
+        check_preset(known.preset, accepted)
     except ConfigError as err:
-        return _fail(str(err))
+        return _fail(f"{err} (--agent {known.agent})")
     if known.agent == "worldmodels":
         return _train_worldmodels(known, rest)
-    if known.agent != "planet":
-        return _fail(f"unknown agent {known.agent!r}; accepted: planet, worldmodels")
     return _train_planet(known, rest)
 
 

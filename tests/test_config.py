@@ -37,8 +37,33 @@ def test_small_preset_is_valid_and_smaller():
     assert s.planner.top_k <= s.planner.candidates
 
 
+def _leaves(data, prefix=""):
+    for key, value in data.items():
+        if isinstance(value, dict):
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def test_quick_preset_differs_from_small_where_its_docstring_says():
+    # The quick start's preset is ``small`` with a smaller model, shorter chunks and the one-step
+    # bound; a change to ``small`` reaches it, and nothing else may differ silently.
+    quick = dict(_leaves(to_dict(preset("quick").validate())))
+    small = dict(_leaves(to_dict(preset("small"))))
+    changed = {k for k in small if quick[k] != small[k]}
+    assert changed == {
+        "preset", "model.cnn_depth", "model.deter_size", "model.stoch_size",
+        "model.hidden_size", "model.reward_hidden", "train.chunk_length",
+        "train.seed_episodes", "train.max_episodes", "loss.decode_fraction",
+        "loss.overshooting_distance", "loss.overshooting_kl_scale",
+        "loss.overshooting_reward_scale", "planner.horizon", "planner.iterations",
+        "planner.candidates", "planner.top_k",
+    }
+    assert quick["train.collect_interval"] == 100  # the paper's C: the point of the preset
+
+
 def test_unknown_preset():
-    with pytest.raises(ConfigError, match="accepted: paper, small"):
+    with pytest.raises(ConfigError, match="accepted: paper, small, quick"):
         preset("huge")
 
 

@@ -19,7 +19,7 @@ class SuiteArgs:
     (RSSM / SSM / GRU on cartpole-swingup), ablation-overshooting (D=1 against D=12)."""
     dir: Optional[str] = None
     """Suite directory (default runs/suite-NAME)."""
-    preset: Literal["small", "paper"] = "small"
+    preset: Literal["small", "paper", "quick"] = "small"
     """Configuration preset of every run."""
     seeds: int = 1
     """Seeds per task and variant (0 .. N-1)."""

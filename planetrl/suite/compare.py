@@ -61,7 +61,11 @@ def compare_suite(task: str, agents: tuple[str, ...] | list[str] = AGENTS, *,
     unknown = [a for a in agents if a not in AGENTS]
     if unknown or not agents:
         raise ConfigError(f"unknown agents {unknown}; accepted: {', '.join(AGENTS)}")
-    check_preset(preset)
+    from planetrl.config import PRESETS as planet
+    from planetrl.worldmodels.config import PRESETS as worldmodels
+
+    both = {"planet": planet, "worldmodels": worldmodels}
+    check_preset(preset, tuple(p for p in planet if all(p in both[a] for a in agents)))
     for name, value in (("--seeds", seeds), ("--env-steps", env_steps),
                         ("--eval-episodes", eval_episodes),
                         ("--eval-every-env-steps", eval_every_env_steps)):

@@ -32,7 +32,6 @@ from planetrl.config import (
     NON_NEGATIVE_INT,
     POSITIVE,
     POSITIVE_INT,
-    PRESETS,
     ConfigError,
     Rule,
     RunConfig,
@@ -48,6 +47,10 @@ from planetrl.config import (
 )
 
 AGENT = "worldmodels"
+
+
+#: World Models' presets (PlaNet's are :data:`planetrl.config.PRESETS`).
+PRESETS = ("paper", "small")
 
 
 @dataclass
@@ -314,7 +317,7 @@ def small_preset() -> WorldModelsConfig:
 
 def preset(name: str) -> WorldModelsConfig:
     """The default :class:`WorldModelsConfig` of preset ``name``."""
-    return paper_preset() if check_preset(name) == "paper" else small_preset()
+    return paper_preset() if check_preset(name, PRESETS) == "paper" else small_preset()
 
 
 def from_dict(data: dict[str, Any]) -> WorldModelsConfig:
