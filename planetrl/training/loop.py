@@ -231,8 +231,8 @@ class Trainer:
                 config.task = factory_task_name(env_fn)
         self.env_fn = env_fn
         config.validate()
-        self.logdir = rundir.open_run_dir(config, load_config,
-                                          allow_config_change=allow_config_change)
+        self.logdir, self.lock = rundir.open_run_dir(config, load_config,
+                                                     allow_config_change=allow_config_change)
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
@@ -554,6 +554,7 @@ class Trainer:
     def close(self) -> None:
         self.pool.close()
         self.logger.close()
+        self.lock.release()
 
 
 def factory_task_name(env_fn: Callable[[], Any]) -> str:

@@ -8,12 +8,15 @@
     <logdir>/episodes/       the replay, one file per episode (the source of truth for the
                              collected episodes and env steps)
     <logdir>/videos/         mp4s of the logger and of ``planetrl eval``
+    <logdir>/lock            held by the process that trains the run (:class:`RunLock`)
 
 plus the logger's ``metrics.jsonl`` and ``tb/`` (:class:`~planetrl.training.logger.Logger`).
 """
 
 from __future__ import annotations
 
+import errno
+import os
 import random
 from pathlib import Path
 from typing import Any, Callable
@@ -29,12 +32,54 @@ CONFIG_FILE = "config.json"
 CHECKPOINT_FILE = "checkpoint.pt"
 EPISODES_DIR = "episodes"
 VIDEOS_DIR = "videos"
+LOCK_FILE = "lock"
+
+
+class RunLock:
+    """An exclusive lock on a run directory: one process trains a run at a time.
+
+    A POSIX record lock (``fcntl.lockf``) on ``<logdir>/lock``, which holds the owner's pid. The
+    kernel releases it when the owning process ends, however it ends, so a run killed by SIGKILL
+    resumes at once with no stale lock to clear. A second process (a second ``planetrl train`` or
+    suite on the same directory) gets a :class:`ConfigError` instead of two writers interleaving
+    checkpoints, episodes and metrics rows. Within one process the lock is re-entrant (POSIX
+    locks belong to the process), so a run reopened in the same process (tests, notebooks) works.
+    Where ``fcntl`` does not exist (Windows) it locks nothing."""
+
+    def __init__(self, logdir: str | Path) -> None:
+        self.path = Path(logdir) / LOCK_FILE
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:  # pragma: no cover - not POSIX
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as err:
+            os.close(fd)
+            if err.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
+            owner = self.path.read_text().strip() or "another process"
+            raise ConfigError(
+                f"{self.path.parent} is being trained by process {owner} (it holds "
+                f"{self.path}); wait for it to end or stop it, then rerun to continue"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock up (closing the file releases it); the lock file stays."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def open_run_dir(config: RunConfig, load_config: Callable[[Path], RunConfig], *,
-                 allow_config_change: bool = False) -> Path:
-    """Create (or reopen) the run directory ``config.logdir`` and save ``config`` in it; returns
-    its path.
+                 allow_config_change: bool = False) -> tuple[Path, RunLock]:
+    """Create (or reopen) the run directory ``config.logdir``, lock it (:class:`RunLock`; the
+    caller releases it when done) and save ``config`` in it; returns its path and the lock.
 
     A directory that holds a run already is checked first: its config (read by the agent's
     ``load_config``) may differ from ``config`` only in the resumable fields (budgets, logging,
@@ -44,19 +89,24 @@ def open_run_dir(config: RunConfig, load_config: Callable[[Path], RunConfig], *,
     of its directory."""
     logdir = Path(config.logdir)
     logdir.mkdir(parents=True, exist_ok=True)
-    config_path = logdir / CONFIG_FILE
-    if config_path.exists():
-        diff = diff_configs(load_config(config_path), config)
-        if diff and not allow_config_change:
-            lines = ", ".join(f"{k}: saved {a!r} != new {b!r}" for k, (a, b) in diff.items())
-            raise ConfigError(
-                f"{logdir} holds a run with a different config ({lines}); use the same "
-                "options to resume, a new --logdir, or --allow-config-change"
-            )
-    save_config(config, config_path)
-    for folder in (logdir, logdir / EPISODES_DIR, logdir / VIDEOS_DIR):
-        remove_temporary(folder)
-    return logdir
+    lock = RunLock(logdir)
+    try:
+        config_path = logdir / CONFIG_FILE
+        if config_path.exists():
+            diff = diff_configs(load_config(config_path), config)
+            if diff and not allow_config_change:
+                lines = ", ".join(f"{k}: saved {a!r} != new {b!r}" for k, (a, b) in diff.items())
+                raise ConfigError(
+                    f"{logdir} holds a run with a different config ({lines}); use the same "
+                    "options to resume, a new --logdir, or --allow-config-change"
+                )
+        save_config(config, config_path)
+        for folder in (logdir, logdir / EPISODES_DIR, logdir / VIDEOS_DIR):
+            remove_temporary(folder)
+    except BaseException:
+        lock.release()
+        raise
+    return logdir, lock
 
 
 def seed_global_rngs(seed: int) -> None:

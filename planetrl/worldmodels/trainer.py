@@ -115,8 +115,8 @@ class WorldModelsTrainer:
                  progress: bool = True) -> None:
         config.validate()
         self.config = config
-        self.logdir = rundir.open_run_dir(config, load_config,
-                                          allow_config_change=allow_config_change)
+        self.logdir, self.lock = rundir.open_run_dir(config, load_config,
+                                                     allow_config_change=allow_config_change)
         self.progress = progress
         self.device = rundir.resolve_device(config.device)
         self.repeat = resolve_action_repeat(config)
@@ -565,6 +565,7 @@ class WorldModelsTrainer:
             pool.close()
         self._pools.clear()
         self.logger.close()
+        self.lock.release()
 
 
 def _rows(logdir: Path) -> list[dict[str, Any]]:
