@@ -222,6 +222,17 @@ def test_config_presets_and_errors():
         bad.validate()
     with pytest.raises(ConfigError, match="paper, small"):
         preset("huge")
+    # PlaNet's quick start preset is PlaNet's only: World Models says which of its own exist.
+    with pytest.raises(ConfigError, match=r"unknown preset 'quick'; accepted: paper, small$"):
+        preset("quick")
+
+
+def test_cli_names_the_agents_presets(capsys):
+    from planetrl.cli import main
+
+    assert main(["train", "--agent", "worldmodels", "--preset", "quick"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown preset 'quick'; accepted: paper, small (--agent worldmodels)" in err
 
 
 # ------------------------------------------------------------------------------ end to end
