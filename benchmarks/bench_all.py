@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import os
 import platform
 import statistics
 import sys
 import time
+import traceback
 import types
 from pathlib import Path
 from typing import Any, Callable
@@ -347,16 +349,25 @@ def main(argv: list[str] | None = None) -> None:
         repeats *= 4
         print(f"device: {torch.cuda.get_device_name(device)}")
     print(f"machine: {machine()}")
+    failed: list[str] = []
     for name in args.presets:
         cfg = preset(name)
         fast_cfg = parse_speed(args.speed, cfg, device)
         rows = []
-        for num_envs in args.plan_envs:
-            rows.append(bench_plan(cfg, num_envs, device, fast_cfg, repeats, warmup))
+        measures = [(f"plan E={n}", functools.partial(bench_plan, cfg, n, device, fast_cfg,
+                                                       repeats, warmup)) for n in args.plan_envs]
+        measures.append(("update", functools.partial(
+            bench_update, cfg, device, fast_cfg,
+            max(1, repeats - 2) if device.type == "cpu" else repeats, warmup)))
+        for what, measure in measures:
+            try:
+                rows.append(measure())
+            except Exception as err:  # noqa: BLE001  (one failing row must not hide the others)
+                traceback.print_exc()
+                print(f"{name} {what}: FAILED: {type(err).__name__}: {err}", flush=True)
+                failed.append(f"{name} {what}")
+                continue
             print_row(name, rows[-1])
-        rows.append(bench_update(cfg, device, fast_cfg, max(1, repeats - 2) if device.type
-                                 == "cpu" else repeats, warmup))
-        print_row(name, rows[-1])
         if not args.skip_replay:
             rows += bench_replay(cfg, device, args.quick)
         print_table(f"{name} preset, {device.type} ({machine()})", rows, fast_cfg)
@@ -365,6 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     if not args.skip_envs:  # the same for every preset (the render mode is a row)
         rows = bench_envs(None, args.task, 50 if args.quick else 200, args.num_envs)
         print_table(f"environments ({machine()})", rows, fast_cfg)
+    if failed:
+        raise SystemExit(f"failed rows: {', '.join(failed)}")
 
 
 if __name__ == "__main__":
