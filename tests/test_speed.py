@@ -151,10 +151,14 @@ def test_unsupported_models_fall_back_to_eager(kind):
     planner = make(PLANNER, SpeedConfig(bf16=True), "cpu",
                                  torch.Generator().manual_seed(3))
     reference = functools.partial(cem, generator=torch.Generator().manual_seed(3), **OPTIONS)
-    a = plan(reference, transition, reward, state, 9)
+    # The fallback is the eager CEM under bf16 autocast, its action cast back to float32: the
+    # same function exactly (a tolerance against the float32 plan is no test: bf16 rounding can
+    # change the elites, and it did on a Xeon with AMX, by 0.8).
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a = plan(reference, transition, reward, state, 9).float()
     b = plan(planner, transition, reward, state, 9)
     assert b.shape == a.shape and b.dtype == torch.float32
-    assert (b - a).abs().max() < 0.15
+    torch.testing.assert_close(b, a, atol=0, rtol=0)
 
 
 def test_static_planner_without_graphs_is_eager():
@@ -257,9 +261,24 @@ def _generator_of(planner) -> torch.Generator:
     return planner.fast.keywords["generator"]
 
 
+def _assert_same_distribution(graphed, plain, transition, reward, state, calls=200):
+    """The first actions of ``calls`` plans of each: every element's mean within 5 standard
+    errors of the other's, and its spread within a factor 1.5."""
+    xs = torch.stack([graphed(transition, reward, state) for _ in range(calls)]).flatten(1)
+    ys = torch.stack([plain(transition, reward, state) for _ in range(calls)]).flatten(1)
+    z = (xs.mean(0) - ys.mean(0)) / ((xs.var(0) + ys.var(0)) / calls).sqrt().clamp_min(1e-6)
+    assert z.abs().max() < 5, (xs.mean(0), ys.mean(0))
+    ratio = xs.std(0) / ys.std(0).clamp_min(1e-6)
+    assert ((ratio > 1 / 1.5) & (ratio < 1.5)).all(), ratio
+
+
 @cuda_only
 @pytest.mark.parametrize("bf16", [False, True])
-def test_cuda_graph_planner_matches_uncaptured(bf16):
+def test_cuda_graph_planner_draws_like_uncaptured(bf16):
+    """A replayed graph draws fresh noise at every call, reproducibly after reseeding, and its
+    plans follow the uncaptured planner's distribution. Not the same draws: on an H200 (torch
+    2.11, CUDA 13) the graph's philox offsets do not line up with the eager draws', so the same
+    seeds give other candidates (benchmarks/cuda_graph_rng.py measured both)."""
     transition, reward = models(7, device="cuda")
     cfg = SpeedConfig(bf16=bf16, cuda_graphs=True)
     graphed = make(PLANNER, cfg, "cuda", torch.Generator(device="cuda").manual_seed(1))
@@ -269,25 +288,21 @@ def test_cuda_graph_planner_matches_uncaptured(bf16):
     for num_envs in (1, 3):
         state = belief(transition, num_envs, seed=num_envs, device="cuda")
         first = plan(graphed, transition, reward, state, 5, "cuda")  # builds + captures
-        _generator_of(graphed).manual_seed(9)
-        _generator_of(plain).manual_seed(9)
-        a = plan(graphed, transition, reward, state, 5, "cuda")
-        b = plan(plain, transition, reward, state, 5, "cuda")
-        assert a.shape == (num_envs, 3) and torch.isfinite(a).all()
-        torch.testing.assert_close(a, b, atol=1e-3 if not bf16 else 0.15, rtol=0)
+        assert first.shape == (num_envs, 3) and torch.isfinite(first).all()
         # Fresh noise at every replay: another plan from the same belief differs.
-        assert not torch.equal(plan(graphed, transition, reward, state, 6, "cuda"), first)
-    # The graph reads the live parameters: an in-place update changes the plan like eager's.
+        assert not torch.equal(graphed(transition, reward, state), first)
+        # Reseeding both generators reproduces a replay exactly.
+        _generator_of(graphed).manual_seed(9)
+        a = plan(graphed, transition, reward, state, 5, "cuda")
+        _generator_of(graphed).manual_seed(9)
+        torch.testing.assert_close(plan(graphed, transition, reward, state, 5, "cuda"), a,
+                                   atol=0, rtol=0)
+        _assert_same_distribution(graphed, plain, transition, reward, state)
+    # The graph reads the live parameters: after an in-place update it still plans like eager.
     with torch.no_grad():
         reward.net[-1].weight.mul_(-1.0)
     state = belief(transition, 1, seed=1, device="cuda")
-    _generator_of(graphed).manual_seed(4)
-    _generator_of(plain).manual_seed(4)
-    torch.testing.assert_close(
-        plan(graphed, transition, reward, state, 8, "cuda"),
-        plan(plain, transition, reward, state, 8, "cuda"),
-        atol=1e-3 if not bf16 else 0.15, rtol=0,
-    )
+    _assert_same_distribution(graphed, plain, transition, reward, state)
 
 
 @cuda_only
