@@ -44,10 +44,12 @@ def test_bf16_auto_only_where_native(hardware, bf16):
         assert "emulated" in decision.reasons["bf16"]
 
 
-@pytest.mark.parametrize("hardware", [AVX2, AMX, GPU])
-def test_channels_last_on_and_cuda_graphs_off_by_default(hardware):
+@pytest.mark.parametrize("hardware", [AVX2, AMX, GPU, OLD_GPU])
+def test_channels_last_on_and_cuda_graphs_on_cuda_only(hardware):
     decision = decide(AUTO, hardware)
-    assert decision.channels_last and not decision.cuda_graphs
+    assert decision.channels_last
+    assert decision.cuda_graphs is (hardware.device_type == "cuda")
+    assert decision.reasons["cuda_graphs"].startswith("auto: ")
 
 
 @pytest.mark.parametrize("hardware", [AVX2, AMX, GPU, NO_COMPILER])
