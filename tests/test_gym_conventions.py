@@ -15,6 +15,7 @@ from pathlib import Path
 import gymnasium
 import numpy as np
 import pytest
+from PIL import Image
 from gymnasium.utils.env_checker import check_env
 
 import custom_env  # tests/ is on sys.path under pytest; registers PlanetrlCustom/Dot-v0
@@ -213,7 +214,16 @@ def test_extra_envs_render_when_installed(gym_id) -> None:
     try:
         obs, _ = env.reset()
         assert obs.shape == (64, 64, 3) and obs.std() > 0
-        env.step(np.zeros(env.action_space.shape))
+        obs, *_ = env.step(np.zeros(env.action_space.shape))
+        # CarRacing's observations are its 96 x 96 view: those, not a second 600 x 400 render;
+        # Pendulum's are a state vector: its rgb_array render.
+        expected = "observation" if gym_id == "CarRacing-v3" else "render"
+        assert env.get_wrapper_attr("source") == expected
+        if gym_id == "CarRacing-v3":
+            inner = env.unwrapped
+            np.testing.assert_array_equal(
+                obs, np.asarray(Image.fromarray(inner.state).resize((64, 64), Image.Resampling.LANCZOS))
+            )
     finally:
         env.close()
 

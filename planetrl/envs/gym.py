@@ -8,7 +8,9 @@ and :func:`wrap_env` does the same around the env an ``env_fn()`` factory return
 Both wrappers record their constructor arguments (``gymnasium.utils.RecordConstructorArgs``), so
 ``gymnasium.make(env.spec)`` recreates an env made by name.
 
-* Images: ``gymnasium.make(id, render_mode="rgb_array", width=size, height=size)`` when the
+* Images: an env whose observations are already images (a uint8 ``(H, W, 3)`` ``Box``, e.g.
+  ``CarRacing-v3``'s 96 × 96 view) gives those, resized as below (:func:`frame_source`). Otherwise
+  ``gymnasium.make(id, render_mode="rgb_array", width=size, height=size)`` when the
   environment accepts ``width``/``height`` (Gymnasium's MuJoCo envs: rendered directly at the
   target size). Otherwise (``TypeError`` from the constructor) the env renders at its own size and
   each frame is resized to ``size × size`` with PIL's Lanczos filter (an antialiasing low-pass
@@ -297,6 +299,22 @@ def _disable_reflections(env: gymnasium.Env) -> None:
         scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
 
 
+def frame_source(env: gymnasium.Env) -> str | None:
+    """Where an env's frames come from: ``"observation"`` when its observations are images (a
+    ``Box`` of uint8, shape ``(H, W, 3)`` or 4 channels; e.g. CarRacing's 96 × 96 view, which it
+    draws at every step anyway: rendering it again at 600 × 400 made a step ~10x dearer), else
+    ``"render"`` when it renders ``rgb_array`` frames, else None."""
+    obs_space = env.observation_space
+    if (
+        isinstance(obs_space, spaces.Box)
+        and obs_space.dtype == np.uint8
+        and len(obs_space.shape) == 3
+        and obs_space.shape[-1] in (3, 4)
+    ):
+        return "observation"
+    return "render" if env.render_mode == "rgb_array" else None
+
+
 def make_gym_pixel_env(
     gym_id: str,
     *,
@@ -328,7 +346,8 @@ def make_gym_pixel_env(
             )
         space = _check_action_space(env, f"gym:{gym_id}")
         return GymPixelEnv(
-            _rescaled(env, space), size=size, seed=seed, gym_id=gym_id, render=render
+            _rescaled(env, space), size=size, seed=seed, gym_id=gym_id, render=render,
+            source=frame_source(env),
         )
     except BaseException:
         env.close()
@@ -367,20 +386,11 @@ def wrap_env(
             f"env_fn ({label}) must return a gymnasium.Env, got {type(env).__name__}: {env!r}"
         )
     try:
-        obs_space = env.observation_space
-        if (
-            isinstance(obs_space, spaces.Box)
-            and obs_space.dtype == np.uint8
-            and len(obs_space.shape) == 3
-            and obs_space.shape[-1] in (3, 4)
-        ):
-            source = "observation"
-        elif env.render_mode == "rgb_array":
-            source = "render"
-        else:
+        source = frame_source(env)
+        if source is None:
             raise ValueError(
                 f"env_fn ({label}) returned an env without pixel observations (observation space "
-                f"{obs_space}; expected Box uint8 (H, W, 3)) and with render_mode="
+                f"{env.observation_space}; expected Box uint8 (H, W, 3)) and with render_mode="
                 f"{env.render_mode!r}; give it pixel observations or make it with "
                 "render_mode='rgb_array'"
             )
