@@ -151,21 +151,16 @@ class TrainFlags:
 
 
 def _train(argv: list[str]) -> int:
-    from planetrl.config import ConfigError, check_preset
+    from planetrl.agents import check_agent, check_agent_preset
+    from planetrl.config import ConfigError
 
     # First the flags that are not config fields, and the preset that sets the defaults.
     known, rest = _parse(TrainFlags, argv, "planetrl train", add_help=False,
                          return_unknown_args=True)
-    if known.agent not in ("planet", "worldmodels"):
-        return _fail(f"unknown agent {known.agent!r}; accepted: planet, worldmodels")
-    if known.agent == "worldmodels":
-        from planetrl.worldmodels.config import PRESETS as accepted
-    else:
-        from planetrl.config import PRESETS as accepted
     try:
-        check_preset(known.preset, accepted)
+        check_agent_preset(check_agent(known.agent), known.preset)
     except ConfigError as err:
-        return _fail(f"{err} (--agent {known.agent})")
+        return _fail(str(err))
     if known.agent == "worldmodels":
         return _train_worldmodels(known, rest)
     return _train_planet(known, rest)

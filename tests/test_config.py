@@ -7,6 +7,7 @@ import pytest
 
 from planetrl.config import (
     Config,
+    PRESETS,
     ConfigError,
     diff_configs,
     from_dict,
@@ -138,3 +139,18 @@ def test_configs_saved_with_train_bits_load_as_model_bits(tmp_path):
         from_dict(data)
     data["model"]["bits"] = 4
     assert from_dict(data).model.bits == 4
+
+
+def test_agents_and_their_presets():
+    from planetrl.agents import AGENTS, check_agent, check_agent_preset, common_presets, presets_of
+
+    assert AGENTS[0] == "planet"
+    assert presets_of("planet") == PRESETS
+    assert "quick" in presets_of("planet") and "quick" not in presets_of("worldmodels")
+    assert common_presets(["planet", "worldmodels"]) == ("paper", "small")
+    assert common_presets(["planet"]) == PRESETS
+    with pytest.raises(ConfigError, match="unknown agent 'dreamer'; accepted: planet, worldmodels"):
+        check_agent("dreamer")
+    with pytest.raises(ConfigError, match=r"unknown preset 'quick'.*\(--agent worldmodels\)"):
+        check_agent_preset("worldmodels", "quick")
+    assert check_agent_preset("planet", "quick") == "quick"

@@ -42,7 +42,8 @@ import torch
 from planetrl.config import ConfigError, check_preset
 from planetrl.suite import layout
 from planetrl.suite.report import csv_text
-from planetrl.suite.spec import AGENTS, RunSpec, Suite, episode_env_steps, run_config
+from planetrl.agents import AGENTS, common_presets
+from planetrl.suite.spec import RunSpec, Suite, episode_env_steps, run_config
 
 HELDOUT_DIR = "heldout"
 OPEN_LOOP_FILE = "open_loop.json"
@@ -61,11 +62,7 @@ def compare_suite(task: str, agents: tuple[str, ...] | list[str] = AGENTS, *,
     unknown = [a for a in agents if a not in AGENTS]
     if unknown or not agents:
         raise ConfigError(f"unknown agents {unknown}; accepted: {', '.join(AGENTS)}")
-    from planetrl.config import PRESETS as planet
-    from planetrl.worldmodels.config import PRESETS as worldmodels
-
-    both = {"planet": planet, "worldmodels": worldmodels}
-    check_preset(preset, tuple(p for p in planet if all(p in both[a] for a in agents)))
+    check_preset(preset, common_presets(agents))
     for name, value in (("--seeds", seeds), ("--env-steps", env_steps),
                         ("--eval-episodes", eval_episodes),
                         ("--eval-every-env-steps", eval_every_env_steps)):

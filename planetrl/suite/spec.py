@@ -16,11 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from planetrl.agents import AGENTS
 from planetrl.config import ConfigError, RunConfig, check_preset, preset, set_field
 from planetrl.suite.layout import run_dir
 
-AGENTS = ("planet", "worldmodels")
-"""The agents a suite's run may train (``RunSpec.agent``)."""
 
 # The six tasks of the paper (Table 1) with the PlaNet-benchmark action repeats (paper appendix:
 # cartpole 8, reacher 4, cheetah 4, finger 2, cup 4, walker 2). planetrl's default repeat for every
