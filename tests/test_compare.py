@@ -166,6 +166,8 @@ def test_tiny_compare_on_ray_writes_the_report(tmp_path):
         == 1000
     assert stages[("worldmodels", "total (the budget)")] == 2000
     table = (tmp_path / "compare.md").read_text()
+    assert table.startswith(f"# planet against worldmodels on {TASK} (")
+    assert "1 seed)" in table.splitlines()[0]
     assert "RSSM imagined" in table and "MDN-RNN mixture mean" in table and "d=4" in table
     assert (tmp_path / "open_loop.png").stat().st_size > 1000
     # the open-loop errors are kept per run; the report is rewritten without training

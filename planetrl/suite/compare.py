@@ -486,8 +486,13 @@ def write_compare_report(directory: str | Path, *, heldout: int = 3, context: in
 def _markdown(suite: Suite, curves, randoms, params, stages, open_loop, reward_var,
               settings) -> str:
     task = suite.tasks()[0]
-    lines = [f"# {suite.description} ({suite.preset} preset, {suite.env_steps:,} env steps, "
-             f"{len({r.seed for r in suite.runs})} seeds)", ""]
+    # The title names the agents of the runs (a suite merged over two invocations holds both,
+    # whatever the first one's description said).
+    present = [a for a in AGENTS if any(r.agent == a for r in suite.runs)]
+    agents = " against ".join(present)
+    seeds = len({r.seed for r in suite.runs})
+    lines = [f"# {agents} on {task} ({suite.preset} preset, {suite.env_steps:,} env steps, "
+             f"{seeds} seed{'s' if seeds != 1 else ''})", ""]
     lines += ["## Return", "",
               f"Evaluation: {suite.eval_episodes} episodes without exploration noise on the "
               "run's evaluation seeds (the same for both agents). PlaNet evaluates every "
@@ -496,7 +501,7 @@ def _markdown(suite: Suite, curves, randoms, params, stages, open_loop, reward_v
               "(in real mode also every few generations). Wall-clock: the run's own seconds, "
               "random baseline included. Mean over seeds at each run's last evaluation.", "",
               "| agent | return | at env steps | wall-clock | random policy |", "|---|---|---|---|---|"]
-    for agent in dict.fromkeys(r.agent for r in suite.runs):
+    for agent in present:
         mine = [r for r in curves if r["agent"] == agent]
         last = {}
         for r in mine:
