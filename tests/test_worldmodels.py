@@ -279,6 +279,26 @@ def test_tiny_run_end_to_end(tmp_path, mode):
         assert r.returncode == 0 and "worldmodels" in r.stdout, r.stderr[-2000:]
 
 
+@pytest.mark.parametrize("threads", [0, 1])
+def test_threads_setting_reaches_the_update_stages(tmp_path, threads):
+    """threads=N fixes torch's threads; 0 (auto) uses the free cores, re-read during the stages
+    (planetrl.speed.threads); both are logged beside the ms per update."""
+    from planetrl.speed.threads import available_cores
+
+    config = tiny_config(tmp_path)
+    config.threads = threads
+    before = torch.get_num_threads()
+    try:
+        train(config, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    used = [r[k] for r in rows for k in ("vae/threads", "mdn/threads") if k in r]
+    assert used and all(1 <= t <= available_cores() for t in used)
+    if threads:
+        assert set(used) == {threads}
+
+
 def test_iterative_procedure_collects_with_the_controller(tmp_path):
     config = tiny_config(tmp_path)
     config.collect.iterations = 2

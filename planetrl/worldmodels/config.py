@@ -239,7 +239,8 @@ class WorldModelsConfig(RunConfig):
     render: Literal["paper", "fast"] = "paper"
     """DMC rendering: `paper` (MuJoCo defaults) or `fast` (no shadows or anti-aliasing)."""
     threads: int = 0
-    """torch CPU threads (0 = torch's default)."""
+    """torch CPU threads; 0 = auto: the free cores, re-read before every phase and every tenth of
+    an update stage (as PlaNet's ``threads``: :mod:`planetrl.speed.threads`)."""
     vae: VAEConfig = field(default_factory=VAEConfig)
     mdn: MDNConfig = field(default_factory=MDNConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from planetrl.driver import make_pool, resolve_action_repeat, run_episodes, uniform_policy
+from planetrl.speed.threads import ThreadGovernor
 from planetrl.envs import make_env
 from planetrl.episodes import list_episode_files
 from planetrl.replay import Replay
@@ -120,8 +121,9 @@ class WorldModelsTrainer:
         self.progress = progress
         self.device = rundir.resolve_device(config.device)
         self.repeat = resolve_action_repeat(config)
-        if config.threads:
-            torch.set_num_threads(config.threads)
+        # threads=0: the free cores, re-read before every phase and every tenth of an update
+        # stage (a 2-thread team on 2 busy cores runs at half speed; planetrl.speed.threads).
+        self.threads = ThreadGovernor(config.threads, own=self._worker_pids)
         rundir.seed_global_rngs(config.seed)
 
         self.action_size = action_size_of(config)
@@ -186,6 +188,9 @@ class WorldModelsTrainer:
             pool = self._pools[name] = make_pool(self.config, num_envs, parallel)
         return pool
 
+    def _worker_pids(self) -> list[int]:
+        return [pid for pool in self._pools.values() for pid in getattr(pool, "worker_pids", ())]
+
     def _log(self, values: dict[str, float]) -> None:
         self.logger.scalars(self.env_steps(), values)
 
@@ -220,6 +225,7 @@ class WorldModelsTrainer:
                 act, reset = policy.act, policy.reset
             self.bar.phase(f"iteration {self.state.iteration}: collect episodes {have + 1}-"
                            f"{have + count} of {target}", force=True)
+            self.threads.adjust()
             out = run_episodes(pool, act, seeds, reset=reset, keep=True)
             for episode in out.episodes:
                 self.replay.add(episode)
@@ -244,6 +250,7 @@ class WorldModelsTrainer:
         every = max(1, total // 10)
         sums: dict[str, float] = {}
         last = None
+        self.threads.adjust()
         start = time.perf_counter()
         while getattr(self.state, f"{part}_updates") < total:
             values = update()
@@ -257,9 +264,11 @@ class WorldModelsTrainer:
                 last = ({k: x / n for k, x in sums.items()}, n)
                 self._log({**{f"{part}/{k}": x for k, x in last[0].items()},
                            f"{part}/updates": done,
-                           f"{part}/ms_per_update": 1000 * (time.perf_counter() - start) / n})
-                sums, start = {}, time.perf_counter()
+                           f"{part}/ms_per_update": 1000 * (time.perf_counter() - start) / n,
+                           f"{part}/threads": self.threads.threads})
                 self.save()
+                self.threads.adjust()
+                sums, start = {}, time.perf_counter()
         return last
 
     # -------------------------------------------------------------------- V
@@ -486,6 +495,7 @@ class WorldModelsTrainer:
             generation = self.es.generation + 1
             self.bar.phase(f"iteration {self.state.iteration}: generation {generation}/"
                            f"{c.generations} ({c.mode})", force=True)
+            self.threads.adjust()
             start = time.perf_counter()
             candidates = self.es.ask()
             if c.mode == "dream":
@@ -524,6 +534,7 @@ class WorldModelsTrainer:
         self.bar.phase(f"iteration {self.state.iteration}: evaluating ({e.episodes} episodes)",
                        force=True)
         pool = self._pool("eval", e.episodes, e.parallel)
+        self.threads.adjust()
         returns, frames = evaluate_controller(
             self.config, self.vae, self.mdn, self.controller, params, pool, episodes=e.episodes,
             record=e.video)
