@@ -292,9 +292,7 @@ def _eval(argv: list[str]) -> int:
     import torch
 
     from planetrl import speed
-    from planetrl.speed.threads import ThreadGovernor
     from planetrl.training.io import CheckpointError
-    from planetrl.training.logger import mp4_available, note_no_mp4, write_gif, write_mp4
     from planetrl.training.loop import build_planner, evaluate, load_run
     from planetrl.training.progress import Progress
 
@@ -303,10 +301,9 @@ def _eval(argv: list[str]) -> int:
     except (ConfigError, CheckpointError, ValueError, ImportError) as err:  # env errors too
         return _fail(str(err))
     device = next(world_model.parameters()).device
-    threads = ThreadGovernor(config.threads if args.threads is None else args.threads)
-    threads.adjust()
     fast = speed.resolve(config.speed, device)
-    print(f"{fast.describe()}\n  {'threads':<13} {threads.threads:<3}  ({threads.reason})")
+    print(fast.describe())
+    _eval_threads(args, config.threads)
     planner = build_planner(config, torch.Generator(device=device).manual_seed(args.seed), device,
                             fast)
     bar = Progress(args.progress)
@@ -322,34 +319,49 @@ def _eval(argv: list[str]) -> int:
           f"{len(returns)} episodes ({', '.join(f'{r:.1f}' for r in returns)}); "
           f"{timing['eval/ms_per_plan']:.0f} ms per plan")
     if args.video and frames is not None:
-        from pathlib import Path
-
-        mp4 = mp4_available()
-        path = Path(args.logdir) / "videos" / f"eval-seed{args.seed}.{'mp4' if mp4 else 'gif'}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if mp4:
-            write_mp4(path, frames)
-        else:
-            note_no_mp4("a GIF instead")
-            write_gif(path, frames)
-        print(f"video: {path}")
+        _save_eval_video(args, frames)
     return 0
+
+
+def _eval_threads(args: EvalArgs, saved: int) -> None:
+    """Set torch's threads for ``planetrl eval`` (--threads, else the run's ``threads``) and
+    say what was chosen."""
+    from planetrl.speed.threads import ThreadGovernor
+
+    threads = ThreadGovernor(saved if args.threads is None else args.threads)
+    threads.adjust()
+    print(f"  {'threads':<13} {threads.threads:<3}  ({threads.reason})")
+
+
+def _save_eval_video(args: EvalArgs, frames) -> None:
+    """<logdir>/videos/eval-seed<seed>.mp4, or a GIF where imageio-ffmpeg is missing."""
+    from pathlib import Path
+
+    from planetrl.training.logger import mp4_available, note_no_mp4, write_gif, write_mp4
+
+    mp4 = mp4_available()
+    path = Path(args.logdir) / "videos" / f"eval-seed{args.seed}.{'mp4' if mp4 else 'gif'}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if mp4:
+        write_mp4(path, frames)
+    else:
+        note_no_mp4("a GIF instead")
+        write_gif(path, frames)
+    print(f"video: {path}")
 
 
 def _eval_worldmodels(args: EvalArgs) -> int:
     from pathlib import Path
 
     import numpy as np
-    import torch
 
     from planetrl.config import ConfigError
     from planetrl.training.io import CheckpointError
-    from planetrl.training.logger import write_mp4
+    from planetrl.worldmodels.config import load_config
     from planetrl.worldmodels.trainer import evaluate_run
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     try:
+        _eval_threads(args, load_config(Path(args.logdir) / "config.json").threads)
         config, returns, frames = evaluate_run(
             args.logdir, episodes=args.episodes, seed=args.seed, device=args.device,
             parallel=not args.serial, record=args.video)
@@ -359,10 +371,7 @@ def _eval_worldmodels(args: EvalArgs) -> int:
           f"{np.std(returns):.1f} over {len(returns)} episodes "
           f"({', '.join(f'{r:.1f}' for r in returns)})")
     if args.video and frames is not None:
-        path = Path(args.logdir) / "videos" / f"eval-seed{args.seed}.mp4"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_mp4(path, frames)
-        print(f"video: {path}")
+        _save_eval_video(args, frames)
     return 0
 
 

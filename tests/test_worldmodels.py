@@ -274,9 +274,10 @@ def test_tiny_run_end_to_end(tmp_path, mode):
         assert [n.split("-")[0] for n in names] == ["eval_real_vae_dream", "vae_reconstruction"]
         # the eval command on the run directory
         r = subprocess.run([sys.executable, "-m", "planetrl", "eval", "--logdir", str(tmp_path),
-                            "--episodes", "2", "--serial", "--device", "cpu"],
+                            "--episodes", "2", "--serial", "--device", "cpu", "--threads", "1"],
                            capture_output=True, text=True)
         assert r.returncode == 0 and "worldmodels" in r.stdout, r.stderr[-2000:]
+        assert "threads       1    (fixed by threads=1)" in r.stdout
 
 
 @pytest.mark.parametrize("threads", [0, 1])
