@@ -326,7 +326,7 @@ def _eval(argv: list[str]) -> int:
 def _eval_threads(args: EvalArgs, saved: int) -> None:
     """Set torch's threads for ``planetrl eval`` (--threads, else the run's ``threads``) and
     say what was chosen."""
-    from planetrl.speed.threads import ThreadGovernor
+    from planetrl.threads import ThreadGovernor
 
     threads = ThreadGovernor(saved if args.threads is None else args.threads)
     threads.adjust()

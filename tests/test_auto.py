@@ -16,7 +16,7 @@ from planetrl import speed
 from planetrl.config import Config, ConfigError, PlannerConfig, SpeedConfig
 from planetrl.planning import cem, planner_from_config
 from planetrl.speed.auto import FLAGS, Hardware, SpeedDecision, Workload, decide, setting
-from planetrl.speed.threads import ThreadGovernor, busy_elsewhere, choose_threads
+from planetrl.threads import ThreadGovernor, busy_elsewhere, choose_threads
 
 AVX2 = Hardware("cpu", "AMD EPYC (Zen 3)", frozenset({"avx", "avx2", "fma"}), compiler="g++")
 AVX512_BF16 = Hardware("cpu", "AMD EPYC (Zen 5)",

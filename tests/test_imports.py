@@ -133,6 +133,6 @@ def test_config_and_atomic_are_leaves():
     planet = {"planetrl.agent", "planetrl.objective", "planetrl.training.loop", "planetrl.speed",
               "planetrl.planning", "planetrl.models"}
     for shared in ("planetrl.driver", "planetrl.replay", "planetrl.training.io",
-                   "planetrl.training.logger"):
+                   "planetrl.training.logger", "planetrl.threads"):
         assert not reachable(shared) & planet, (shared, reachable(shared) & planet)
 

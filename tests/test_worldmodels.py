@@ -283,8 +283,8 @@ def test_tiny_run_end_to_end(tmp_path, mode):
 @pytest.mark.parametrize("threads", [0, 1])
 def test_threads_setting_reaches_the_update_stages(tmp_path, threads):
     """threads=N fixes torch's threads; 0 (auto) uses the free cores, re-read during the stages
-    (planetrl.speed.threads); both are logged beside the ms per update."""
-    from planetrl.speed.threads import available_cores
+    (planetrl.threads); both are logged beside the ms per update."""
+    from planetrl.threads import available_cores
 
     config = tiny_config(tmp_path)
     config.threads = threads

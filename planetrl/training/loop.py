@@ -46,7 +46,7 @@ from planetrl.models import WorldModel
 from planetrl.objective import compute_loss
 from planetrl.replay import Replay
 from planetrl.speed.auto import Hardware, SpeedDecision, Workload
-from planetrl.speed.threads import ThreadGovernor
+from planetrl.threads import ThreadGovernor
 from planetrl.training.io import Checkpoint, CheckpointError, load_checkpoint
 from planetrl.training.logger import Logger
 from planetrl.training.progress import Progress
@@ -218,7 +218,7 @@ class Trainer:
 
     At start the fast paths are decided for this machine and run (``self.fast``, printed and
     written to ``speed.json`` in the run directory) and torch's threads are set by a
-    :class:`planetrl.speed.threads.ThreadGovernor` (re-checked before every phase).
+    :class:`planetrl.threads.ThreadGovernor` (re-checked before every phase).
     """
 
     def __init__(self, config: Config, *, allow_config_change: bool = False, progress: bool = True,

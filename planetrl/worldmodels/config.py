@@ -240,7 +240,7 @@ class WorldModelsConfig(RunConfig):
     """DMC rendering: `paper` (MuJoCo defaults) or `fast` (no shadows or anti-aliasing)."""
     threads: int = 0
     """torch CPU threads; 0 = auto: the free cores, re-read before every phase and every tenth of
-    an update stage (as PlaNet's ``threads``: :mod:`planetrl.speed.threads`)."""
+    an update stage (as PlaNet's ``threads``: :mod:`planetrl.threads`)."""
     vae: VAEConfig = field(default_factory=VAEConfig)
     mdn: MDNConfig = field(default_factory=MDNConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)

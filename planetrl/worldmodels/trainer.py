@@ -35,7 +35,7 @@ import numpy as np
 import torch
 
 from planetrl.driver import make_pool, resolve_action_repeat, run_episodes, uniform_policy
-from planetrl.speed.threads import ThreadGovernor
+from planetrl.threads import ThreadGovernor
 from planetrl.envs import make_env
 from planetrl.episodes import list_episode_files
 from planetrl.replay import Replay
@@ -122,7 +122,7 @@ class WorldModelsTrainer:
         self.device = rundir.resolve_device(config.device)
         self.repeat = resolve_action_repeat(config)
         # threads=0: the free cores, re-read before every phase and every tenth of an update
-        # stage (a 2-thread team on 2 busy cores runs at half speed; planetrl.speed.threads).
+        # stage (a 2-thread team on 2 busy cores runs at half speed; planetrl.threads).
         self.threads = ThreadGovernor(config.threads, own=self._worker_pids)
         rundir.seed_global_rngs(config.seed)
 
