@@ -168,6 +168,10 @@ def test_tiny_compare_on_ray_writes_the_report(tmp_path):
     table = (tmp_path / "compare.md").read_text()
     assert table.startswith(f"# planet against worldmodels on {TASK} (")
     assert "1 seed)" in table.splitlines()[0]
+    rows = [line for line in table.splitlines() if line.startswith(("| planet |", "| worldmodels |"))]
+    first_wm = next(i for i, line in enumerate(rows) if line.startswith("| worldmodels |"))
+    last_planet = max(i for i, line in enumerate(rows) if line.startswith("| planet |"))
+    assert rows[0].startswith("| planet |") and first_wm < last_planet  # PlaNet first per table
     assert "RSSM imagined" in table and "MDN-RNN mixture mean" in table and "d=4" in table
     assert (tmp_path / "open_loop.png").stat().st_size > 1000
     # the open-loop errors are kept per run; the report is rewritten without training

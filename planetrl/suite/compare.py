@@ -489,6 +489,9 @@ def _markdown(suite: Suite, curves, randoms, params, stages, open_loop, reward_v
     # The title names the agents of the runs (a suite merged over two invocations holds both,
     # whatever the first one's description said).
     present = [a for a in AGENTS if any(r.agent == a for r in suite.runs)]
+    # Every table in the agents' order (stable: each agent's rows keep theirs).
+    params, stages, open_loop = (sorted(rows, key=lambda r: AGENTS.index(r["agent"]))
+                                 for rows in (params, stages, open_loop))
     agents = " against ".join(present)
     seeds = len({r.seed for r in suite.runs})
     lines = [f"# {agents} on {task} ({suite.preset} preset, {suite.env_steps:,} env steps, "
