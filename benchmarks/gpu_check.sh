@@ -195,8 +195,6 @@ for k in keys:
 EOF
 
 # training for the time left
-LOGDIR="$WORK/train"
-left=$((DEADLINE - FINAL_S - $(date +%s)))
 if [ $CUDA = 1 ]; then
   PRESET=paper DEVICE=cuda ENVS="${COLLECT_ENVS:-5}"
   EXTRA=(speed.bf16=on speed.cuda_graphs=on)
@@ -206,27 +204,29 @@ else
   EXTRA=(train.seed_episodes=2 train.collect_interval=5 planner.candidates=100)
   OVERHEAD="${TRAIN_OVERHEAD_S:-100}"  # the same on a CPU: its evaluations plan slowly
 fi
-minutes=$(awk "BEGIN {m = ($left - $OVERHEAD) / 60; printf \"%.2f\", (m < 0.25 ? 0.25 : m)}")
-echo "== train: --preset $PRESET on dmc:cartpole-swingup for $minutes min of training" \
-  "($left s left), $ENVS parallel env workers, MUJOCO_GL=${MUJOCO_GL:-auto}" | tee -a "$OUTDIR/train.txt"
+# train STEP LOGDIR SETTINGS...: benchmarks/learning.py into LOGDIR for the minutes left
+train() {
+  local step=$1 left minutes
+  LOGDIR=$2
+  shift 2
+  left=$((DEADLINE - FINAL_S - $(date +%s)))
+  minutes=$(awk "BEGIN {m = ($left - $OVERHEAD) / 60; printf \"%.2f\", (m < 0.25 ? 0.25 : m)}")
+  echo "== $step: --preset $PRESET on dmc:cartpole-swingup for $minutes min of training" \
+    "($left s left), $ENVS parallel env workers, MUJOCO_GL=${MUJOCO_GL:-auto}, $*" \
+    | tee -a "$OUTDIR/train.txt"
+  run_step "$step" "$left" train.txt "$PY" benchmarks/learning.py --task dmc:cartpole-swingup \
+    --preset "$PRESET" --device "$DEVICE" --minutes "$minutes" --eval-every 5 \
+    --eval-episodes 5 --target 400 --logdir "$LOGDIR" --no-progress \
+    --set "train.collect_envs=$ENVS" "$@"
+}
 train_t0=$(date +%s)
-run_step train "$left" train.txt "$PY" benchmarks/learning.py --task dmc:cartpole-swingup \
-  --preset "$PRESET" --device "$DEVICE" --minutes "$minutes" --eval-every 5 --eval-episodes 5 \
-  --target 400 --logdir "$LOGDIR" --no-progress \
-  --set "train.collect_envs=$ENVS" "${EXTRA[@]}"
+train train "$WORK/train" "${EXTRA[@]}"
 train_rc=$?
 # A fast path that breaks within the first minutes must not cost the learning record: train
 # again on the eager path (bf16 and CUDA graphs off) for what is left.
 if [ $CUDA = 1 ] && [ $train_rc != 0 ] && [ $(( $(date +%s) - train_t0 )) -lt 150 ]; then
-  left=$((DEADLINE - FINAL_S - $(date +%s)))
-  minutes=$(awk "BEGIN {m = ($left - $OVERHEAD) / 60; printf \"%.2f\", (m < 0.25 ? 0.25 : m)}")
-  echo "== train failed early (exit $train_rc): again with speed.bf16=off speed.cuda_graphs=off" \
-    "for $minutes min" | tee -a "$OUTDIR/train.txt"
-  LOGDIR="$WORK/train-eager"
-  run_step train-eager "$left" train.txt "$PY" benchmarks/learning.py \
-    --task dmc:cartpole-swingup --preset "$PRESET" --device "$DEVICE" --minutes "$minutes" \
-    --eval-every 5 --eval-episodes 5 --target 400 --logdir "$LOGDIR" --no-progress \
-    --set "train.collect_envs=$ENVS" speed.bf16=off speed.cuda_graphs=off
+  echo "== train failed early (exit $train_rc): again on the eager path" | tee -a "$OUTDIR/train.txt"
+  train train-eager "$WORK/train-eager" speed.bf16=off speed.cuda_graphs=off
 fi
 
 # the record
