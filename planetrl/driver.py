@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -153,9 +153,26 @@ def make_pool(
     )
 
 
-def uniform_policy(action_size: int, rng: np.random.Generator) -> Act:
-    """The random policy (PlaNet's seed episodes): a_t ~ U[-1, 1]^A, drawn from ``rng``."""
-    return lambda obs: rng.uniform(-1.0, 1.0, (len(obs), action_size)).astype(np.float32)
+#: Tag of the action streams of :func:`uniform_policy` (keeps them apart from any other use of
+#: an episode's seed, such as the environment's own reset).
+_UNIFORM_ACTIONS = 0x5EED_AC71
+
+
+def uniform_policy(action_size: int, seeds: Sequence[int]) -> Act:
+    """The random policy (PlaNet's seed episodes): a_t ~ U[-1, 1]^A, with one generator per
+    episode, seeded by that episode's reset seed (``seeds``, as given to :func:`run_episodes`).
+    Row i of every call draws from generator i, so an episode's actions depend on its seed only,
+    not on which episodes run beside it: a batch cut short by a kill and finished on resume with
+    fewer environments collects the same episodes as the whole batch."""
+    rngs = [np.random.default_rng([int(seed), _UNIFORM_ACTIONS]) for seed in seeds]
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        if len(obs) != len(rngs):
+            raise ValueError(f"uniform_policy was made for {len(rngs)} episodes, got {len(obs)} "
+                             "observations")
+        return np.stack([rng.uniform(-1.0, 1.0, action_size) for rng in rngs]).astype(np.float32)
+
+    return act
 
 
 def random_policy_returns(
@@ -166,5 +183,6 @@ def random_policy_returns(
     ``seed + i`` (the seeds PlaNet's evaluation uses): the baseline every learning claim is
     measured against."""
     with make_pool(env, episodes, parallel, env_fn) as pool:
-        act = uniform_policy(pool.single_action_space.shape[0], np.random.default_rng(seed))
-        return run_episodes(pool, act, [seed + i for i in range(episodes)]).returns
+        seeds = [seed + i for i in range(episodes)]
+        return run_episodes(pool, uniform_policy(pool.single_action_space.shape[0], seeds),
+                            seeds).returns

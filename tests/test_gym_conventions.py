@@ -255,7 +255,7 @@ def test_terminations_are_stored_and_bound_the_model(tmp_path) -> None:
     from planetrl.replay import Replay
 
     with EnvPool(CUSTOM, 2, asynchronous=False, env_kwargs={"speed": 0.6}) as pool:
-        act = uniform_policy(2, np.random.default_rng(0))
+        act = uniform_policy(2, [0, 1])
         out = run_episodes(pool, act, [0, 1], keep=True)
     replay = Replay(tmp_path / "episodes", capacity=10_000, seed=0)
     for episode in out.episodes:

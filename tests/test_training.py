@@ -491,3 +491,21 @@ def test_chunks_longer_than_the_data_are_a_clear_error(tmp_path):
     cfg = tiny_config(tmp_path, seed_episodes=1, max_episodes=2, chunk_length=200)
     with pytest.raises(ConfigError, match="--train.chunk-length below L=200"):
         train(cfg, progress=False)
+
+
+def test_random_episodes_do_not_depend_on_their_batch():
+    """uniform_policy draws each episode's actions from a stream of its own seed: episode 1 of
+    a batch of two is the episode collected alone on seed 1 (what a resumed, cut-short batch
+    collects), and two seeds give different actions."""
+    from planetrl.driver import make_pool, run_episodes, uniform_policy
+
+    config = tiny_config(Path("unused"))
+    config.action_repeat = 50
+    with make_pool(config, 2, parallel=False) as pool:
+        both = run_episodes(pool, uniform_policy(1, [7, 8]), [7, 8], keep=True).episodes
+        alone = run_episodes(pool, uniform_policy(1, [8]), [8], keep=True).episodes
+    for key in ("action", "reward", "image"):
+        assert np.array_equal(both[1][key], alone[0][key]), key
+    assert not np.array_equal(both[0]["action"], both[1]["action"])
+    with pytest.raises(ValueError, match="made for 2 episodes"):
+        uniform_policy(1, [7, 8])(np.zeros((3, 1)))

@@ -377,6 +377,24 @@ def test_sigkill_at_any_stage_resumes_to_the_same_result(tmp_path):
     assert files == ["000000-21.npz", "000001-21.npz"]
 
 
+def test_a_batch_cut_between_its_episodes_resumes_to_the_same_result(tmp_path):
+    """The moment a kill can fall between two episode files of one collected batch (what the
+    SIGKILL test above hits only sometimes): a run whose replay holds the batch's first episode
+    and no checkpoint collects the second alone, the same episode, and ends as the whole run."""
+    import shutil
+
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    train(tiny_config(whole), progress=False)
+    (cut / "episodes").mkdir(parents=True)
+    first = sorted((whole / "episodes").iterdir())[0]
+    shutil.copy(first, cut / "episodes" / first.name)
+    train(tiny_config(cut), progress=False)
+    for a, b in zip(sorted((whole / "episodes").iterdir()), sorted((cut / "episodes").iterdir())):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    a, b = load_checkpoint(whole / "checkpoint.pt"), load_checkpoint(cut / "checkpoint.pt")
+    assert np.array_equal(np.array(a["run"]["controller"]), np.array(b["run"]["controller"]))
+
+
 def test_worldmodels_imports_none_of_planets_code():
     planet = ("planetrl.training.loop", "planetrl.agent", "planetrl.models", "planetrl.planning",
               "planetrl.objective", "planetrl.speed")

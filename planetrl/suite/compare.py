@@ -234,9 +234,9 @@ def heldout_episodes(directory: Path, config, episodes: int,
         log(f"compare: recording {episodes} held-out random episodes")
         folder.mkdir(parents=True, exist_ok=True)
         with make_pool(config, episodes, False) as pool:
-            act = uniform_policy(pool.single_action_space.shape[0],
-                                 np.random.default_rng(HELDOUT_SEED))
-            out = run_episodes(pool, act, [HELDOUT_SEED + i for i in range(episodes)], keep=True)
+            seeds = [HELDOUT_SEED + i for i in range(episodes)]
+            act = uniform_policy(pool.single_action_space.shape[0], seeds)
+            out = run_episodes(pool, act, seeds, keep=True)
         for f in files:
             f.path.unlink()
         for i, episode in enumerate(out.episodes):

@@ -251,7 +251,6 @@ class Trainer:
         self.plan_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
         # The dequantisation noise of the training batches (WorldModel.preprocess).
         self.batch_generator = torch.Generator().manual_seed(config.seed + 2)
-        self.action_rng = np.random.default_rng(config.seed)
         self.replay = Replay(
             self.logdir / rundir.EPISODES_DIR, capacity=config.train.replay_capacity,
             seed=config.seed,
@@ -289,7 +288,6 @@ class Trainer:
         checkpoint.attach("generator", self.generator)
         checkpoint.attach("plan_generator", self.plan_generator)
         checkpoint.attach("batch_generator", self.batch_generator, optional=True)
-        checkpoint.attach("action_rng", self.action_rng)
         checkpoint.attach("replay_rng", get=self.replay.rng_state, set=self.replay.set_rng_state)
         checkpoint.attach("evaluated_at", get=lambda: counters.evaluated_at, optional=True,
                           set=lambda value: setattr(counters, "evaluated_at", int(value)))
@@ -363,7 +361,7 @@ class Trainer:
         seeds = [self.config.seed * 100_003 + self.counters.episodes + i for i in range(count)]
         reset = None
         if random_actions:
-            act = uniform_policy(self.action_size, self.action_rng)
+            act = uniform_policy(self.action_size, seeds)
         else:
             agent = Agent(self.world_model, self.planner, generator=self.generator)
             act = functools.partial(agent.act, explore_noise=t.exploration_noise)

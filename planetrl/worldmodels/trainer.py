@@ -21,6 +21,14 @@ CMA-ES state, the stage and its counters, every RNG: the entries attached to a s
 ``step`` is the env steps so far: collection plus, in ``real`` mode, the controller's fitness
 rollouts), ``videos/``. The checkpoint is saved after every collected batch of episodes, every
 tenth of the V and M updates and every generation, so a kill loses at most that much work.
+
+A resumed run ends with exactly the V, M and controller of an uninterrupted one when every
+episode in the replay was collected with uniform random actions (the original's procedure): an
+episode's actions come from a stream seeded by its own seed (:func:`planetrl.driver.uniform_policy`),
+so a batch cut short by a kill is finished with the same episodes. Episodes collected by the
+controller (iterations after the first) sample z_t and the exploration noise from one generator
+for the batch, saved after the batch; such a batch cut short is finished with valid episodes that
+differ from the uninterrupted run's.
 """
 
 from __future__ import annotations
@@ -136,7 +144,6 @@ class WorldModelsTrainer:
         self.dream_generator = torch.Generator(device=self.device).manual_seed(s + 3)
         self.policy_generator = torch.Generator(device=self.device).manual_seed(s + 4)
         self.mdn_rng = np.random.default_rng(s + 5)
-        self.action_rng = np.random.default_rng(s)
         self.replay = Replay(self.logdir / rundir.EPISODES_DIR, capacity=None, seed=s)
         self.state = RunState()
         self.es: CMAES | None = None
@@ -160,7 +167,7 @@ class WorldModelsTrainer:
                           set=self._set_es)
         checkpoint.attach_global_rngs()
         for name in ("vae_generator", "mdn_generator", "dream_generator", "policy_generator",
-                     "mdn_rng", "action_rng"):
+                     "mdn_rng"):
             checkpoint.attach(name, getattr(self, name))
         checkpoint.attach("replay_rng", get=self.replay.rng_state, set=self.replay.set_rng_state)
         return checkpoint
@@ -219,7 +226,7 @@ class WorldModelsTrainer:
             seeds = [self.config.seed * 100_003 + have + i for i in range(count)]
             reset = None
             if self.state.iteration == 0 or self.state.controller is None:
-                act = uniform_policy(self.action_size, self.action_rng)
+                act = uniform_policy(self.action_size, seeds)
             else:
                 policy = self._controller_policy(self.state.controller, c.explore_noise)
                 act, reset = policy.act, policy.reset
