@@ -574,7 +574,8 @@ def quick_preset() -> Config:
       AVX2-only AMD EPYC Zen 3, the quick start with every frame decoded took 15.5 minutes (the
       decoder's last transposed convolution alone is ~30% of an update); with half the frames
       the median update fell from 277 to 189 ms and the quick start took 11.7 minutes, ending
-      at 420 ± 48 against 384 ± 86 (one seed each; random 280 ± 45). The CI learning test
+      at 420 ± 48 against 384 ± 86 (seed 0; random 280 ± 45), and 367 ± 140 on seed 1 (random
+      284). The CI learning test
       (``tests/test_learning.py``) keeps every frame decoded, the configuration it was calibrated
       with.
     - ``planner``: H=10, I=4, J=100, K=10: ~30% of the small preset's rollouts per plan.
