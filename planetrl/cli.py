@@ -19,7 +19,7 @@ import io
 import re
 import sys
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 USAGE = """usage: planetrl {train,eval,suite,compare,tasks} ...
 
@@ -151,7 +151,14 @@ class TrainFlags:
 
 
 def _train(argv: list[str]) -> int:
-    from planetrl.agents import check_agent, check_agent_preset
+    """What `planetrl train` does for every agent: parse the flags that are not config fields,
+    then the agent's config from the rest (its preset's values as the defaults), validate it
+    and its task, then run the agent's :meth:`~planetrl.agents.AgentKind.train` (create or
+    resume the run) and print the amounts of the summary it returns, with the last
+    evaluation's return. Exit status: 0 done; 2 a bad option or config, or a run directory
+    that cannot be resumed (another config, a corrupt checkpoint or episode file); 3 a
+    non-finite loss; 130 interrupted."""
+    from planetrl.agents import check_agent, check_agent_preset, kind
     from planetrl.config import ConfigError
 
     # First the flags that are not config fields, and the preset that sets the defaults.
@@ -159,63 +166,16 @@ def _train(argv: list[str]) -> int:
                          return_unknown_args=True)
     try:
         check_agent_preset(check_agent(known.agent), known.preset)
+        agent = kind(known.agent)
     except ConfigError as err:
         return _fail(str(err))
-    if known.agent == "worldmodels":
-        return _train_worldmodels(known, rest)
-    return _train_planet(known, rest)
-
-
-def _train_planet(known: TrainFlags, rest: list[str]) -> int:
-    from planetrl.config import Config, preset
-
-    return _train_agent(
-        known, rest, Config, preset(known.preset), trainer="planetrl.training.loop",
-        prog="planetrl train",
-        description=(
-            "Train PlaNet (Algorithm 1) or resume the run in --logdir. Extra flags: "
-            "--allow-config-change (resume with changed hyperparameters), --no-progress (no "
-            "progress bar). Defaults below are those of --preset " + known.preset + "."
-        ),
-        counts=lambda summary: (f"{summary['episodes']} episodes, {summary['env_steps']} env "
-                                f"steps, {summary['updates']} updates"),
-    )
-
-
-def _train_worldmodels(known: TrainFlags, rest: list[str]) -> int:
-    from planetrl.worldmodels.config import WorldModelsConfig, preset
-
-    return _train_agent(
-        known, rest, WorldModelsConfig, preset(known.preset),
-        trainer="planetrl.worldmodels.trainer", prog="planetrl train --agent worldmodels",
-        description=(
-            "Train World Models (V: VAE, M: MDN-RNN, C: linear controller evolved by CMA-ES) or "
-            "resume the run in --logdir. Extra flags: --allow-config-change, --no-progress. "
-            "Defaults below are those of --preset " + known.preset + " (paper = the original's "
-            "CarRacing sizes)."
-        ),
-        counts=lambda summary: (f"{summary['iterations']} iterations, {summary['episodes']} "
-                                f"episodes collected, {summary['env_steps']} env steps"),
-    )
-
-
-def _train_agent(known: TrainFlags, rest: list[str], config_class: type, default: object, *,
-                 trainer: str, prog: str, description: str,
-                 counts: Callable[[dict], str]) -> int:
-    """What `planetrl train` does for every agent: parse the agent's config from ``rest`` (the
-    preset's ``default`` values as the defaults), validate it and its task, then import the
-    module ``trainer`` (after the checks, so that help and errors come fast), run its
-    ``train(config, allow_config_change=, progress=)`` (create or resume the run) and print
-    ``counts`` of the summary it returns, with the last evaluation's return.
-    Exit status: 0 done; 2 a bad option or config, or a run directory that cannot be resumed
-    (another config, a corrupt checkpoint or episode file); 3 a non-finite loss (the module's
-    ``NonFiniteLossError``); 130 interrupted."""
-    import importlib
-
-    from planetrl.config import ConfigError
-
-    config = _parse(config_class, rest + ["--preset", known.preset], prog, default=default,
-                    description=description, registry=json_object_registry())
+    default = TrainFlags.agent  # the default agent's help is plain `planetrl train --help`
+    prog = "planetrl train" + ("" if known.agent == default else f" --agent {known.agent}")
+    config = _parse(agent.config_class, rest + ["--preset", known.preset], prog,
+                    default=agent.preset(known.preset),
+                    description=f"{agent.description} Defaults below are those of --preset "
+                                f"{known.preset}.",
+                    registry=json_object_registry())
     try:
         config.validate()
         from planetrl.envs import check_task
@@ -227,12 +187,10 @@ def _train_agent(known: TrainFlags, rest: list[str], config_class: type, default
     from planetrl.replay import EpisodeFileError
     from planetrl.training.io import CheckpointError
 
-    agent = importlib.import_module(trainer)
     try:
-        summary = agent.train(
-            config, allow_config_change=known.allow_config_change, progress=known.progress
-        )
-    except agent.NonFiniteLossError as err:
+        summary = agent.train(config, allow_config_change=known.allow_config_change,
+                              progress=known.progress)
+    except agent.non_finite_error as err:
         return _fail(str(err), code=3)
     except (ConfigError, CheckpointError, EpisodeFileError) as err:
         return _fail(str(err))
@@ -241,7 +199,7 @@ def _train_agent(known: TrainFlags, rest: list[str], config_class: type, default
         return 130
     evaluation = summary.get("eval")
     tail = f", last eval return {evaluation['eval/return']:.1f}" if evaluation else ""
-    print(f"done: {counts(summary)}{tail}; run directory {config.logdir}")
+    print(f"done: {agent.counts(summary)}{tail}; run directory {config.logdir}")
     return 0
 
 
@@ -278,59 +236,32 @@ def _eval(argv: list[str]) -> int:
 
     from pathlib import Path
 
-    from planetrl.config import ConfigError
-    from planetrl.worldmodels.config import read_agent
-
-    try:
-        agent = read_agent(Path(args.logdir) / "config.json")
-    except ConfigError as err:
-        return _fail(str(err))
-    if agent == "worldmodels":
-        return _eval_worldmodels(args)
-
     import numpy as np
-    import torch
 
-    from planetrl import speed
+    from planetrl.agents import kind, read_agent
+    from planetrl.config import ConfigError
     from planetrl.training.io import CheckpointError
-    from planetrl.training.loop import build_planner, evaluate, load_run
     from planetrl.training.progress import Progress
 
-    try:
-        config, world_model = load_run(args.logdir, device=args.device)
-    except (ConfigError, CheckpointError, ValueError, ImportError) as err:  # env errors too
-        return _fail(str(err))
-    device = next(world_model.parameters()).device
-    fast = speed.resolve(config.speed, device)
-    print(fast.describe())
-    _eval_threads(args, config.threads)
-    planner = build_planner(config, torch.Generator(device=device).manual_seed(args.seed), device,
-                            fast)
     bar = Progress(args.progress)
     try:
-        returns, frames, timing = evaluate(
-            config, world_model, episodes=args.episodes, seed=args.seed, planner=planner,
-            parallel=not args.serial, record=args.video,
-            on_step=lambda step, _: bar.phase(f"eval ({args.episodes} episodes): step {step}"),
-        )
+        agent = kind(read_agent(Path(args.logdir) / "config.json"))
+        result = agent.evaluate(
+            args.logdir, episodes=args.episodes, seed=args.seed, device=args.device,
+            parallel=not args.serial, record=args.video, threads=args.threads,
+            on_step=lambda step: bar.phase(f"eval ({args.episodes} episodes): step {step}"))
+    except (ConfigError, CheckpointError, ValueError, ImportError) as err:  # env errors too
+        return _fail(str(err))
     finally:
         bar.close()
-    print(f"task {config.task}: return {np.mean(returns):.1f} ± {np.std(returns):.1f} over "
-          f"{len(returns)} episodes ({', '.join(f'{r:.1f}' for r in returns)}); "
-          f"{timing['eval/ms_per_plan']:.0f} ms per plan")
-    if args.video and frames is not None:
-        _save_eval_video(args, frames)
+    returns = result.returns
+    detail = f"; {result.detail}" if result.detail else ""
+    print(f"task {result.task} ({agent.name}): return {np.mean(returns):.1f} ± "
+          f"{np.std(returns):.1f} over {len(returns)} episodes "
+          f"({', '.join(f'{r:.1f}' for r in returns)}){detail}")
+    if args.video and result.frames is not None:
+        _save_eval_video(args, result.frames)
     return 0
-
-
-def _eval_threads(args: EvalArgs, saved: int) -> None:
-    """Set torch's threads for ``planetrl eval`` (--threads, else the run's ``threads``) and
-    say what was chosen."""
-    from planetrl.threads import ThreadGovernor
-
-    threads = ThreadGovernor(saved if args.threads is None else args.threads)
-    threads.adjust()
-    print(f"  {'threads':<13} {threads.threads:<3}  ({threads.reason})")
 
 
 def _save_eval_video(args: EvalArgs, frames) -> None:
@@ -350,31 +281,6 @@ def _save_eval_video(args: EvalArgs, frames) -> None:
     print(f"video: {path}")
 
 
-def _eval_worldmodels(args: EvalArgs) -> int:
-    from pathlib import Path
-
-    import numpy as np
-
-    from planetrl.config import ConfigError
-    from planetrl.training.io import CheckpointError
-    from planetrl.worldmodels.config import load_config
-    from planetrl.worldmodels.trainer import evaluate_run
-
-    try:
-        _eval_threads(args, load_config(Path(args.logdir) / "config.json").threads)
-        config, returns, frames = evaluate_run(
-            args.logdir, episodes=args.episodes, seed=args.seed, device=args.device,
-            parallel=not args.serial, record=args.video)
-    except (ConfigError, CheckpointError) as err:
-        return _fail(str(err))
-    print(f"task {config.task} (worldmodels): return {np.mean(returns):.1f} ± "
-          f"{np.std(returns):.1f} over {len(returns)} episodes "
-          f"({', '.join(f'{r:.1f}' for r in returns)})")
-    if args.video and frames is not None:
-        _save_eval_video(args, frames)
-    return 0
-
-
 def _suite(argv: list[str]) -> int:
     from planetrl.suite.args import SuiteArgs
 
@@ -390,6 +296,9 @@ def _suite(argv: list[str]) -> int:
         if args.attribute_episodes < 1:
             return _fail(f"--attribute-episodes must be a positive integer, got "
                          f"{args.attribute_episodes}")
+        if (args.merge or args.export) and not args.report_only:
+            return _fail("--merge and --export write a report from existing run directories: "
+                         "use them with --report-only")
         if not args.report_only:
             run_suite(suite, directory, address=args.address, cpus_per_run=args.cpus_per_run,
                       gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
@@ -398,7 +307,13 @@ def _suite(argv: list[str]) -> int:
 
             attribute_suite(suite, directory, episodes=args.attribute_episodes)
         if args.report_only or args.attribute:
-            for path in write_report(directory):
+            merge = args.merge or []
+            if args.export:
+                from planetrl.suite.report import export, load_sources
+
+                directory = str(export(load_sources(directory, merge), args.export))
+                merge = []
+            for path in write_report(directory, merge):
                 print(path)
     except (ConfigError, SuiteError, ValueError) as err:
         return _fail(str(err))

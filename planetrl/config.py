@@ -126,13 +126,49 @@ class Section:
         """Checks that involve several fields (none by default)."""
 
 
+@dataclass
 class RunConfig(Section):
-    """The whole configuration of one agent's run, saved as ``config.json``: top-level fields
-    (``RULES``), ``SECTIONS`` (field name -> its :class:`Section` class) and ``RESUMABLE`` (the
-    dotted fields a resumed run may change: budgets, logging, hardware). :class:`Config` is
-    PlaNet's; :func:`build_config`, :func:`diff_configs`, :func:`set_field`, :func:`save_config`
-    and :func:`read_config_file` serve every agent's."""
+    """The whole configuration of one agent's run, saved as ``config.json``: the run and env
+    settings every agent has (declared once, here), the agent's sections (``SECTIONS``: field
+    name -> its :class:`Section` class) and ``RESUMABLE`` (the dotted fields a resumed run may
+    change: budgets, logging, hardware). :class:`Config` is PlaNet's; :func:`build_config`,
+    :func:`diff_configs`, :func:`set_field`, :func:`save_config` and :func:`read_config_file`
+    serve every agent's. An agent narrows ``preset`` to its own presets (a ``Literal``, so that
+    ``--help`` lists them) and may change a default."""
 
+    task: str = "dmc:cartpole-swingup"
+    """Task: `dmc:<domain>-<task>` (DeepMind Control Suite), `gym:<id>` or `gym:<module>:<id>`
+    (Gymnasium; <module> is imported first, and registers <id>), or `fn:<label>` for an env
+    factory given from Python (`Trainer(config, env_fn=...)`, PlaNet)."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the environment, a JSON object on the command line (e.g.
+    `'{"frame_skip": 4}'`): `gymnasium.make(id, **env_kwargs)` for `gym:` tasks, the DMC task
+    function's (e.g. `{"time_limit": 5}`) for `dmc:` tasks."""
+    logdir: str = "runs/default"
+    """Run directory: config, checkpoint, episodes (the replay), metrics, TensorBoard, videos."""
+    preset: str = "paper"
+    """Preset the defaults come from."""
+    seed: int = 0
+    """Seed of every random number generator of the run."""
+    device: str = "auto"
+    """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`."""
+    action_repeat: int = 0
+    """R, env steps per action; 0 = the PlaNet paper's value for the domain."""
+    render: Literal["paper", "fast"] = "paper"
+    """DMC rendering: `paper` (MuJoCo defaults) or `fast` (no shadows or anti-aliasing)."""
+    threads: int = 0
+    """torch CPU threads; 0 = auto: the free cores, re-read before every phase of the run
+    (:mod:`planetrl.threads`)."""
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        "seed": NON_NEGATIVE_INT,
+        "action_repeat": NON_NEGATIVE_INT,
+        "threads": NON_NEGATIVE_INT,
+        "env_kwargs": Rule("a JSON object: a dict with string keys and JSON values",
+                           lambda v: _is_json_object(v)),
+        "render": one_of("paper", "fast"),
+        "device": DEVICE,
+    }
     SECTIONS: ClassVar[dict[str, type[Section]]] = {}
     RESUMABLE: ClassVar[frozenset[str]] = frozenset()
 
@@ -428,30 +464,10 @@ class SpeedConfig(Section):
 
 @dataclass
 class Config(RunConfig):
-    """A PlaNet training run."""
+    """A PlaNet training run (the run and env fields: :class:`RunConfig`)."""
 
-    task: str = "dmc:cartpole-swingup"
-    """Task: `dmc:<domain>-<task>` (DeepMind Control Suite), `gym:<id>` or `gym:<module>:<id>`
-    (Gymnasium; <module> is imported first, and registers <id>), or `fn:<label>` for an env
-    factory given from Python (`Trainer(config, env_fn=...)`)."""
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
-    """Keyword arguments of the environment, a JSON object on the command line (e.g.
-    `'{"frame_skip": 4}'`): `gymnasium.make(id, **env_kwargs)` for `gym:` tasks, the DMC task
-    function's (e.g. `{"time_limit": 5}`) for `dmc:` tasks."""
-    logdir: str = "runs/default"
-    """Run directory: config, checkpoint, episodes (the replay), metrics, TensorBoard, videos."""
     preset: Literal["paper", "small", "quick"] = "paper"
     """Preset the defaults come from (`paper`, `small` or `quick`)."""
-    seed: int = 0
-    """Seed of every random number generator of the run."""
-    device: str = "auto"
-    """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`."""
-    action_repeat: int = 0
-    """R, env steps per action; 0 = the paper's value for the domain."""
-    render: Literal["paper", "fast"] = "paper"
-    """DMC rendering: `paper` (MuJoCo defaults) or `fast` (no shadows or anti-aliasing)."""
-    threads: int = 0
-    """torch CPU threads (0 = torch's default)."""
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     planner: PlannerConfig = field(default_factory=PlannerConfig)
@@ -459,14 +475,7 @@ class Config(RunConfig):
     eval: EvalConfig = field(default_factory=EvalConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
 
-    RULES: ClassVar[dict[str, Rule]] = {
-        "seed": NON_NEGATIVE_INT,
-        "action_repeat": NON_NEGATIVE_INT,
-        "threads": NON_NEGATIVE_INT,
-        "env_kwargs": Rule("a JSON object: a dict with string keys and JSON values",
-                           lambda v: _is_json_object(v)),
-        "device": DEVICE,
-    }
+    RULES: ClassVar[dict[str, Rule]] = {**RunConfig.RULES, "preset": one_of(*PRESETS)}
     SECTIONS: ClassVar[dict[str, type[Section]]] = {
         "model": ModelConfig,
         "loss": LossConfig,
@@ -571,13 +580,11 @@ def quick_preset() -> Config:
       update and did not help this early on balance.
     - ``loss.decode_fraction=0.5``: the decoder reconstructs a random half of the B·L frames (the
       image term stays an unbiased estimate of the paper's). On the slowest CPU seen, a 2-core
-      AVX2-only AMD EPYC Zen 3, the quick start with every frame decoded took 15.5 minutes (the
-      decoder's last transposed convolution alone is ~30% of an update); with half the frames
-      the median update fell from 277 to 189 ms and the quick start took 11.7 minutes, ending
-      at 420 ± 48 against 384 ± 86 (seed 0; random 280 ± 45), and 367 ± 140 on seed 1 (random
-      284). The CI learning test
-      (``tests/test_learning.py``) keeps every frame decoded, the configuration it was calibrated
-      with.
+      AVX2-only AMD EPYC Zen 3, the decoder's last transposed convolution dominated the update
+      and the quick start with every frame decoded missed its 15 minutes; with half the frames
+      it takes 9.6-11.6 minutes there and ends above random on seeds 0 and 1
+      (docs/results/quickstart/). The CI learning test (``tests/test_learning.py``) keeps every
+      frame decoded, the configuration it was calibrated with.
     - ``planner``: H=10, I=4, J=100, K=10: ~30% of the small preset's rollouts per plan.
     """
     cfg = small_preset()

@@ -142,9 +142,9 @@ def test_configs_saved_with_train_bits_load_as_model_bits(tmp_path):
 
 
 def test_agents_and_their_presets():
-    from planetrl.agents import AGENTS, check_agent, check_agent_preset, common_presets, presets_of
+    from planetrl.agents import check_agent, check_agent_preset, common_presets, names, presets_of
 
-    assert AGENTS[0] == "planet"
+    assert names()[:2] == ("planet", "worldmodels")
     assert presets_of("planet") == PRESETS
     assert "quick" in presets_of("planet") and "quick" not in presets_of("worldmodels")
     assert common_presets(["planet", "worldmodels"]) == ("paper", "small")

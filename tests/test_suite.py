@@ -287,3 +287,18 @@ def test_report_shows_the_attribution(tmp_path):
     row = [line for line in table.splitlines() if line.startswith("| dmc:cartpole-balance")][-1]
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[3] != "–" and float(cells[4]) >= 0  # ceiling, held-out MSE
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
+     "flags\t\t: fpu avx avx2\n\nprocessor\t: 1\n", "AMD EPYC (family 25 model 1, Zen 3, AVX2)"),
+    ("vendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+     "flags\t\t: avx2 avx512f avx512_bf16\n", "AMD EPYC (family 26 model 2, Zen 5, AVX512-BF16)"),
+    ("vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
+     "model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz\nflags\t\t: avx2 avx512f "
+     "amx_tile\n", "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz (family 6 model 143, AMX)"),
+])
+def test_cpu_model_names_family_model_and_vector_extensions(text, expected):
+    from planetrl.suite.runner import cpu_model
+
+    assert cpu_model(text) == expected

@@ -127,15 +127,40 @@ class WorldModel(nn.Module):
         finally:
             self.train(was_training)
 
+    def open_loop(
+        self, images: Tensor, actions: Tensor, is_first: Tensor, context: int
+    ) -> tuple[Tensor, Tensor | None]:
+        """The open loop every diagnostic reads (one owner): filter the first ``context`` steps,
+        q(s_t | o_<=t, a_<t), then imagine the rest from the last posterior under the true
+        actions with the prior, p(s_t | s_{context-1}, a_{context-1:t}) (``is_first`` after the
+        context is ignored: the rollout does not reset).
+
+        Args:
+            images: (B, T, 3, 64, 64) preprocessed. actions: (B, T, A), actions[:, t] = a_{t-1}.
+            is_first: (B, T) bool. context: filtered steps, 1 <= context <= T.
+        Returns:
+            the features (h_t, s_t) of the posterior states (B, context, F) and of the imagined
+            prior states (B, T - context, F), None when context = T.
+        """
+        embeds = self.encoder(images[:, :context])
+        posts, _ = self.transition.observe(
+            embeds, actions[:, :context], torch.as_tensor(is_first)[:, :context]
+        )
+        filtered = self.transition.features(posts)
+        if context == images.shape[1]:
+            return filtered, None
+        priors = self.transition.imagine(posts[:, -1], actions[:, context:])
+        return filtered, self.transition.features(priors)
+
     @torch.no_grad()
     def open_loop_reward_error(
         self, batch: Any, context: int = 5, horizon: int | None = None, *, seed: int = 0
     ) -> float:
-        """Mean squared error of the rewards predicted open loop: filter ``context`` steps, then
-        imagine the rest of the chunk (or only its next ``horizon`` steps, e.g. the planner's H)
-        under the true actions and compare the reward model's means with the true rewards,
-        (1 / N) sum (E[p(r_t | s_t)] - r_t)^2 over the imagined steps. Chunks with an episode
-        start after the context are not used (NaN when none is left).
+        """Mean squared error of the rewards predicted open loop (:meth:`open_loop`): filter
+        ``context`` steps, then imagine the rest of the chunk (or only its next ``horizon``
+        steps, e.g. the planner's H) under the true actions and compare the reward model's means
+        with the true rewards, (1 / N) sum (E[p(r_t | s_t)] - r_t)^2 over the imagined steps.
+        Chunks with an episode start after the context are not used (NaN when none is left).
 
         ``batch``: ``image`` (B, T, 3, 64, 64) preprocessed, ``action`` (B, T, A), ``reward``
         (B, T), ``is_first`` (B, T). The latent samples come from their own stream (``seed``,
@@ -153,13 +178,23 @@ class WorldModel(nn.Module):
             return float("nan")
         image, action, reward = batch.image[keep], batch.action[keep], batch.reward[keep]
         with self.own_samples(seed):
-            embeds = self.encoder(image[:, :context])
-            posts, _ = self.transition.observe(
-                embeds, action[:, :context], is_first[keep][:, :context]
-            )
-            priors = self.transition.imagine(posts[:, -1], action[:, context:])
-            predicted = self.reward(self.transition.features(priors))
+            _, imagined = self.open_loop(image, action, is_first[keep], context)
+            predicted = self.reward(imagined)
         return float((predicted - reward[:, context:]).square().mean())
+
+    @torch.no_grad()
+    def open_loop_rewards_and_frames(
+        self, images: Tensor, actions: Tensor, context: int, seed: int
+    ) -> tuple[Tensor, Tensor]:
+        """The decoder's and the reward model's means on the imagined steps of :meth:`open_loop`
+        (no episode start inside the chunks), latent samples from their own stream (``seed``):
+        frames (B, T - context, 3, 64, 64) in [0, 1] and rewards (B, T - context)."""
+        is_first = torch.zeros(actions.shape[:2], dtype=torch.bool, device=actions.device)
+        with self.own_samples(seed):
+            _, imagined = self.open_loop(images, actions, is_first, context)
+            if imagined is None:
+                raise ValueError(f"context {context} leaves no step to imagine")
+            return self.decoder(imagined) + 0.5, self.reward(imagined)  # centred scale -> [0, 1]
 
     def preprocess(
         self,
@@ -218,14 +253,9 @@ class WorldModel(nn.Module):
             )
         if not 1 <= int(context) <= length:
             raise ValueError(f"context must be in [1, T={length}], got {context}")
-        context = int(context)
-        embeds = self.encoder(images[:, :context])
-        posts, _ = self.transition.observe(
-            embeds, actions[:, :context], torch.as_tensor(is_first)[:, :context]
-        )
-        recon = self.decoder(self.transition.features(posts))
-        if context == length:
+        filtered, imagined = self.open_loop(images, actions, is_first, int(context))
+        recon = self.decoder(filtered)
+        if imagined is None:
             return recon
-        priors = self.transition.imagine(posts[:, -1], actions[:, context:])
-        pred = self.decoder(self.transition.features(priors))
+        pred = self.decoder(imagined)
         return torch.cat([recon, pred], dim=1)

@@ -47,6 +47,15 @@ class SuiteArgs:
     that is still training (with --report-only)."""
     attribute_episodes: int = 3
     """Episodes for each attribution measurement."""
+    merge: Optional[list[str]] = None
+    """With --report-only: more directories of the same suite (its runs spread over machines)
+    read into one report, written in --dir. A run found in several is read where it finished.
+    Where they ran other presets, each variant is labelled with its preset."""
+    export: Optional[str] = None
+    """With --report-only: copy the small files of every run (config, metrics, finished,
+    random, attempts, attribution, speed; no episodes or checkpoints), the ceilings and the
+    suite file of --dir and --merge into this directory, and write the report there. It can be
+    committed, and the report regenerated from it alone (--report-only --dir EXPORT)."""
 
 
 @dataclass

@@ -191,23 +191,25 @@ def attribute_suite(suite, directory: str | Path, *, episodes: int = 3, device: 
     from planetrl.atomic import atomic_write_text
     from planetrl.driver import resolve_action_repeat
 
+    from planetrl.agents import kind
+
     directory = Path(directory)
+    planned = [r for r in suite.runs if kind(r.agent).planner(
+        run_config(suite, r, directory)) is not None]  # agents that plan with CEM
     for task in suite.tasks():
-        run = next((r for r in suite.runs if r.task == task and r.agent == "planet"), None)
+        run = next((r for r in planned if r.task == task), None)
         if run is None:
-            continue  # the planner's ceiling and the reward error below are PlaNet's
+            continue  # the planner's ceiling and the reward error below are a CEM planner's
         config = run_config(suite, run, directory)
-        p = config.planner
+        p = kind(run.agent).planner(config)
         path = ceiling_path(directory, task, p.horizon, p.iterations, p.candidates, p.top_k)
         if not path.exists():
             log(f"{task}: planner ceiling, {episodes} episodes with the simulator as the model")
-            record = planner_ceiling(task, config.planner, episodes=episodes, seed=10_000,
+            record = planner_ceiling(task, p, episodes=episodes, seed=10_000,
                                      action_repeat=resolve_action_repeat(config))
             atomic_write_text(path, json.dumps(record, indent=1) + "\n")
             log(f"{task}: planner ceiling {record['mean']:.0f} ± {record['std']:.0f}")
-    for run in suite.runs:
-        if run.agent != "planet":
-            continue
+    for run in planned:
         run_dir = Path(run_config(suite, run, directory).logdir)
         if is_finished(run_dir, suite.env_steps) and not (run_dir / ATTRIBUTION_FILE).exists():
             attribute_run(run_dir, episodes=episodes, device=device, log=log)

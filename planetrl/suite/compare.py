@@ -7,7 +7,7 @@ on Ray); :func:`write_compare_report` then writes, into the suite directory (ato
   env steps and against wall-clock (seconds of the run's attempts, ``attempts.jsonl``, up to
   the evaluation's metrics row). PlaNet evaluates every ``eval_every_env_steps``; World Models
   after each of its iterations (or every few generations in real mode), see
-  :func:`planetrl.suite.spec.worldmodels_run_config`.
+  :meth:`planetrl.worldmodels.kind.WorldModelsKind.budget`.
 - ``parameters.csv``: the parameters of each part, counted from the models built from each
   agent's saved config (PlaNet: encoder, transition, decoder, reward model; World Models: V's
   encoder and decoder, M, C).
@@ -42,7 +42,7 @@ import torch
 from planetrl.config import ConfigError, check_preset
 from planetrl.suite import layout
 from planetrl.suite.report import csv_text
-from planetrl.agents import AGENTS, common_presets
+from planetrl.agents import common_presets, kind, names
 from planetrl.suite.spec import RunSpec, Suite, episode_env_steps, run_config
 
 HELDOUT_DIR = "heldout"
@@ -50,7 +50,7 @@ OPEN_LOOP_FILE = "open_loop.json"
 HELDOUT_SEED = 2_000_000
 
 
-def compare_suite(task: str, agents: tuple[str, ...] | list[str] = AGENTS, *,
+def compare_suite(task: str, agents: tuple[str, ...] | list[str] = ("planet", "worldmodels"), *,
                   env_steps: int = 100_000, seeds: int = 1, preset: str = "small",
                   eval_every_env_steps: int = 10_000, eval_episodes: int = 10,
                   overrides: dict[str, dict[str, Any]] | None = None) -> Suite:
@@ -59,9 +59,9 @@ def compare_suite(task: str, agents: tuple[str, ...] | list[str] = AGENTS, *,
     from planetrl.envs import parse_task
 
     agents = list(dict.fromkeys(agents))
-    unknown = [a for a in agents if a not in AGENTS]
+    unknown = [a for a in agents if a not in names()]
     if unknown or not agents:
-        raise ConfigError(f"unknown agents {unknown}; accepted: {', '.join(AGENTS)}")
+        raise ConfigError(f"unknown agents {unknown}; accepted: {', '.join(names())}")
     check_preset(preset, common_presets(agents))
     for name, value in (("--seeds", seeds), ("--env-steps", env_steps),
                         ("--eval-episodes", eval_episodes),
@@ -138,48 +138,14 @@ def curve_rows(directory: Path, suite: Suite) -> list[dict[str, Any]]:
 
 
 def _load_models(run: RunSpec, run_dir: Path, device: str = "cpu"):
-    """(config, models) of a run with a checkpoint: PlaNet's WorldModel, or World Models'
-    (V, M, C); None without a checkpoint."""
-    from planetrl.training.io import load_checkpoint
-
-    if not (run_dir / "checkpoint.pt").exists():
-        return None
-    if run.agent == "planet":
-        from planetrl.training.loop import load_run
-
-        return load_run(run_dir, device=device)
-    from planetrl.worldmodels.config import load_config
-    from planetrl.worldmodels.trainer import action_size_of, build_models
-
-    config = load_config(run_dir / "config.json")
-    vae, mdn, controller = build_models(config, action_size_of(config), torch.device(device))
-    payload = load_checkpoint(run_dir / "checkpoint.pt", map_location=device)
-    vae.load_state_dict(payload["vae"])
-    mdn.load_state_dict(payload["mdn"])
-    vae.eval()
-    mdn.eval()
-    return config, (vae, mdn, controller, payload["run"])
-
-
-def _count(*modules) -> int:
-    return sum(p.numel() for m in modules for p in m.parameters())
+    """(config, models) of a run with a checkpoint (its agent's
+    :meth:`~planetrl.agents.AgentKind.load_models`); None without a checkpoint."""
+    return kind(run.agent).load_models(run_dir, device)
 
 
 def parameter_rows(agent: str, loaded) -> list[dict[str, Any]]:
     """The parameters of each part of an agent, counted from its models."""
-    config, models = loaded
-    if agent == "planet":
-        wm = models
-        parts = [("encoder", _count(wm.encoder)), ("transition (RSSM)" if
-                  config.model.transition == "rssm" else f"transition ({config.model.transition})",
-                  _count(wm.transition)), ("decoder", _count(wm.decoder)),
-                 ("reward model", _count(wm.reward)), ("planner (CEM)", 0)]
-    else:
-        vae, mdn, controller, _ = models
-        parts = [("V encoder", _count(vae.encoder, vae.mean, vae.logvar)),
-                 ("V decoder", _count(vae.decoder_in, vae.decoder)),
-                 ("M (MDN-RNN, reward and done heads)", _count(mdn)),
-                 ("C (linear controller)", controller.num_params)]
+    parts = kind(agent).parameters(loaded)
     rows = [dict(agent=agent, part=name, parameters=int(n)) for name, n in parts]
     rows.append(dict(agent=agent, part="total", parameters=int(sum(n for _, n in parts))))
     return rows
@@ -192,31 +158,19 @@ def stage_rows(directory: Path, run: RunSpec, loaded) -> list[dict[str, Any]]:
     from planetrl.training.logger import read_metrics
 
     run_dir = layout.run_dir(directory, run.name)
-    config = loaded[0]
-    repeat = resolve_action_repeat(config)
+    repeat = resolve_action_repeat(loaded[0])
     files = list_episode_files(run_dir / "episodes")
     steps = [(f.index, (f.length - 1) * repeat) for f in files]
     metrics = run_dir / "metrics.jsonl"
     rows_m = read_metrics(metrics) if metrics.exists() else []
     evaluations = sum(int(r.get("eval/episodes", 0)) for r in rows_m if "eval/return" in r)
-    episode = episode_env_steps(run.task)
-    if run.agent == "planet":
-        first = config.train.seed_episodes
-        stages = [("random seed episodes", sum(s for i, s in steps if i < first)),
-                  ("planner episodes (exploration noise)", sum(s for i, s in steps if i >= first))]
-    else:
-        first = config.collect.episodes
-        stages = [("random episodes (iteration 0)", sum(s for i, s in steps if i < first)),
-                  ("controller episodes (exploration noise, iterations > 0)",
-                   sum(s for i, s in steps if i >= first)),
-                  (f"CMA-ES fitness rollouts ({config.controller.mode} mode)",
-                   int(loaded[1][3].get("controller_env_steps", 0)))]
+    stages = kind(run.agent).stages(loaded, steps)
     rows = [dict(agent=run.agent, seed=run.seed, stage=name, env_steps=int(n))
             for name, n in stages]
     rows.append(dict(agent=run.agent, seed=run.seed, stage="total (the budget)",
                      env_steps=int(sum(n for _, n in stages))))
     rows.append(dict(agent=run.agent, seed=run.seed, stage="evaluation (outside the budget)",
-                     env_steps=evaluations * episode))
+                     env_steps=evaluations * episode_env_steps(run.task)))
     return rows
 
 
@@ -271,57 +225,16 @@ def _errors(frames: torch.Tensor, reward: torch.Tensor, data: dict[str, np.ndarr
     return frame.numpy(), rew.numpy()
 
 
-@torch.no_grad()
-def planet_open_loop(world_model, data: dict[str, np.ndarray], context: int, seed: int
-                     ) -> tuple[np.ndarray, np.ndarray]:
-    """RSSM: filter ``context`` frames, imagine the rest under the true actions (prior samples
-    from a stream seeded with ``seed``); decoder and reward means."""
-    device = next(world_model.parameters()).device
-    image = world_model.preprocess(torch.as_tensor(data["image"]).to(device),
-                                   torch.Generator(device=device).manual_seed(seed))
-    action = torch.as_tensor(data["action"], device=device)
-    is_first = torch.zeros(action.shape[:2], dtype=torch.bool, device=device)
-    with world_model.own_samples(seed):
-        embeds = world_model.encoder(image[:, :context])
-        posts, _ = world_model.transition.observe(embeds, action[:, :context],
-                                                  is_first[:, :context])
-        priors = world_model.transition.imagine(posts[:, -1], action[:, context:])
-        features = world_model.transition.features(priors)
-        frames = world_model.decoder(features) + 0.5  # the preprocessed scale is centred
-        reward = world_model.reward(features)
-    return _errors(frames, reward, data, context)
-
-
-def worldmodels_open_loop(vae, mdn, data: dict[str, np.ndarray], context: int, mode: str,
-                          temperature: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """M: see :mod:`planetrl.worldmodels.diagnostics`."""
-    from planetrl.worldmodels.diagnostics import open_loop_prediction
-
-    device = next(mdn.parameters()).device
-    pred = open_loop_prediction(vae, mdn, data["image"], data["action"], context=context,
-                                mode=mode, temperature=temperature,
-                                generator=torch.Generator(device=device).manual_seed(seed))
-    return _errors(pred.frames, pred.reward, data, context)
-
-
 def open_loop_rows(run: RunSpec, loaded, data: dict[str, np.ndarray], context: int,
                    seed: int = 0) -> list[dict[str, Any]]:
-    config, models = loaded
-    if run.agent == "planet":
-        results = [("RSSM imagined (prior samples)", planet_open_loop(models, data, context,
-                                                                      seed))]
-    else:
-        vae, mdn = models[0], models[1]
-        tau = config.controller.temperature
-        results = [(f"MDN-RNN sampled at τ={tau:g}",
-                    worldmodels_open_loop(vae, mdn, data, context, "sample", tau, seed)),
-                   ("MDN-RNN mixture mean",
-                    worldmodels_open_loop(vae, mdn, data, context, "mean", 1.0, seed))]
+    """Per way the run's agent predicts (:meth:`~planetrl.agents.AgentKind.open_loop`) and step
+    ahead d: the frame and reward errors on the held-out chunks."""
     rows = []
-    for prediction, (frame, reward) in results:
+    for prediction, frames, reward in kind(run.agent).open_loop(loaded, data, context, seed):
+        frame, rew = _errors(frames, reward, data, context)
         for d in range(len(frame)):
             rows.append(dict(agent=run.agent, seed=run.seed, prediction=prediction, d=d + 1,
-                             frame_mse=float(frame[d]), reward_mse=float(reward[d]),
+                             frame_mse=float(frame[d]), reward_mse=float(rew[d]),
                              chunks=len(data["reward"])))
     return rows
 
@@ -344,7 +257,7 @@ def _plot_curves(suite: Suite, rows: list[dict], randoms: dict[str, float]) -> b
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
-    colours = {agent: f"C{i}" for i, agent in enumerate(AGENTS)}
+    colours = {agent: f"C{i}" for i, agent in enumerate(names())}
     for agent in dict.fromkeys(r["agent"] for r in rows):
         mine = [r for r in rows if r["agent"] == agent]
         steps = sorted({r["env_steps"] for r in mine})
@@ -488,9 +401,10 @@ def _markdown(suite: Suite, curves, randoms, params, stages, open_loop, reward_v
     task = suite.tasks()[0]
     # The title names the agents of the runs (a suite merged over two invocations holds both,
     # whatever the first one's description said).
-    present = [a for a in AGENTS if any(r.agent == a for r in suite.runs)]
+    order = names()
+    present = [a for a in order if any(r.agent == a for r in suite.runs)]
     # Every table in the agents' order (stable: each agent's rows keep theirs).
-    params, stages, open_loop = (sorted(rows, key=lambda r: AGENTS.index(r["agent"]))
+    params, stages, open_loop = (sorted(rows, key=lambda r: order.index(r["agent"]))
                                  for rows in (params, stages, open_loop))
     agents = " against ".join(present)
     seeds = len({r.seed for r in suite.runs})
@@ -561,5 +475,5 @@ def _markdown(suite: Suite, curves, randoms, params, stages, open_loop, reward_v
 
 
 __all__ = ["compare_suite", "curve_rows", "heldout_episodes", "open_loop_rows",
-           "parameter_rows", "planet_open_loop", "stage_rows", "worldmodels_open_loop",
+           "parameter_rows", "stage_rows",
            "write_compare_report"]

@@ -21,28 +21,56 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from planetrl.config import ConfigError, from_dict, to_dict
+from planetrl.config import ConfigError
 from planetrl.suite.layout import (
-    ATTEMPTS_FILE, FINISHED_FILE, RANDOM_FILE, SUITE_FILE, is_finished,
+    ATTEMPTS_FILE, FINISHED_FILE, RANDOM_FILE, is_finished,
 )
-from planetrl.suite.spec import RunSpec, Suite, run_config
-
-_FIXED = ("preset", "eval_every_env_steps", "eval_episodes", "overrides")
+from planetrl.suite.spec import RunSpec, Suite, SuiteError, merge_suite, run_config
 
 
-class SuiteError(RuntimeError):
-    """A suite's run failed for good (after its retries) or the suite directory is inconsistent."""
+
+# AMD's CPUID family -> [(first model, last model, microarchitecture)]: a virtual machine's model
+# name is often just "AMD EPYC", so the record adds what family and model say.
+_AMD_CORES = {
+    23: [(0x00, 0x2F, "Zen/Zen+"), (0x30, 0xFF, "Zen 2")],
+    25: [(0x00, 0x0F, "Zen 3"), (0x10, 0x1F, "Zen 4"), (0x20, 0x5F, "Zen 3"),
+         (0x60, 0xAF, "Zen 4")],
+    26: [(0x00, 0xFF, "Zen 5")],
+}
 
 
-def cpu_model() -> str:
-    """The CPU's model name (``/proc/cpuinfo``), for the record beside every figure."""
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU, for the record beside every figure: ``/proc/cpuinfo``'s model name, with the
+    CPUID family and model, AMD's microarchitecture, and the widest vector extensions (AMX,
+    AVX512-BF16, AVX-512 or AVX2), e.g. ``AMD EPYC (family 25 model 1, Zen 3, AVX2)``."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return platform.processor() or platform.machine()
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if not key.strip():
+            break  # the first processor's block is enough
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    details = []
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
+        family, model = int(fields["cpu family"]), int(fields["model"])
+        details.append(f"family {family} model {model}")
+        if fields.get("vendor_id") == "AuthenticAMD" or name.startswith("AMD"):
+            details += [core for first, last, core in _AMD_CORES.get(family, [])
+                        if first <= model <= last][:1]
+    except (KeyError, ValueError):
         pass
-    return platform.processor() or platform.machine()
+    flags = set(fields.get("flags", "").split())
+    for flag, label in (("amx_tile", "AMX"), ("avx512_bf16", "AVX512-BF16"),
+                        ("avx512f", "AVX-512"), ("avx2", "AVX2")):
+        if flag in flags:
+            details.append(label)
+            break
+    return f"{name} ({', '.join(details)})" if details else name
 
 
 def code_version() -> str:
@@ -58,57 +86,24 @@ def code_version() -> str:
         return "unknown"
 
 
-def merge_suite(directory: Path, suite: Suite) -> Suite:
-    """Record ``suite`` in ``directory/suite.json``: a later call may add runs (more seeds or
-    tasks) and change the budget; the settings that define the runs must stay the same."""
-    path = directory / SUITE_FILE
-    if path.exists():
-        try:
-            saved = Suite.from_dict(json.loads(path.read_text()))
-        except (json.JSONDecodeError, KeyError, TypeError) as err:
-            raise SuiteError(f"{path} is corrupt: {err}") from None
-        if saved.name != suite.name:
-            raise SuiteError(f"{directory} holds suite {saved.name!r}, not {suite.name!r}; use "
-                             "another directory")
-        changed = {k: (getattr(saved, k), getattr(suite, k)) for k in _FIXED
-                   if getattr(saved, k) != getattr(suite, k)}
-        if changed:
-            lines = ", ".join(f"{k}: saved {a!r} != new {b!r}" for k, (a, b) in changed.items())
-            raise SuiteError(f"{directory} holds this suite with other settings ({lines}); use "
-                             "the same options or another directory")
-        runs = list(dict.fromkeys([*saved.runs, *suite.runs]))
-        suite = Suite(suite.name, suite.preset, suite.env_steps, suite.eval_every_env_steps,
-                      suite.eval_episodes, runs, suite.description, suite.overrides)
-    directory.mkdir(parents=True, exist_ok=True)
-    suite.save(path)
-    return suite
-
-
 def train_run(config_data: dict[str, Any], budget: int | None = None) -> dict[str, Any]:
     """Train (or continue) one run to its budget; the body of the Ray task, also callable directly.
 
-    Computes the random policy's returns on the run's evaluation seeds first (once), then runs
-    ``planetrl train``'s trainer of the run's agent (``config_data["agent"]``: PlaNet's
-    :class:`~planetrl.training.loop.Trainer` when absent, World Models'
-    :class:`~planetrl.worldmodels.trainer.WorldModelsTrainer`), then writes ``finished.json``.
-    Killed at any point, calling it again continues where the run directory says. ``budget``:
-    the suite's env-step budget, recorded in ``finished.json`` (a staged agent's run may end a
-    little short of it: its config spends what whole generations can).
+    Computes the random policy's returns on the run's evaluation seeds first (once), then trains
+    the run with its agent's :meth:`~planetrl.agents.AgentKind.train` (``config_data["agent"]``,
+    PlaNet where absent), then writes ``finished.json``. Killed at any point, calling it again
+    continues where the run directory says. ``budget``: the suite's env-step budget, recorded in
+    ``finished.json`` (a staged agent's run may end a little short of it: its config spends what
+    whole generations can).
     """
+    from planetrl.agents import kind
     from planetrl.atomic import atomic_write_text
     from planetrl.driver import random_policy_returns
     from planetrl.training.rundir import eval_seed
 
-    agent = config_data.get("agent", "planet")
-    if agent == "worldmodels":
-        from planetrl.worldmodels.config import from_dict as wm_from_dict
-        from planetrl.worldmodels.trainer import train
-
-        config = wm_from_dict(config_data)
-    else:
-        from planetrl.training.loop import train
-
-        config = from_dict(config_data)
+    agent = str(config_data.get("agent", "planet"))
+    trainer = kind(agent)
+    config = trainer.from_dict(config_data)
     run_dir = Path(config.logdir)
     run_dir.mkdir(parents=True, exist_ok=True)
     start = time.time()
@@ -121,7 +116,7 @@ def train_run(config_data: dict[str, Any], budget: int | None = None) -> dict[st
                                         parallel=config.eval.parallel)
         atomic_write_text(random_path, json.dumps(
             {"seed": seed, "episodes": len(returns), "returns": returns}, indent=1) + "\n")
-    summary = train(config, progress=False)
+    summary = trainer.train(config, progress=False)
     _append_line(attempts, {"start": start, "seconds": time.time() - start, "cpu": cpu_model()})
     total = wall_clock(run_dir)
     record = {
@@ -217,12 +212,10 @@ def run_suite(
 
 
 def _config_dict(config) -> dict[str, Any]:
-    """A run's config as the plain dict :func:`train_run` takes (either agent's)."""
-    if getattr(config, "agent", "planet") == "worldmodels":
-        from planetrl.worldmodels.config import to_dict as wm_to_dict
+    """A run's config as the plain dict :func:`train_run` takes (any agent's)."""
+    from planetrl.agents import of_config
 
-        return wm_to_dict(config)
-    return to_dict(config)
+    return of_config(config).to_dict(config)
 
 
 def _report(directory: Path, log: Callable[[str], None]) -> None:

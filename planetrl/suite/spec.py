@@ -16,9 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from planetrl.agents import AGENTS
-from planetrl.config import ConfigError, RunConfig, check_preset, preset, set_field
-from planetrl.suite.layout import run_dir
+from planetrl.agents import check_agent, kind
+from planetrl.config import ConfigError, RunConfig, check_preset, set_field
+from planetrl.suite.layout import SUITE_FILE, run_dir
+
+_FIXED = ("preset", "eval_every_env_steps", "eval_episodes", "overrides")
+"""The settings that define a suite's runs: a suite directory keeps them (:func:`merge_suite`)."""
 
 
 # The six tasks of the paper (Table 1) with the PlaNet-benchmark action repeats (paper appendix:
@@ -48,8 +51,8 @@ class RunSpec:
     """Dotted config fields and values applied over the suite's preset, e.g.
     ``(("model.transition", "ssm"),)``."""
     agent: str = "planet"
-    """The agent: ``planet`` (:class:`~planetrl.config.Config`) or ``worldmodels``
-    (:class:`~planetrl.worldmodels.config.WorldModelsConfig`); its own presets and fields."""
+    """The agent's registry name (:mod:`planetrl.agents`): its own config, presets and
+    fields."""
 
     @property
     def name(self) -> str:
@@ -104,6 +107,36 @@ class Suite:
         return list(dict.fromkeys(r.task for r in self.runs))
 
 
+class SuiteError(RuntimeError):
+    """A suite's run failed for good (after its retries) or the suite directory is inconsistent."""
+
+
+def merge_suite(directory: Path, suite: Suite) -> Suite:
+    """Record ``suite`` in ``directory/suite.json``: a later call may add runs (more seeds or
+    tasks) and change the budget; the settings that define the runs must stay the same."""
+    path = directory / SUITE_FILE
+    if path.exists():
+        try:
+            saved = Suite.from_dict(json.loads(path.read_text()))
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise SuiteError(f"{path} is corrupt: {err}") from None
+        if saved.name != suite.name:
+            raise SuiteError(f"{directory} holds suite {saved.name!r}, not {suite.name!r}; use "
+                             "another directory")
+        changed = {k: (getattr(saved, k), getattr(suite, k)) for k in _FIXED
+                   if getattr(saved, k) != getattr(suite, k)}
+        if changed:
+            lines = ", ".join(f"{k}: saved {a!r} != new {b!r}" for k, (a, b) in changed.items())
+            raise SuiteError(f"{directory} holds this suite with other settings ({lines}); use "
+                             "the same options or another directory")
+        runs = list(dict.fromkeys([*saved.runs, *suite.runs]))
+        suite = Suite(suite.name, suite.preset, suite.env_steps, suite.eval_every_env_steps,
+                      suite.eval_episodes, runs, suite.description, suite.overrides)
+    directory.mkdir(parents=True, exist_ok=True)
+    suite.save(path)
+    return suite
+
+
 def episode_env_steps(task: str) -> int:
     """Env steps of one episode of ``task`` (DMC: 1000; Gymnasium: its time limit, if any)."""
     from planetrl.envs import check_task
@@ -124,25 +157,22 @@ def episode_env_steps(task: str) -> int:
     return int(limit)
 
 
-def run_config(suite: Suite, run: RunSpec, directory: str | Path):
-    """The configuration of ``run``: the suite's preset, the suite's and the run's overrides, the
-    task and seed, the env-step budget and the evaluation schedule, logdir under ``directory``.
-    A :class:`~planetrl.config.Config` for PlaNet, a
-    :class:`~planetrl.worldmodels.config.WorldModelsConfig` for World Models
-    (:func:`worldmodels_run_config`)."""
-    if run.agent not in AGENTS:
-        raise ConfigError(f"unknown agent {run.agent!r} in run {run.name}; accepted: "
-                          f"{', '.join(AGENTS)}")
-    if run.agent == "worldmodels":
-        return worldmodels_run_config(suite, run, directory)
-    config = _for_run(preset(suite.preset), suite, run, directory)
-    episode = episode_env_steps(run.task)
-    config.train.max_env_steps = suite.env_steps
-    config.train.max_episodes = max(1, -(-suite.env_steps // episode))
-    config.train.max_minutes = 0.0
-    config.eval.every = max(1, round(suite.eval_every_env_steps / episode))
-    config.eval.episodes = suite.eval_episodes
-    return config.validate()
+def run_config(suite: Suite, run: RunSpec, directory: str | Path) -> RunConfig:
+    """The configuration of ``run``: its agent's preset, the suite's and the run's overrides,
+    the task and seed, logdir under ``directory``, then the agent's way of spending the suite's
+    env-step budget and evaluation schedule (:meth:`~planetrl.agents.AgentKind.budget`)."""
+    try:
+        agent = kind(check_agent(run.agent))
+    except ConfigError as err:
+        raise ConfigError(f"run {run.name}: {err}") from None
+    config = _for_run(agent.preset(suite.preset), suite, run, directory)
+    try:
+        return agent.budget(config, env_steps=suite.env_steps,
+                            episode_env_steps=episode_env_steps(run.task),
+                            eval_every_env_steps=suite.eval_every_env_steps,
+                            eval_episodes=suite.eval_episodes)
+    except ConfigError as err:
+        raise ConfigError(f"{run.name}: {err}") from None
 
 
 def _for_run(config: RunConfig, suite: Suite, run: RunSpec, directory: str | Path):
@@ -154,51 +184,6 @@ def _for_run(config: RunConfig, suite: Suite, run: RunSpec, directory: str | Pat
     config.seed = run.seed
     config.logdir = str(run_dir(directory, run.name))
     return config
-
-
-def worldmodels_run_config(suite: Suite, run: RunSpec, directory: str | Path):
-    """A World Models run within the suite's env-step budget and evaluation schedule.
-
-    World Models trains in stages, not per episode, so its budget and curve are set so:
-
-    - ``dream`` mode (the ``small`` preset): every env step is a collected episode. The budget's
-      episodes (``ceil(env_steps / episode)``) are split into ``collect.iterations`` equal
-      batches of about the preset's ``collect.episodes`` (the paper's iterative procedure:
-      collect, retrain V and M, evolve C; random actions in the first iteration, the controller
-      with exploration noise after). The controller is evaluated at the end of every iteration
-      (``eval.every = 0``), at the env steps consumed so far: its curve has one point per
-      iteration, at the env steps of the data V, M and C were trained on.
-    - ``real`` mode (the ``paper`` preset): the population's fitness rollouts are env steps too.
-      One iteration; the preset's collected episodes, capped at half the budget; the
-      generations the rest of the budget pays for (population × rollouts episodes each);
-      evaluations every ``eval_every_env_steps`` of fitness rollouts (rounded to generations),
-      so the curve's points lie at the env steps consumed when each was made.
-    """
-    from planetrl.worldmodels.config import preset as wm_preset
-
-    config = _for_run(wm_preset(suite.preset), suite, run, directory)
-    episode = episode_env_steps(run.task)
-    total = max(1, -(-suite.env_steps // episode))
-    c = config.collect
-    if config.controller.mode == "dream":
-        wanted = max(1, total // max(1, c.episodes))
-        iterations = max(d for d in range(1, wanted + 1) if total % d == 0)
-        c.iterations, c.episodes = iterations, total // iterations
-        config.eval.every = 0
-    else:
-        c.iterations = 1
-        c.episodes = max(1, min(c.episodes, total // 2))
-        per_generation = config.controller.population * config.controller.rollouts
-        generations = (total - c.episodes) // per_generation
-        if generations < 1:
-            raise ConfigError(
-                f"{run.name}: a World Models run in real mode needs {per_generation} episodes "
-                f"per generation (population × rollouts) beyond its {c.episodes} collected "
-                f"ones; the budget of {suite.env_steps:,} env steps pays for {total}")
-        config.controller.generations = generations
-        config.eval.every = max(1, round(suite.eval_every_env_steps / (per_generation * episode)))
-    config.eval.episodes = suite.eval_episodes
-    return config.validate()
 
 
 # ------------------------------------------------------------------------------ built-in suites

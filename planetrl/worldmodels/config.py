@@ -27,7 +27,6 @@ from typing import Any, ClassVar, Literal
 
 from planetrl.config import (
     BOOL,
-    DEVICE,
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
     POSITIVE,
@@ -223,24 +222,10 @@ class WorldModelsConfig(RunConfig):
 
     agent: Literal["worldmodels"] = "worldmodels"
     """The agent; recorded in config.json so that `planetrl eval` recognises the run."""
-    task: str = "dmc:cartpole-swingup"
-    """Task: `dmc:<domain>-<task>` (DeepMind Control Suite) or `gym:<id>` (Gymnasium)."""
     logdir: str = "runs/worldmodels"
     """Run directory: config, checkpoint, episodes (the replay), metrics, TensorBoard, videos."""
     preset: Literal["paper", "small"] = "paper"
     """Preset the defaults come from (`paper` = the original's sizes, or `small`)."""
-    seed: int = 0
-    """Seed of every random number generator of the run."""
-    device: str = "auto"
-    """`auto` (CUDA when available), `cpu`, `cuda` or `cuda:N`."""
-    action_repeat: int = 0
-    """R, env steps per action; 0 = PlaNet's value for the domain (the same env settings as a
-    PlaNet run, for comparison)."""
-    render: Literal["paper", "fast"] = "paper"
-    """DMC rendering: `paper` (MuJoCo defaults) or `fast` (no shadows or anti-aliasing)."""
-    threads: int = 0
-    """torch CPU threads; 0 = auto: the free cores, re-read before every phase and every tenth of
-    an update stage (as PlaNet's ``threads``: :mod:`planetrl.threads`)."""
     vae: VAEConfig = field(default_factory=VAEConfig)
     mdn: MDNConfig = field(default_factory=MDNConfig)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
@@ -248,13 +233,7 @@ class WorldModelsConfig(RunConfig):
     eval: WMEvalConfig = field(default_factory=WMEvalConfig)
 
     RULES: ClassVar[dict[str, Rule]] = {
-        "agent": one_of(AGENT),
-        "preset": one_of(*PRESETS),
-        "seed": NON_NEGATIVE_INT,
-        "action_repeat": NON_NEGATIVE_INT,
-        "threads": NON_NEGATIVE_INT,
-        "render": one_of("paper", "fast"),
-        "device": DEVICE,
+        **RunConfig.RULES, "agent": one_of(AGENT), "preset": one_of(*PRESETS),
     }
     SECTIONS: ClassVar[dict[str, type[Section]]] = {
         "vae": VAEConfig,
@@ -331,13 +310,6 @@ def from_dict(data: dict[str, Any]) -> WorldModelsConfig:
 RESUMABLE_FIELDS = WorldModelsConfig.RESUMABLE
 
 
-def read_agent(path: str | Path) -> str:
-    """The agent of the saved config at ``path``: ``worldmodels``, or ``planet`` for a config
-    without an ``agent`` key (PlaNet's). A missing or corrupt file is a :class:`ConfigError`."""
-    data = read_config_file(path)
-    return str(data.get("agent", "planet"))
-
-
 def load_config(path: str | Path) -> WorldModelsConfig:
     """Read a saved World Models config; errors name the file."""
     path = Path(path)
@@ -350,6 +322,6 @@ def load_config(path: str | Path) -> WorldModelsConfig:
 
 __all__ = [
     "AGENT", "CollectConfig", "ControllerConfig", "MDNConfig", "VAEConfig", "WMEvalConfig",
-    "WorldModelsConfig", "diff_configs", "from_dict", "load_config", "preset", "read_agent",
+    "WorldModelsConfig", "diff_configs", "from_dict", "load_config", "preset",
     "save_config", "set_field", "to_dict",
 ]

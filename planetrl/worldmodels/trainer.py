@@ -95,7 +95,8 @@ class EncodedEpisode(NamedTuple):
 
 
 def action_size_of(config: WorldModelsConfig) -> int:
-    env = make_env(config.task, action_repeat=resolve_action_repeat(config), render=config.render)
+    env = make_env(config.task, action_repeat=resolve_action_repeat(config), render=config.render,
+                   env_kwargs=config.env_kwargs)
     try:
         return int(env.action_space.shape[0])
     finally:
