@@ -256,7 +256,8 @@ def _eval(argv: list[str]) -> int:
         bar.close()
     returns = result.returns
     detail = f"; {result.detail}" if result.detail else ""
-    print(f"task {result.task} ({agent.name}): return {np.mean(returns):.1f} ± "
+    named = "" if agent.name == TrainFlags.agent else f" ({agent.name})"  # as before the seam
+    print(f"task {result.task}{named}: return {np.mean(returns):.1f} ± "
           f"{np.std(returns):.1f} over {len(returns)} episodes "
           f"({', '.join(f'{r:.1f}' for r in returns)}){detail}")
     if args.video and result.frames is not None:
