@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-WORKER = r'''
+WORKER = r"""
 import sys, time, tempfile
 sys.path.insert(0, sys.argv[1])
 import torch
@@ -47,7 +47,7 @@ for line in sys.stdin:
             with torch.no_grad():
                 trainer.planner(wm.transition, wm.reward, states[10 if what == "plan10" else 1])
     print(time.perf_counter() - start, flush=True)
-'''
+"""
 
 JOBS = (("plan", 10), ("plan10", 2), ("update", 3))
 
@@ -63,8 +63,12 @@ def main(argv=None) -> int:
     for name, root in (("base", args.base), ("new", args.new)):
         sides[name] = subprocess.Popen(
             [sys.executable, "-c", WORKER, str(Path(root).resolve()), str(args.threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            cwd="/")
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+            cwd="/",
+        )
     for proc in sides.values():
         while proc.stdout.readline().strip() != "ready":
             if proc.poll() is not None:
@@ -82,15 +86,19 @@ def main(argv=None) -> int:
         proc.wait()
     from planetrl.suite.runner import cpu_model
 
-    print(f"{cpu_model()}, {args.threads} threads, {args.rounds} rounds: median ms per call, "
-          "new/base per round")
+    print(
+        f"{cpu_model()}, {args.threads} threads, {args.rounds} rounds: median ms per call, "
+        "new/base per round"
+    )
     print("| measure | base ms | new ms | ratio new/base (median) | min | max |")
     print("|---|---|---|---|---|---|")
     for job, _ in JOBS:
         base, new = times[("base", job)], times[("new", job)]
         ratios = [b and n / b for b, n in zip(base, new)]
-        print(f"| {job} | {statistics.median(base):.1f} | {statistics.median(new):.1f} | "
-              f"{statistics.median(ratios):.3f} | {min(ratios):.2f} | {max(ratios):.2f} |")
+        print(
+            f"| {job} | {statistics.median(base):.1f} | {statistics.median(new):.1f} | "
+            f"{statistics.median(ratios):.3f} | {min(ratios):.2f} | {max(ratios):.2f} |"
+        )
     return 0
 
 

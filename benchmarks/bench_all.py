@@ -59,8 +59,9 @@ def parse_speed(text: str, cfg, device: torch.device) -> SpeedDecision:
     names = {n for n in text.split(",") if n}
     unknown = names - set(FLAGS)
     if unknown:
-        raise SystemExit(f"unknown --speed flags {sorted(unknown)}; accepted: auto or "
-                         f"{', '.join(FLAGS)}")
+        raise SystemExit(
+            f"unknown --speed flags {sorted(unknown)}; accepted: auto or {', '.join(FLAGS)}"
+        )
     return SpeedDecision(**{n: n in names for n in FLAGS}, reasons={n: "--speed" for n in FLAGS})
 
 
@@ -105,21 +106,22 @@ def seeded(seed: int, device: torch.device) -> None:
         torch.cuda.manual_seed(seed)
 
 
-def bench_plan(cfg, num_envs: int, device: torch.device, fast_cfg: SpeedDecision, repeats: int,
-               warmup: int) -> dict[str, Any]:
+def bench_plan(
+    cfg, num_envs: int, device: torch.device, fast_cfg: SpeedDecision, repeats: int, warmup: int
+) -> dict[str, Any]:
     torch.manual_seed(0)
     wm = build_world_model(cfg, device).eval()
     ref = ReferenceWorldModel(wm).to(device).eval()
     p = cfg.planner
-    options = dict(horizon=p.horizon, iterations=p.iterations, candidates=p.candidates,
-                   top_k=p.top_k)
+    options = dict(
+        horizon=p.horizon, iterations=p.iterations, candidates=p.candidates, top_k=p.top_k
+    )
     gen = lambda s: torch.Generator(device=device).manual_seed(s)  # noqa: E731
     eager = speed.accelerate(planning.planner_from_config(p, generator=gen(1)), OFF, device)
     fast = speed.accelerate(planning.planner_from_config(p, generator=gen(1)), fast_cfg, device)
 
     def run_ref(state, g):
-        return reference_cem(ref.rssm, ref.reward, state.deter, state.stoch, generator=g,
-                             **options)
+        return reference_cem(ref.rssm, ref.reward, state.deter, state.stoch, generator=g, **options)
 
     # Correctness on the same draws (fresh belief).
     state = random_belief(wm.transition, num_envs, device, seed=123)
@@ -149,22 +151,30 @@ def bench_plan(cfg, num_envs: int, device: torch.device, fast_cfg: SpeedDecision
     med = {k: statistics.median(v) for k, v in times.items()}
     return {
         "what": f"plan E={num_envs} (J{p.candidates} H{p.horizon} I{p.iterations})",
-        "ref": med["ref"], "eager": med["eager"], "fast": med["fast"],
+        "ref": med["ref"],
+        "eager": med["eager"],
+        "fast": med["fast"],
         "diff_eager": float((outs["eager"] - outs["ref"]).abs().max()),
         "diff_fast": float((outs["fast"] - outs["ref"]).abs().max()),
         "unit": "ms",
     }
 
 
-def bench_update(cfg, device: torch.device, fast_cfg: SpeedDecision, repeats: int,
-                 warmup: int) -> dict[str, Any]:
+def bench_update(
+    cfg, device: torch.device, fast_cfg: SpeedDecision, repeats: int, warmup: int
+) -> dict[str, Any]:
     t = cfg.train
     torch.manual_seed(0)
     base = build_world_model(cfg, device)
-    models = {"ref": ReferenceWorldModel(base).to(device), "eager": copy.deepcopy(base),
-              "fast": speed.optimise_world_model(copy.deepcopy(base), fast_cfg, device)}
-    optims = {k: torch.optim.Adam(m.parameters(), lr=t.learning_rate, eps=t.adam_eps)
-              for k, m in models.items()}
+    models = {
+        "ref": ReferenceWorldModel(base).to(device),
+        "eager": copy.deepcopy(base),
+        "fast": speed.optimise_world_model(copy.deepcopy(base), fast_cfg, device),
+    }
+    optims = {
+        k: torch.optim.Adam(m.parameters(), lr=t.learning_rate, eps=t.adam_eps)
+        for k, m in models.items()
+    }
     free_nats = cfg.loss.free_nats
 
     def loss_of(name, batch):
@@ -196,8 +206,12 @@ def bench_update(cfg, device: torch.device, fast_cfg: SpeedDecision, repeats: in
     rel = lambda a: abs(a - losses["ref"]) / abs(losses["ref"])  # noqa: E731
     return {
         "what": f"update B{t.batch_size}×L{t.chunk_length} (depth {cfg.model.cnn_depth})",
-        "ref": med["ref"], "eager": med["eager"], "fast": med["fast"],
-        "diff_eager": rel(losses["eager"]), "diff_fast": rel(losses["fast"]), "unit": "ms",
+        "ref": med["ref"],
+        "eager": med["eager"],
+        "fast": med["fast"],
+        "diff_eager": rel(losses["eager"]),
+        "diff_fast": rel(losses["fast"]),
+        "unit": "ms",
         "rel": True,
     }
 
@@ -215,12 +229,15 @@ def bench_envs(cfg, task: str, steps: int, num_envs: int) -> list[dict[str, Any]
             except Exception as err:  # noqa: BLE001  (headless rendering may be missing)
                 rows.append({"what": f"env {render} ×{n}: failed ({type(err).__name__}: {err})"})
                 continue
-            rows.append({
-                "what": f"env steps/s, {render} render, {n} env(s) ({task}, R={r['action_repeat']})",
-                "value": f"{r['env_steps_per_s']:.0f} sim steps/s ({r['agent_steps_per_s']:.0f} "
-                         f"frames/s)",
-                "env_steps_per_s": r["env_steps_per_s"],
-            })
+            rows.append(
+                {
+                    "what": f"env steps/s, {render} render, {n} env(s) ({task}, "
+                    f"R={r['action_repeat']})",
+                    "value": f"{r['env_steps_per_s']:.0f} sim steps/s "
+                    f"({r['agent_steps_per_s']:.0f} frames/s)",
+                    "env_steps_per_s": r["env_steps_per_s"],
+                }
+            )
     return rows
 
 
@@ -231,20 +248,29 @@ def bench_replay(cfg, device: torch.device, quick: bool) -> list[dict[str, Any]]
         return [{"what": f"replay: skipped ({err})"}]
     t = cfg.train
     try:
-        r = measure_replay_rate(t.batch_size, t.chunk_length, episodes=20 if quick else 50,
-                                iterations=5 if quick else 20, device=device)
+        r = measure_replay_rate(
+            t.batch_size,
+            t.chunk_length,
+            episodes=20 if quick else 50,
+            iterations=5 if quick else 20,
+            device=device,
+        )
     except Exception as err:  # noqa: BLE001
         return [{"what": f"replay: failed ({type(err).__name__}: {err})"}]
-    return [{"what": f"replay batches/s B{t.batch_size}×L{t.chunk_length} → {device.type}",
-             "value": f"{r['batches_per_s']:.1f} batches/s ({r['batches_per_s_reused_out']:.1f} "
-                      f"with a reused output buffer)"}]
+    return [
+        {
+            "what": f"replay batches/s B{t.batch_size}×L{t.chunk_length} → {device.type}",
+            "value": f"{r['batches_per_s']:.1f} batches/s ({r['batches_per_s_reused_out']:.1f} "
+            f"with a reused output buffer)",
+        }
+    ]
 
 
 def profile(cfg, device: torch.device, fast_cfg: SpeedDecision, rows: int = 15) -> None:
-    from torch.profiler import ProfilerActivity, profile as torch_profile
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
 
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda"
-                                           else [])
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
     torch.manual_seed(0)
     wm = speed.optimise_world_model(build_world_model(cfg, device), fast_cfg, device)
@@ -259,12 +285,17 @@ def profile(cfg, device: torch.device, fast_cfg: SpeedDecision, rows: int = 15) 
         opt.step()
 
     planner = speed.accelerate(
-        planning.planner_from_config(cfg.planner,
-                                     generator=torch.Generator(device=device).manual_seed(0)),
-        fast_cfg, device)
+        planning.planner_from_config(
+            cfg.planner, generator=torch.Generator(device=device).manual_seed(0)
+        ),
+        fast_cfg,
+        device,
+    )
     state = random_belief(wm.transition, 1, device, seed=2)
-    for name, fn in (("update", update),
-                     ("plan E=1", lambda: planner(wm.transition, wm.reward, state))):
+    for name, fn in (
+        ("update", update),
+        ("plan E=1", lambda: planner(wm.transition, wm.reward, state)),
+    ):
         fn()
         sync(device)
         with torch_profile(activities=activities) as prof:
@@ -288,8 +319,10 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
-            f"{torch.get_num_threads()} threads, {load_text}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, {load_text}"
+    )
 
 
 def fmt_ms(ms: float) -> str:
@@ -298,24 +331,32 @@ def fmt_ms(ms: float) -> str:
 
 def print_row(preset_name: str, r: dict[str, Any]) -> None:
     """One measured row as soon as it is done (a run cut short by a time limit keeps these)."""
-    print(f"  [{preset_name}] {r['what']}: ref {fmt_ms(r['ref'])} / eager {fmt_ms(r['eager'])} / "
-          f"fast {fmt_ms(r['fast'])} ms, max abs diff eager {r['diff_eager']:.1e} / fast "
-          f"{r['diff_fast']:.1e} ({machine()})", file=sys.stderr, flush=True)
+    print(
+        f"  [{preset_name}] {r['what']}: ref {fmt_ms(r['ref'])} / eager {fmt_ms(r['eager'])} / "
+        f"fast {fmt_ms(r['fast'])} ms, max abs diff eager {r['diff_eager']:.1e} / fast "
+        f"{r['diff_fast']:.1e} ({machine()})",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def print_table(title: str, rows: list[dict[str, Any]], fast_cfg: SpeedDecision) -> None:
     flags = ",".join(n for n in FLAGS if getattr(fast_cfg, n)) or "none"
     print(f"\n### {title}\n")
     print(f"fast flags: {flags}\n")
-    print("| measure | reference ms | planetrl eager ms | planetrl fast ms | speed-up "
-          "(ref/fast) | max abs diff eager / fast vs ref |")
+    print(
+        "| measure | reference ms | planetrl eager ms | planetrl fast ms | speed-up "
+        "(ref/fast) | max abs diff eager / fast vs ref |"
+    )
     print("|---|---|---|---|---|---|")
     for r in rows:
         if "ref" in r:
             unit = " (loss, rel.)" if r.get("rel") else ""
-            print(f"| {r['what']} | {fmt_ms(r['ref'])} | {fmt_ms(r['eager'])} | "
-                  f"{fmt_ms(r['fast'])} | {r['ref'] / r['fast']:.2f}× | "
-                  f"{r['diff_eager']:.1e} / {r['diff_fast']:.1e}{unit} |")
+            print(
+                f"| {r['what']} | {fmt_ms(r['ref'])} | {fmt_ms(r['eager'])} | "
+                f"{fmt_ms(r['fast'])} | {r['ref'] / r['fast']:.2f}× | "
+                f"{r['diff_eager']:.1e} / {r['diff_fast']:.1e}{unit} |"
+            )
         elif "value" in r:
             print(f"| {r['what']} | {r['value']} | | | | |")
         else:
@@ -327,19 +368,30 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--presets", nargs="+", default=["paper", "small"])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--speed", default="auto",
-                        help="`auto` (default: what a run of each preset decides on this machine)"
-                             " or comma-separated fast flags, e.g. compile,bf16,channels_last")
+    parser.add_argument(
+        "--speed",
+        default="auto",
+        help="`auto` (default: what a run of each preset decides on this machine)"
+        " or comma-separated fast flags, e.g. compile,bf16,channels_last",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer repeats")
     parser.add_argument("--skip-envs", action="store_true")
     parser.add_argument("--skip-replay", action="store_true")
     parser.add_argument("--task", default="dmc:cheetah-run")
     parser.add_argument("--num-envs", type=int, default=5, help="N parallel envs for the env rows")
-    parser.add_argument("--profile", action="store_true",
-                        help="also print torch.profiler top-k tables of one update and one plan")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print torch.profiler top-k tables of one update and one plan",
+    )
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--plan-envs", type=int, nargs="+", default=[1, 10],
-                        help="numbers of environments to plan for (default 1 10)")
+    parser.add_argument(
+        "--plan-envs",
+        type=int,
+        nargs="+",
+        default=[1, 10],
+        help="numbers of environments to plan for (default 1 10)",
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -354,11 +406,26 @@ def main(argv: list[str] | None = None) -> None:
         cfg = preset(name)
         fast_cfg = parse_speed(args.speed, cfg, device)
         rows = []
-        measures = [(f"plan E={n}", functools.partial(bench_plan, cfg, n, device, fast_cfg,
-                                                       repeats, warmup)) for n in args.plan_envs]
-        measures.append(("update", functools.partial(
-            bench_update, cfg, device, fast_cfg,
-            max(1, repeats - 2) if device.type == "cpu" else repeats, warmup)))
+        measures = [
+            (
+                f"plan E={n}",
+                functools.partial(bench_plan, cfg, n, device, fast_cfg, repeats, warmup),
+            )
+            for n in args.plan_envs
+        ]
+        measures.append(
+            (
+                "update",
+                functools.partial(
+                    bench_update,
+                    cfg,
+                    device,
+                    fast_cfg,
+                    max(1, repeats - 2) if device.type == "cpu" else repeats,
+                    warmup,
+                ),
+            )
+        )
         for what, measure in measures:
             try:
                 rows.append(measure())

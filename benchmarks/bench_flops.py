@@ -73,8 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     # bf16 peak only where bf16 is native: emulated, a 2048^3 matmul takes minutes
     bf16 = peak_gflops(torch.bfloat16) if Hardware.detect(device).native_bf16 else float("nan")
     print(f"machine: {machine()}")
-    print(f"measured peak (2048^3 matmul): fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s "
-          f"(nan: bf16 not native here)\n")
+    print(
+        f"measured peak (2048^3 matmul): fp32 {fp32:.0f} GFLOP/s, bf16 {bf16:.0f} GFLOP/s "
+        f"(nan: bf16 not native here)\n"
+    )
     print("| preset | what | fast flags | GFLOP | ms | GFLOP/s | of fp32 peak | of bf16 peak |")
     print("|---|---|---|---|---|---|---|---|")
     for name in args.presets:
@@ -84,8 +86,9 @@ def main(argv: list[str] | None = None) -> None:
         if args.speed == "auto":
             # compile off: FlopCounterMode cannot count inside a compiled graph
             auto = decide_speed(cfg, wm, device, Counters())
-            fast = SpeedDecision(compile=False, bf16=auto.bf16, channels_last=auto.channels_last,
-                                 cuda_graphs=False)
+            fast = SpeedDecision(
+                compile=False, bf16=auto.bf16, channels_last=auto.channels_last, cuda_graphs=False
+            )
         else:
             names = set() if args.speed == "none" else set(args.speed.split(","))
             fast = SpeedDecision(**{n: n in names for n in FLAGS})
@@ -103,7 +106,9 @@ def main(argv: list[str] | None = None) -> None:
 
         planner = speed.accelerate(
             planning.planner_from_config(cfg.planner, generator=torch.Generator().manual_seed(0)),
-            fast, device)
+            fast,
+            device,
+        )
         state = random_belief(wm.transition, 1, device, seed=2)
 
         def plan():
@@ -113,14 +118,20 @@ def main(argv: list[str] | None = None) -> None:
         p = cfg.planner
         rows = (
             (f"plan E=1 (J{p.candidates} H{p.horizon} I{p.iterations})", plan),
-            (f"update B{t.batch_size}×L{t.chunk_length}, decode {cfg.loss.decode_fraction:g}, "
-             f"D={cfg.loss.overshooting_distance}", update),
+            (
+                f"update B{t.batch_size}×L{t.chunk_length}, decode {cfg.loss.decode_fraction:g}, "
+                f"D={cfg.loss.overshooting_distance}",
+                update,
+            ),
         )
         for what, fn in rows:
             gflop, seconds = measure(fn, args.repeats)
             rate = gflop / seconds
-            print(f"| {name} | {what} | {flags} | {gflop:.1f} | {1000 * seconds:.0f} | "
-                  f"{rate:.0f} | {rate / fp32:.0%} | {rate / bf16:.0%} |", flush=True)
+            print(
+                f"| {name} | {what} | {flags} | {gflop:.1f} | {1000 * seconds:.0f} | "
+                f"{rate:.0f} | {rate / fp32:.0%} | {rate / bf16:.0%} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -28,8 +28,9 @@ from planetrl.planning import cem
 PAPER = dict(horizon=12, iterations=10, candidates=1000, top_k=100)
 
 
-def build_models(action_size: int, device: str | torch.device = "cpu"
-                 ) -> tuple[Any, Callable[[Tensor], Tensor], str]:
+def build_models(
+    action_size: int, device: str | torch.device = "cpu"
+) -> tuple[Any, Callable[[Tensor], Tensor], str]:
     """(transition, reward model, label): the project's RSSM and reward model at the paper's
     sizes (GRU 200, stochastic state 30, hidden 200; reward MLP 2 x 200 ReLU), in eval mode."""
     transition = make_transition("rssm", action_size=action_size, embed_size=1024)
@@ -106,13 +107,20 @@ def main(argv: list[str] | None = None) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     transition, reward, label = build_models(args.action_size, args.device)
-    print(f"model: {label}; device: {args.device}; threads: {torch.get_num_threads()}; "
-          f"H={PAPER['horizon']} I={PAPER['iterations']} J={PAPER['candidates']} "
-          f"K={PAPER['top_k']} "
-          f"A={args.action_size}; median of {args.repeats} after {args.warmup} warm-up")
+    print(
+        f"model: {label}; device: {args.device}; threads: {torch.get_num_threads()}; "
+        f"H={PAPER['horizon']} I={PAPER['iterations']} J={PAPER['candidates']} "
+        f"K={PAPER['top_k']} "
+        f"A={args.action_size}; median of {args.repeats} after {args.warmup} warm-up"
+    )
     for num_envs in args.envs:
-        ms = measure_plan_ms(num_envs, args.device, repeats=args.repeats, warmup=args.warmup,
-                             models=(transition, reward))
+        ms = measure_plan_ms(
+            num_envs,
+            args.device,
+            repeats=args.repeats,
+            warmup=args.warmup,
+            models=(transition, reward),
+        )
         print(f"  E={num_envs:3d}: {ms:9.1f} ms per plan  ({ms / num_envs:8.1f} ms per env)")
 
 

@@ -33,10 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench_all import machine  # noqa: E402
 
 from planetrl import speed  # noqa: E402
+from planetrl.driver import random_policy_returns  # noqa: E402
 from planetrl.planning.base import planner_defaults  # noqa: E402
 from planetrl.speed.auto import SpeedDecision  # noqa: E402
 from planetrl.threads import ThreadGovernor  # noqa: E402
-from planetrl.driver import random_policy_returns  # noqa: E402
 from planetrl.training.loop import build_planner, evaluate, load_run  # noqa: E402
 
 
@@ -82,7 +82,7 @@ def rollout_steps(planner_cfg) -> int:
         decay = planner_defaults(planner_cfg.name).get("population_decay", 1.0)
     decay = decay or 1.0
     J, K, H = planner_cfg.candidates, planner_cfg.top_k, planner_cfg.horizon
-    return sum(max(round(J * decay ** -i), min(2 * K, J)) for i in range(planner_cfg.iterations)) * H
+    return sum(max(round(J * decay**-i), min(2 * K, J)) for i in range(planner_cfg.iterations)) * H
 
 
 def ms_per_plan(cfg, world_model, fast, repeats: int = 10) -> float:
@@ -108,22 +108,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--logdir", required=True)
     parser.add_argument("--episodes", type=int, default=10)
     parser.add_argument("--seed", type=int, default=777)
-    parser.add_argument("--variant", action="append", default=None,
-                        help="name:field=value,... (repeatable); default: a CEM/iCEM sweep")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=None,
+        help="name:field=value,... (repeatable); default: a CEM/iCEM sweep",
+    )
     parser.add_argument("--json", default=None, help="also write the rows to this file")
     args = parser.parse_args(argv)
     config, world_model = load_run(args.logdir, device="cpu")
     ThreadGovernor(config.threads).adjust()
     auto = speed.resolve(config.speed, "cpu")
-    fast = SpeedDecision(compile=False, bf16=auto.bf16, channels_last=auto.channels_last,
-                         cuda_graphs=False, reasons=auto.reasons)
+    fast = SpeedDecision(
+        compile=False,
+        bf16=auto.bf16,
+        channels_last=auto.channels_last,
+        cuda_graphs=False,
+        reasons=auto.reasons,
+    )
     p = config.planner
     variants = args.variant or default_variants(p.candidates, p.iterations, p.top_k)
     episodes = sorted((Path(args.logdir) / "episodes").glob("*.npz"))
     print(f"machine: {machine()}")
-    print(f"run {args.logdir}: task {config.task}, {len(episodes)} episodes of training data; "
-          f"bf16 {'on' if fast.bf16 else 'off'}, compile off; {args.episodes} evaluation "
-          f"episodes per variant (seeds {args.seed}..{args.seed + args.episodes - 1})\n")
+    print(
+        f"run {args.logdir}: task {config.task}, {len(episodes)} episodes of training data; "
+        f"bf16 {'on' if fast.bf16 else 'off'}, compile off; {args.episodes} evaluation "
+        f"episodes per variant (seeds {args.seed}..{args.seed + args.episodes - 1})\n"
+    )
     print("| planner | H, I, J, K | rollout steps per plan | ms per plan (E=1) | return |")
     print("|---|---|---|---|---|")
     rows = []
@@ -132,22 +143,41 @@ def main(argv: list[str] | None = None) -> None:
         c = cfg.planner
         ms = ms_per_plan(cfg, world_model, fast)
         planner = build_planner(cfg, torch.Generator().manual_seed(args.seed), "cpu", fast)
-        returns, _, timing = evaluate(cfg, world_model, episodes=args.episodes, seed=args.seed,
-                                      planner=planner, parallel=True)
-        row = {"planner": name, "spec": spec, "return_mean": float(np.mean(returns)),
-               "return_std": float(np.std(returns)), "returns": returns, "ms_per_plan": ms,
-               "rollout_steps": rollout_steps(c),
-               "eval_ms_per_plan_batched": timing["eval/ms_per_plan"]}
+        returns, _, timing = evaluate(
+            cfg, world_model, episodes=args.episodes, seed=args.seed, planner=planner, parallel=True
+        )
+        row = {
+            "planner": name,
+            "spec": spec,
+            "return_mean": float(np.mean(returns)),
+            "return_std": float(np.std(returns)),
+            "returns": returns,
+            "ms_per_plan": ms,
+            "rollout_steps": rollout_steps(c),
+            "eval_ms_per_plan_batched": timing["eval/ms_per_plan"],
+        }
         rows.append(row)
-        print(f"| {name} | {c.horizon}, {c.iterations}, {c.candidates}, {c.top_k} | "
-              f"{row['rollout_steps']} | {ms:.0f} | {row['return_mean']:.0f} ± "
-              f"{row['return_std']:.0f} |", flush=True)
+        print(
+            f"| {name} | {c.horizon}, {c.iterations}, {c.candidates}, {c.top_k} | "
+            f"{row['rollout_steps']} | {ms:.0f} | {row['return_mean']:.0f} ± "
+            f"{row['return_std']:.0f} |",
+            flush=True,
+        )
     randoms = random_policy_returns(config, episodes=args.episodes, seed=args.seed)
     print(f"| random policy | | 0 | 0 | {np.mean(randoms):.0f} ± {np.std(randoms):.0f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "logdir": args.logdir,
-                                               "task": config.task, "rows": rows,
-                                               "random": randoms}, indent=2))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "machine": machine(),
+                    "logdir": args.logdir,
+                    "task": config.task,
+                    "rows": rows,
+                    "random": randoms,
+                },
+                indent=2,
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -139,7 +139,11 @@ def measure_replay_rate(
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(directory) if directory is not None else Path(tmp)
         replay, add_seconds = fill_replay(
-            folder, episodes, episode_length, image_size=image_size, action_dim=action_dim,
+            folder,
+            episodes,
+            episode_length,
+            image_size=image_size,
+            action_dim=action_dim,
             seed=seed,
         )
         start = time.perf_counter()
@@ -161,12 +165,15 @@ def measure_replay_rate(
         image_out = preprocess(out.image, 5, noise)
 
         def reused() -> None:
-            preprocess(replay.sample(batch_size, length, device, out=out).image, 5, noise,
-                       out=image_out)
+            preprocess(
+                replay.sample(batch_size, length, device, out=out).image, 5, noise, out=image_out
+            )
             _sync(device)
 
-        times = {name: _time(fn, iterations) for name, fn in
-                 (("raw", raw), ("full", full), ("reused", reused))}
+        times = {
+            name: _time(fn, iterations)
+            for name, fn in (("raw", raw), ("full", full), ("reused", reused))
+        }
         result: dict[str, Any] = {
             "batch_size": batch_size,
             "length": length,
@@ -177,8 +184,11 @@ def measure_replay_rate(
             "add_seconds_per_episode": add_seconds,
             "reload_seconds": reload_seconds,
         }
-        for name, key in (("raw", "raw_batches_per_s"), ("full", "batches_per_s"),
-                          ("reused", "batches_per_s_reused_out")):
+        for name, key in (
+            ("raw", "raw_batches_per_s"),
+            ("full", "batches_per_s"),
+            ("reused", "batches_per_s_reused_out"),
+        ):
             wall, cpu = times[name]
             result[key] = 1.0 / statistics.median(wall)
             result[key + "_best"] = 1.0 / min(wall)
@@ -200,26 +210,36 @@ def main() -> None:
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     r = measure_replay_rate(
-        args.batch_size, args.length, episodes=args.episodes, episode_length=args.episode_length,
-        iterations=args.iterations, device=args.device,
+        args.batch_size,
+        args.length,
+        episodes=args.episodes,
+        episode_length=args.episode_length,
+        iterations=args.iterations,
+        device=args.device,
     )
     batch_mb = args.batch_size * args.length * 64 * 64 * 3 * 4 / 1e6
-    print(f"replay: {r['steps']} steps in memory, {r['bytes_per_step']:.0f} bytes/step "
-          f"({r['bytes_per_step'] / 1e3:.2f} GB per 1M steps); "
-          f"add {r['add_seconds_per_episode'] * 1e3:.0f} ms/episode; "
-          f"reload {r['reload_seconds']:.2f} s; torch threads {r['torch_threads']}")
-    print(f"B={r['batch_size']} L={r['length']} device={r['device']} "
-          f"(float batch {batch_mb:.0f} MB)")
-    print(f"{'variant':<32}{'batches/s (median)':>20}{'batches/s (best)':>18}"
-          f"{'CPU ms/batch':>14}")
-    for label, key in (("sample_raw (uint8 gather)", "raw_batches_per_s"),
-                       ("sample (gather + preprocess)", "batches_per_s"),
-                       ("sample(out=...) reused batch", "batches_per_s_reused_out")):
+    print(
+        f"replay: {r['steps']} steps in memory, {r['bytes_per_step']:.0f} bytes/step "
+        f"({r['bytes_per_step'] / 1e3:.2f} GB per 1M steps); "
+        f"add {r['add_seconds_per_episode'] * 1e3:.0f} ms/episode; "
+        f"reload {r['reload_seconds']:.2f} s; torch threads {r['torch_threads']}"
+    )
+    print(
+        f"B={r['batch_size']} L={r['length']} device={r['device']} (float batch {batch_mb:.0f} MB)"
+    )
+    print(f"{'variant':<32}{'batches/s (median)':>20}{'batches/s (best)':>18}{'CPU ms/batch':>14}")
+    for label, key in (
+        ("sample_raw (uint8 gather)", "raw_batches_per_s"),
+        ("sample (gather + preprocess)", "batches_per_s"),
+        ("sample(out=...) reused batch", "batches_per_s_reused_out"),
+    ):
         cpu = r[key.replace("batches_per_s", "cpu_ms_per_batch")]
         print(f"{label:<32}{r[key]:>20.1f}{r[key + '_best']:>18.1f}{cpu:>14.0f}")
     if r["load_average_1min"] is not None:
-        print(f"(1-min load average at the end: {r['load_average_1min']:.1f}; other processes "
-              f"on the machine slow the wall-clock figures)")
+        print(
+            f"(1-min load average at the end: {r['load_average_1min']:.1f}; other processes "
+            f"on the machine slow the wall-clock figures)"
+        )
 
 
 if __name__ == "__main__":

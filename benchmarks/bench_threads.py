@@ -79,10 +79,12 @@ def run(preset: str, threads: int, policy: str | None, plan_reps: int, update_re
     env.pop("OMP_WAIT_POLICY", None)
     if policy:
         env["OMP_WAIT_POLICY"] = policy
-    code = CHILD.format(root=str(ROOT), threads=threads, preset=preset, plan_reps=plan_reps,
-                        update_reps=update_reps)
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                         check=True)
+    code = CHILD.format(
+        root=str(ROOT), threads=threads, preset=preset, plan_reps=plan_reps, update_reps=update_reps
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -109,8 +111,11 @@ def main(argv: list[str] | None = None) -> None:
                     if competitor is not None:
                         competitor.kill()
                         competitor.wait()
-                print(f"| {case} | {r['threads']} | {policy or 'default (active)'} | "
-                      f"{r['plan']:.1f} | {r['update']:.0f} |", flush=True)
+                print(
+                    f"| {case} | {r['threads']} | {policy or 'default (active)'} | "
+                    f"{r['plan']:.1f} | {r['update']:.0f} |",
+                    flush=True,
+                )
     print(f"\n({args.preset} preset, bf16 {'on' if r['bf16'] else 'off'} as auto decides here)")
 
 

@@ -55,9 +55,12 @@ def head_calibration(run: str, world_model) -> dict[str, float]:
         ends = torch.as_tensor(episode["is_terminal"])
         terminal += p[ends].tolist()
         other += p[~ends].tolist()
-    return {"p_continue_terminal": float(np.mean(terminal)) if terminal else float("nan"),
-            "p_continue_other": float(np.mean(other)) if other else float("nan"),
-            "terminal_steps": len(terminal), "other_steps": len(other)}
+    return {
+        "p_continue_terminal": float(np.mean(terminal)) if terminal else float("nan"),
+        "p_continue_other": float(np.mean(other)) if other else float("nan"),
+        "terminal_steps": len(terminal),
+        "other_steps": len(other),
+    }
 
 
 def main() -> None:
@@ -77,17 +80,33 @@ def main() -> None:
             variants.append(("head ignored by the planner", _Undiscounted(world_model)))
         for name, model in variants:
             planner = build_planner(config, torch.Generator().manual_seed(seed), "cpu")
-            returns, _, timing = evaluate(config, model, episodes=args.episodes, seed=seed,
-                                          planner=planner, parallel=False)
-            rows.append({"run": run, "planner": name, "mean": float(np.mean(returns)),
-                         "std": float(np.std(returns)), "returns": [float(r) for r in returns],
-                         "ms_per_plan": timing["eval/ms_per_plan"]})
+            returns, _, timing = evaluate(
+                config, model, episodes=args.episodes, seed=seed, planner=planner, parallel=False
+            )
+            rows.append(
+                {
+                    "run": run,
+                    "planner": name,
+                    "mean": float(np.mean(returns)),
+                    "std": float(np.std(returns)),
+                    "returns": [float(r) for r in returns],
+                    "ms_per_plan": timing["eval/ms_per_plan"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     assert config is not None
-    returns = random_policy_returns(config, episodes=args.episodes, seed=eval_seed(config),
-                                    parallel=False)
-    rows.append({"run": "random policy", "planner": "-", "mean": float(np.mean(returns)),
-                 "std": float(np.std(returns)), "returns": [float(r) for r in returns]})
+    returns = random_policy_returns(
+        config, episodes=args.episodes, seed=eval_seed(config), parallel=False
+    )
+    rows.append(
+        {
+            "run": "random policy",
+            "planner": "-",
+            "mean": float(np.mean(returns)),
+            "std": float(np.std(returns)),
+            "returns": [float(r) for r in returns],
+        }
+    )
     print(json.dumps(rows[-1]), flush=True)
 
 

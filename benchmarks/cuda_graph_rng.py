@@ -36,8 +36,9 @@ def main() -> int:
     if dev.type == "cpu":
         print("cuda_graph_rng: no CUDA device: the same checks on the CPU, without graphs")
     torch.manual_seed(7)
-    transition = make_transition("rssm", 3, 64, deter_size=40, stoch_size=8,
-                                 hidden_size=32).to(dev).eval()
+    transition = (
+        make_transition("rssm", 3, 64, deter_size=40, stoch_size=8, hidden_size=32).to(dev).eval()
+    )
     reward = RewardModel(transition.feature_size, 32, 2).to(dev).eval()
     g = torch.Generator().manual_seed(1)
     s = transition.initial(1).map(lambda x: torch.randn(x.shape, generator=g))
@@ -47,20 +48,29 @@ def main() -> int:
     def make(graphs: bool):
         gen = torch.Generator(device=dev).manual_seed(1)
         planner = planning.planner_from_config(cfg, generator=gen)
-        fast = speed.accelerate(planner, SpeedConfig(compile=False, bf16=False,
-                                                     channels_last=False, cuda_graphs=graphs), dev)
+        fast = speed.accelerate(
+            planner,
+            SpeedConfig(compile=False, bf16=False, channels_last=False, cuda_graphs=graphs),
+            dev,
+        )
         return fast, gen
 
     graphed, g_gen = make(True)
     plain, p_gen = make(False)
-    print(f"graphed planner: {type(graphed).__name__}; plain: "
-          f"{getattr(plain, 'func', plain).__name__ if isinstance(plain, functools.partial) else type(plain).__name__}")
+    plain_name = (
+        getattr(plain, "func", plain).__name__
+        if isinstance(plain, functools.partial)
+        else type(plain).__name__
+    )
+    print(f"graphed planner: {type(graphed).__name__}; plain: {plain_name}")
     with torch.no_grad():
         first = graphed(transition, reward, state)  # build + capture
         calls = [graphed(transition, reward, state) for _ in range(5)]
         distinct = len({tuple(c.flatten().tolist()) for c in [first, *calls]})
-        print(f"1 fresh: {distinct} distinct actions in 6 consecutive replays "
-              f"({'ok' if distinct == 6 else 'FAIL: the graph replays the same noise'})")
+        print(
+            f"1 fresh: {distinct} distinct actions in 6 consecutive replays "
+            f"({'ok' if distinct == 6 else 'FAIL: the graph replays the same noise'})"
+        )
 
         def seeded(planner, gen, seed=9):
             torch.manual_seed(seed)
@@ -70,20 +80,26 @@ def main() -> int:
             return planner(transition, reward, state)
 
         a, b = seeded(graphed, g_gen), seeded(graphed, g_gen)
-        print(f"2 reseed: graphed twice after the same reseeding, max |diff| "
-              f"{(a - b).abs().max():.2e}")
+        print(
+            f"2 reseed: graphed twice after the same reseeding, max |diff| "
+            f"{(a - b).abs().max():.2e}"
+        )
         c = seeded(plain, p_gen)
-        print(f"3 equal: graphed vs uncaptured after the same reseeding, max |diff| "
-              f"{(a - c).abs().max():.2e} (graphed {a.flatten().tolist()}, "
-              f"uncaptured {c.flatten().tolist()})")
+        print(
+            f"3 equal: graphed vs uncaptured after the same reseeding, max |diff| "
+            f"{(a - c).abs().max():.2e} (graphed {a.flatten().tolist()}, "
+            f"uncaptured {c.flatten().tolist()})"
+        )
         n = 400 if dev.type == "cuda" else 50
         xs = torch.stack([graphed(transition, reward, state).flatten() for _ in range(n)])
         ys = torch.stack([plain(transition, reward, state).flatten() for _ in range(n)])
         z = (xs.mean(0) - ys.mean(0)) / (xs.var(0) / n + ys.var(0) / n).sqrt()
-        print(f"4 distribution over {n} calls each: mean graphed {xs.mean(0).tolist()}, "
-              f"uncaptured {ys.mean(0).tolist()}; std graphed {xs.std(0).tolist()}, "
-              f"uncaptured {ys.std(0).tolist()}; z of the mean difference {z.tolist()} "
-              f"({'ok' if z.abs().max() < 4 else 'FAIL: different distributions'})")
+        print(
+            f"4 distribution over {n} calls each: mean graphed {xs.mean(0).tolist()}, "
+            f"uncaptured {ys.mean(0).tolist()}; std graphed {xs.std(0).tolist()}, "
+            f"uncaptured {ys.std(0).tolist()}; z of the mean difference {z.tolist()} "
+            f"({'ok' if z.abs().max() < 4 else 'FAIL: different distributions'})"
+        )
     return 0
 
 

@@ -3,7 +3,8 @@ episodes, and write the learning curve against the random-policy baseline.
 
     python benchmarks/learning.py --task dmc:cartpole-balance --minutes 20
     python benchmarks/learning.py --task dmc:cartpole-swingup --minutes 90
-    python benchmarks/learning.py --task dmc:cartpole-swingup --preset paper --device cuda --minutes 8
+    python benchmarks/learning.py --task dmc:cartpole-swingup --preset paper --device cuda \
+        --minutes 8
 
 Writes into the run directory (default ``runs/bench-<task>-<preset>``): ``curve.csv`` (env steps,
 wall-clock minutes, eval mean and std), ``curve.png`` (return vs env steps and vs wall-clock, the
@@ -28,12 +29,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planetrl.config import preset  # noqa: E402
-from planetrl.training.logger import read_metrics  # noqa: E402
 from planetrl.driver import random_policy_returns  # noqa: E402
+from planetrl.training.logger import read_metrics  # noqa: E402
 from planetrl.training.loop import Trainer  # noqa: E402
 
 
-def write_curve(logdir: Path, baseline: list[float], target: float | None, title: str) -> list[dict]:
+def write_curve(
+    logdir: Path, baseline: list[float], target: float | None, title: str
+) -> list[dict]:
     rows = read_metrics(logdir / "metrics.jsonl")
     start = rows[0]["time"] if rows else time.time()
     evals = [r for r in rows if "eval/return" in r]
@@ -58,7 +61,10 @@ def write_curve(logdir: Path, baseline: list[float], target: float | None, title
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     base_mean, base_std = float(np.mean(baseline)), float(np.std(baseline))
-    for ax, key, label in ((axes[0], "env_steps", "env steps"), (axes[1], "minutes", "wall-clock (min)")):
+    for ax, key, label in (
+        (axes[0], "env_steps", "env steps"),
+        (axes[1], "minutes", "wall-clock (min)"),
+    ):
         x = np.array([c[key] for c in curve])
         y = np.array([c["return_mean"] for c in curve])
         s = np.array([c["return_std"] for c in curve])
@@ -98,7 +104,9 @@ def parse_value(text: str, current):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--task", default="dmc:cartpole-balance")
     parser.add_argument("--preset", default="small", choices=["small", "paper"])
     parser.add_argument("--minutes", type=float, default=20.0, help="wall-clock budget")
@@ -109,10 +117,18 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--logdir", default=None)
-    parser.add_argument("--set", nargs="*", default=[], metavar="SECTION.FIELD=VALUE",
-                        help="extra config overrides, e.g. planner.candidates=500")
-    parser.add_argument("--no-progress", action="store_true",
-                        help="no progress bar (logs); a line per evaluation instead")
+    parser.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="SECTION.FIELD=VALUE",
+        help="extra config overrides, e.g. planner.candidates=500",
+    )
+    parser.add_argument(
+        "--no-progress",
+        action="store_true",
+        help="no progress bar (logs); a line per evaluation instead",
+    )
     args = parser.parse_args(argv)
     if args.eval_episodes < 5:
         parser.error("--eval-episodes must be >= 5 (a learning claim needs several episodes)")
@@ -144,7 +160,11 @@ def main(argv=None) -> int:
     try:
         summary = trainer.run()
         evals = [r for r in read_metrics(logdir / "metrics.jsonl") if "eval/return" in r]
-        if summary["eval"] is not None and evals and evals[-1]["step"] == trainer.counters.env_steps:
+        if (
+            summary["eval"] is not None
+            and evals
+            and evals[-1]["step"] == trainer.counters.env_steps
+        ):
             last = summary["eval"]  # the run just evaluated at its last step
         else:
             last = trainer.evaluate_now()  # a final evaluation at the end of the budget
@@ -158,7 +178,9 @@ def main(argv=None) -> int:
     minutes = (time.time() - started) / 60
     curve = write_curve(logdir, baseline, args.target, f"{args.task} ({args.preset} preset)")
     best = max(curve, key=lambda c: c["return_mean"]) if curve else None
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     summary = {
         "task": args.task,
         "preset": args.preset,
@@ -173,7 +195,8 @@ def main(argv=None) -> int:
         "random_std": float(np.std(baseline)),
         "commit": commit,
         "date": time.strftime("%Y-%m-%d"),
-        "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+        "machine": f"{platform.processor() or platform.machine()}, "
+        f"{__import__('os').cpu_count()} cores",
     }
     (logdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(json.dumps(summary, indent=2))

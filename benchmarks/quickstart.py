@@ -46,20 +46,39 @@ def main(argv: list[str] | None = None) -> int:
     if logdir.exists():
         parser.error(f"--logdir {logdir} exists: the quick start is timed from a fresh run")
     planetrl = Path(sys.executable).with_name("planetrl")
-    command = [str(planetrl), "train", "--preset", "quick", "--task", TASK, "--logdir",
-               str(logdir), "--seed", str(args.seed)]
+    command = [
+        str(planetrl),
+        "train",
+        "--preset",
+        "quick",
+        "--task",
+        TASK,
+        "--logdir",
+        str(logdir),
+        "--seed",
+        str(args.seed),
+    ]
     start = time.time()
     subprocess.run(command, check=True)
     minutes = (time.time() - start) / 60
     config = from_dict(json.loads((logdir / "config.json").read_text()))
     seed = eval_seed(config)
-    random = random_policy_returns(config, episodes=config.eval.episodes, seed=seed,
-                                   parallel=config.eval.parallel)
+    random = random_policy_returns(
+        config, episodes=config.eval.episodes, seed=seed, parallel=config.eval.parallel
+    )
     rows = read_metrics(logdir / "metrics.jsonl")
     first = rows[0]["time"] if rows else start
-    curve = [dict(episodes=r["step"] // 1000, env_steps=r["step"],
-                  minutes=(r["time"] - start) / 60, return_mean=r["eval/return"],
-                  return_std=r.get("eval/return_std")) for r in rows if "eval/return" in r]
+    curve = [
+        dict(
+            episodes=r["step"] // 1000,
+            env_steps=r["step"],
+            minutes=(r["time"] - start) / 60,
+            return_mean=r["eval/return"],
+            return_std=r.get("eval/return_std"),
+        )
+        for r in rows
+        if "eval/return" in r
+    ]
     out.mkdir(parents=True, exist_ok=True)
     text = io.StringIO()
     writer = csv.DictWriter(text, fieldnames=list(curve[0]))
@@ -83,10 +102,12 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("config.json", "metrics.jsonl"):
         shutil.copyfile(logdir / name, out / name)
     last = curve[-1]
-    print(f"quick start, seed {args.seed}: {minutes:.1f} min on {summary['cpu']}; last "
-          f"evaluation {last['return_mean']:.0f} ± {last['return_std']:.0f} at "
-          f"{last['env_steps']:,} env steps; random {summary['random_mean']:.0f} ± "
-          f"{summary['random_std']:.0f}")
+    print(
+        f"quick start, seed {args.seed}: {minutes:.1f} min on {summary['cpu']}; last "
+        f"evaluation {last['return_mean']:.0f} ± {last['return_std']:.0f} at "
+        f"{last['env_steps']:,} env steps; random {summary['random_mean']:.0f} ± "
+        f"{summary['random_std']:.0f}"
+    )
     return 0
 
 

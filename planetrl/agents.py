@@ -85,15 +85,23 @@ class AgentKind:
         """The saved configuration at ``path``; errors name the file."""
         raise NotImplementedError
 
-    def budget(self, config: RunConfig, *, env_steps: int, episode_env_steps: int,
-               eval_every_env_steps: int, eval_episodes: int) -> RunConfig:
+    def budget(
+        self,
+        config: RunConfig,
+        *,
+        env_steps: int,
+        episode_env_steps: int,
+        eval_every_env_steps: int,
+        eval_episodes: int,
+    ) -> RunConfig:
         """``config`` trained to a suite's ``env_steps``, evaluated on ``eval_episodes`` every
         ``eval_every_env_steps`` (as the agent's training allows: say how in the docstring)."""
         raise NotImplementedError
 
     # ------------------------------------------------------------- training and evaluation
-    def train(self, config: RunConfig, *, allow_config_change: bool = False,
-              progress: bool = True) -> dict[str, Any]:
+    def train(
+        self, config: RunConfig, *, allow_config_change: bool = False, progress: bool = True
+    ) -> dict[str, Any]:
         """Create or resume the run in ``config.logdir`` and train it to its budget; returns its
         summary (``episodes``, ``env_steps``, ``eval``: the last evaluation's metrics)."""
         raise NotImplementedError
@@ -102,10 +110,19 @@ class AgentKind:
         """The amounts of a finished :meth:`train`, for its last line."""
         return f"{summary['episodes']} episodes, {summary['env_steps']} env steps"
 
-    def evaluate(self, logdir: str | Path, *, episodes: int, seed: int, device: str,
-                 parallel: bool, record: bool, threads: int | None,
-                 on_step: Callable[[int], None] | None = None,
-                 log: Callable[[str], None] = print) -> Evaluation:
+    def evaluate(
+        self,
+        logdir: str | Path,
+        *,
+        episodes: int,
+        seed: int,
+        device: str,
+        parallel: bool,
+        record: bool,
+        threads: int | None,
+        on_step: Callable[[int], None] | None = None,
+        log: Callable[[str], None] = print,
+    ) -> Evaluation:
         """Evaluate the trained run in ``logdir`` on ``episodes`` episodes (seeds ``seed + i``)
         without exploration noise; ``threads``: torch's CPU threads (None: the run's)."""
         raise NotImplementedError
@@ -119,14 +136,16 @@ class AgentKind:
         """(part, parameters) of each part of the agent's models."""
         raise NotImplementedError
 
-    def stages(self, loaded: tuple[RunConfig, Any],
-               episodes: list[tuple[int, int]]) -> list[tuple[str, int]]:
+    def stages(
+        self, loaded: tuple[RunConfig, Any], episodes: list[tuple[int, int]]
+    ) -> list[tuple[str, int]]:
         """(stage, env steps) of each way the run spent its budget; ``episodes``: (index, env
         steps) of every episode file of the run."""
         raise NotImplementedError
 
-    def open_loop(self, loaded: tuple[RunConfig, Any], data: dict[str, np.ndarray],
-                  context: int, seed: int) -> list[tuple[str, Any, Any]]:
+    def open_loop(
+        self, loaded: tuple[RunConfig, Any], data: dict[str, np.ndarray], context: int, seed: int
+    ) -> list[tuple[str, Any, Any]]:
         """The dynamics model's open-loop predictions on held-out chunks (``data``: image,
         action, reward of shape (N, context + H, ...)): (prediction's name, frames (N, H, 3, 64,
         64) in [0, 1], rewards (N, H)) for each way the agent predicts (e.g. sampled, mean)."""

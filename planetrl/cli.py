@@ -115,9 +115,13 @@ def json_object_registry():
         try:
             value = json.loads(args[0])
         except json.JSONDecodeError as err:
-            raise ValueError(f"expected a JSON object such as '{{\"frame_skip\": 4}}': {err}") from None
+            raise ValueError(
+                f"expected a JSON object such as '{{\"frame_skip\": 4}}': {err}"
+            ) from None
         if not isinstance(value, dict):
-            raise ValueError(f"expected a JSON object such as '{{\"frame_skip\": 4}}', got {args[0]}")
+            raise ValueError(
+                f"expected a JSON object such as '{{\"frame_skip\": 4}}', got {args[0]}"
+            )
         return value
 
     registry = ConstructorRegistry()
@@ -127,7 +131,9 @@ def json_object_registry():
         if info.type != dict[str, Any]:
             return None
         return PrimitiveConstructorSpec(
-            nargs=1, metavar="JSON", instance_from_str=parse,
+            nargs=1,
+            metavar="JSON",
+            instance_from_str=parse,
             is_instance=lambda value: isinstance(value, dict),
             str_from_instance=lambda value: [json.dumps(value)],
         )
@@ -162,8 +168,9 @@ def _train(argv: list[str]) -> int:
     from planetrl.config import ConfigError
 
     # First the flags that are not config fields, and the preset that sets the defaults.
-    known, rest = _parse(TrainFlags, argv, "planetrl train", add_help=False,
-                         return_unknown_args=True)
+    known, rest = _parse(
+        TrainFlags, argv, "planetrl train", add_help=False, return_unknown_args=True
+    )
     try:
         check_agent_preset(check_agent(known.agent), known.preset)
         agent = kind(known.agent)
@@ -171,11 +178,14 @@ def _train(argv: list[str]) -> int:
         return _fail(str(err))
     default = TrainFlags.agent  # the default agent's help is plain `planetrl train --help`
     prog = "planetrl train" + ("" if known.agent == default else f" --agent {known.agent}")
-    config = _parse(agent.config_class, rest + ["--preset", known.preset], prog,
-                    default=agent.preset(known.preset),
-                    description=f"{agent.description} Defaults below are those of --preset "
-                                f"{known.preset}.",
-                    registry=json_object_registry())
+    config = _parse(
+        agent.config_class,
+        rest + ["--preset", known.preset],
+        prog,
+        default=agent.preset(known.preset),
+        description=f"{agent.description} Defaults below are those of --preset {known.preset}.",
+        registry=json_object_registry(),
+    )
     try:
         config.validate()
         from planetrl.envs import check_task
@@ -188,8 +198,9 @@ def _train(argv: list[str]) -> int:
     from planetrl.training.io import CheckpointError
 
     try:
-        summary = agent.train(config, allow_config_change=known.allow_config_change,
-                              progress=known.progress)
+        summary = agent.train(
+            config, allow_config_change=known.allow_config_change, progress=known.progress
+        )
     except agent.non_finite_error as err:
         return _fail(str(err), code=3)
     except (ConfigError, CheckpointError, EpisodeFileError) as err:
@@ -227,8 +238,9 @@ class EvalArgs:
 
 
 def _eval(argv: list[str]) -> int:
-    args = _parse(EvalArgs, argv, "planetrl eval",
-                  description=" ".join((EvalArgs.__doc__ or "").split()))
+    args = _parse(
+        EvalArgs, argv, "planetrl eval", description=" ".join((EvalArgs.__doc__ or "").split())
+    )
     if args.episodes < 1:
         return _fail(f"--episodes must be a positive integer, got {args.episodes}")
     if args.threads is not None and args.threads < 0:
@@ -247,9 +259,15 @@ def _eval(argv: list[str]) -> int:
     try:
         agent = kind(read_agent(Path(args.logdir) / "config.json"))
         result = agent.evaluate(
-            args.logdir, episodes=args.episodes, seed=args.seed, device=args.device,
-            parallel=not args.serial, record=args.video, threads=args.threads,
-            on_step=lambda step: bar.phase(f"eval ({args.episodes} episodes): step {step}"))
+            args.logdir,
+            episodes=args.episodes,
+            seed=args.seed,
+            device=args.device,
+            parallel=not args.serial,
+            record=args.video,
+            threads=args.threads,
+            on_step=lambda step: bar.phase(f"eval ({args.episodes} episodes): step {step}"),
+        )
     except (ConfigError, CheckpointError, ValueError, ImportError) as err:  # env errors too
         return _fail(str(err))
     finally:
@@ -257,9 +275,11 @@ def _eval(argv: list[str]) -> int:
     returns = result.returns
     detail = f"; {result.detail}" if result.detail else ""
     named = "" if agent.name == TrainFlags.agent else f" ({agent.name})"  # as before the seam
-    print(f"task {result.task}{named}: return {np.mean(returns):.1f} ± "
-          f"{np.std(returns):.1f} over {len(returns)} episodes "
-          f"({', '.join(f'{r:.1f}' for r in returns)}){detail}")
+    print(
+        f"task {result.task}{named}: return {np.mean(returns):.1f} ± "
+        f"{np.std(returns):.1f} over {len(returns)} episodes "
+        f"({', '.join(f'{r:.1f}' for r in returns)}){detail}"
+    )
     if args.video and result.frames is not None:
         _save_eval_video(args, result.frames)
     return 0
@@ -292,17 +312,31 @@ def _suite(argv: list[str]) -> int:
 
     directory = args.dir or f"runs/suite-{args.name}"
     try:
-        suite = builtin(args.name, preset=args.preset, seeds=args.seeds, env_steps=args.env_steps,
-                        tasks=args.tasks)
+        suite = builtin(
+            args.name,
+            preset=args.preset,
+            seeds=args.seeds,
+            env_steps=args.env_steps,
+            tasks=args.tasks,
+        )
         if args.attribute_episodes < 1:
-            return _fail(f"--attribute-episodes must be a positive integer, got "
-                         f"{args.attribute_episodes}")
+            return _fail(
+                f"--attribute-episodes must be a positive integer, got {args.attribute_episodes}"
+            )
         if (args.merge or args.export) and not args.report_only:
-            return _fail("--merge and --export write a report from existing run directories: "
-                         "use them with --report-only")
+            return _fail(
+                "--merge and --export write a report from existing run directories: "
+                "use them with --report-only"
+            )
         if not args.report_only:
-            run_suite(suite, directory, address=args.address, cpus_per_run=args.cpus_per_run,
-                      gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
+            run_suite(
+                suite,
+                directory,
+                address=args.address,
+                cpus_per_run=args.cpus_per_run,
+                gpus_per_run=args.gpus_per_run,
+                max_retries=args.max_retries,
+            )
         if args.attribute:
             from planetrl.suite.attribution import attribute_suite
 
@@ -321,8 +355,9 @@ def _suite(argv: list[str]) -> int:
     except FileNotFoundError as err:
         return _fail(f"{err}; is {directory} a suite directory?")
     except KeyboardInterrupt:
-        print("planetrl: interrupted; rerun the same command to continue the suite",
-              file=sys.stderr)
+        print(
+            "planetrl: interrupted; rerun the same command to continue the suite", file=sys.stderr
+        )
         return 130
     print(f"suite {args.name}: done; report in {directory}/results.md")
     return 0
@@ -342,28 +377,44 @@ def _compare(argv: list[str]) -> int:
     directory = args.dir or f"runs/compare-{re.sub(r'[^A-Za-z0-9_.-]+', '-', args.task)}"
     for name in ("heldout_episodes", "context", "horizon"):
         if getattr(args, name) < 1:
-            return _fail(f"--{name.replace('_', '-')} must be a positive integer, got "
-                         f"{getattr(args, name)}")
+            return _fail(
+                f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}"
+            )
     try:
         agents = [a.strip() for a in args.agents.split(",") if a.strip()]
-        suite = compare_suite(args.task, agents, env_steps=args.env_steps, seeds=args.seeds,
-                              preset=args.preset, eval_every_env_steps=args.eval_every_env_steps,
-                              eval_episodes=args.eval_episodes)
+        suite = compare_suite(
+            args.task,
+            agents,
+            env_steps=args.env_steps,
+            seeds=args.seeds,
+            preset=args.preset,
+            eval_every_env_steps=args.eval_every_env_steps,
+            eval_episodes=args.eval_episodes,
+        )
         if not args.report_only:
-            run_suite(suite, directory, address=args.address, cpus_per_run=args.cpus_per_run,
-                      gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
+            run_suite(
+                suite,
+                directory,
+                address=args.address,
+                cpus_per_run=args.cpus_per_run,
+                gpus_per_run=args.gpus_per_run,
+                max_retries=args.max_retries,
+            )
         else:
             from pathlib import Path
 
             if not (Path(directory) / "suite.json").exists():
                 return _fail(f"{directory} holds no comparison yet (no suite.json)")
-        paths = write_compare_report(directory, heldout=args.heldout_episodes,
-                                     context=args.context, horizon=args.horizon)
+        paths = write_compare_report(
+            directory, heldout=args.heldout_episodes, context=args.context, horizon=args.horizon
+        )
     except (ConfigError, SuiteError, ValueError) as err:
         return _fail(str(err))
     except KeyboardInterrupt:
-        print("planetrl: interrupted; rerun the same command to continue the comparison",
-              file=sys.stderr)
+        print(
+            "planetrl: interrupted; rerun the same command to continue the comparison",
+            file=sys.stderr,
+        )
         return 130
     for path in paths:
         print(path)
@@ -376,7 +427,9 @@ def _tasks(argv: list[str]) -> int:
 
     for task in list_tasks():
         print(f"{task}  (action repeat {default_action_repeat(task)})")
-    print("gym:<id>  any Gymnasium environment with a continuous action space and rgb_array rendering")
+    print(
+        "gym:<id>  any Gymnasium environment with a continuous action space and rgb_array rendering"
+    )
     print("gym:<module>:<id>  the same, registered by importing <module> (e.g. your own envs)")
     return 0
 
@@ -387,8 +440,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
-    commands = {"train": _train, "eval": _eval, "suite": _suite, "compare": _compare,
-                "tasks": _tasks}
+    commands = {
+        "train": _train,
+        "eval": _eval,
+        "suite": _suite,
+        "compare": _compare,
+        "tasks": _tasks,
+    }
     if command not in commands:
         return _fail(f"unknown command {command!r}; accepted: {', '.join(commands)}")
     try:

@@ -164,8 +164,9 @@ class RunConfig(Section):
         "seed": NON_NEGATIVE_INT,
         "action_repeat": NON_NEGATIVE_INT,
         "threads": NON_NEGATIVE_INT,
-        "env_kwargs": Rule("a JSON object: a dict with string keys and JSON values",
-                           lambda v: _is_json_object(v)),
+        "env_kwargs": Rule(
+            "a JSON object: a dict with string keys and JSON values", lambda v: _is_json_object(v)
+        ),
         "render": one_of("paper", "fast"),
         "device": DEVICE,
     }
@@ -325,8 +326,14 @@ class PlannerConfig(Section):
 
     #: iCEM's options (the fields after ``top_k``); set only for `cem` and `icem`.
     OPTIONS: ClassVar[tuple[str, ...]] = (
-        "warm_start", "noise_beta", "keep_elites", "population_decay", "momentum", "init_std",
-        "execute_best", "mean_candidate",
+        "warm_start",
+        "noise_beta",
+        "keep_elites",
+        "population_decay",
+        "momentum",
+        "init_std",
+        "execute_best",
+        "mean_candidate",
     )
     RULES: ClassVar[dict[str, Rule]] = {
         "name": one_of("cem", "icem", "random"),
@@ -708,7 +715,9 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"no config found at {path} (is this a planetrl run directory?)") from None
+        raise ConfigError(
+            f"no config found at {path} (is this a planetrl run directory?)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigError(f"config file {path} is corrupt: {err}") from None
     if not isinstance(data, dict):
@@ -729,8 +738,10 @@ def set_field(config: RunConfig, name: str, value: Any) -> None:
     if section_name:
         sections = type(config).SECTIONS
         if section_name not in sections:
-            raise ConfigError(f"unknown config section {section_name!r} in {name!r}; accepted: "
-                              f"{', '.join(sections)}")
+            raise ConfigError(
+                f"unknown config section {section_name!r} in {name!r}; accepted: "
+                f"{', '.join(sections)}"
+            )
         target = getattr(config, section_name)
     names = [f.name for f in dataclasses.fields(target)]
     if field_name not in names:

@@ -168,15 +168,20 @@ def uniform_policy(action_size: int, seeds: Sequence[int]) -> Act:
 
     def act(obs: np.ndarray) -> np.ndarray:
         if len(obs) != len(rngs):
-            raise ValueError(f"uniform_policy was made for {len(rngs)} episodes, got {len(obs)} "
-                             "observations")
+            raise ValueError(
+                f"uniform_policy was made for {len(rngs)} episodes, got {len(obs)} observations"
+            )
         return np.stack([rng.uniform(-1.0, 1.0, action_size) for rng in rngs]).astype(np.float32)
 
     return act
 
 
 def random_policy_returns(
-    env: Any, *, episodes: int, seed: int, parallel: bool = True,
+    env: Any,
+    *,
+    episodes: int,
+    seed: int,
+    parallel: bool = True,
     env_fn: Callable[[], Any] | None = None,
 ) -> list[float]:
     """Returns of :func:`uniform_policy` on the env settings ``env``, episode i reset with seed
@@ -184,5 +189,6 @@ def random_policy_returns(
     measured against."""
     with make_pool(env, episodes, parallel, env_fn) as pool:
         seeds = [seed + i for i in range(episodes)]
-        return run_episodes(pool, uniform_policy(pool.single_action_space.shape[0], seeds),
-                            seeds).returns
+        return run_episodes(
+            pool, uniform_policy(pool.single_action_space.shape[0], seeds), seeds
+        ).returns

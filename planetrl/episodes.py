@@ -79,8 +79,9 @@ def validate_episode(episode: Mapping[str, Any], *, copy: bool = False) -> dict[
             message names the key and what is accepted.
     """
     if not isinstance(episode, Mapping):
-        raise ValueError(f"an episode must be a mapping with keys {EPISODE_KEYS}, got "
-                         f"{type(episode).__name__}")
+        raise ValueError(
+            f"an episode must be a mapping with keys {EPISODE_KEYS}, got {type(episode).__name__}"
+        )
     missing = [key for key in EPISODE_KEYS if key not in episode]
     extra = sorted(str(key) for key in episode if key not in EPISODE_KEYS)
     if missing or extra:
@@ -210,8 +211,6 @@ def load_episode(path: str | Path) -> dict[str, np.ndarray]:
     return episode
 
 
-
-
 class EpisodeFile(NamedTuple):
     """An episode file found in a folder: its index, its length (from the name) and path."""
 
@@ -265,10 +264,12 @@ class EpisodeRecorder:
         """The episode so far as ``{key: array}`` for :data:`EPISODE_KEYS` (validated)."""
         is_first = np.zeros(len(self), bool)
         is_first[0] = True
-        return validate_episode({
-            "image": np.stack(self._image).astype(np.uint8, copy=False),
-            "action": np.stack(self._action).astype(np.float32, copy=False),
-            "reward": np.asarray(self._reward, np.float32),
-            "is_first": is_first,
-            "is_terminal": np.asarray(self._terminal, bool),
-        })
+        return validate_episode(
+            {
+                "image": np.stack(self._image).astype(np.uint8, copy=False),
+                "action": np.stack(self._action).astype(np.float32, copy=False),
+                "reward": np.asarray(self._reward, np.float32),
+                "is_first": is_first,
+                "is_terminal": np.asarray(self._terminal, bool),
+            }
+        )

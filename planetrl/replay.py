@@ -550,8 +550,9 @@ class Replay:
                 self._gather(batch_size, length, rng)  # raises: nothing to sample
             self._check_out(out, batch_size, length, device)
             if device.type == "cpu":  # gather straight into the output
-                self._gather(batch_size, length, rng, {k: getattr(out, k).numpy()
-                                                       for k in EPISODE_KEYS})
+                self._gather(
+                    batch_size, length, rng, {k: getattr(out, k).numpy() for k in EPISODE_KEYS}
+                )
                 return out
         raw = self._gather(batch_size, length, rng)
         if out is not None:

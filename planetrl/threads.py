@@ -45,12 +45,14 @@ def _runnable_elsewhere(own: set[int]) -> int | None:
         except OSError:
             continue  # the process ended meanwhile
         # "pid (comm) S ...": the state follows the last ')' (comm may hold spaces or parens).
-        state = text[text.rfind(")") + 2: text.rfind(")") + 3]
+        state = text[text.rfind(")") + 2 : text.rfind(")") + 3]
         count += state == "R"
     return count
 
 
-def busy_elsewhere(samples: int = 5, interval: float = 0.01, own: set[int] | None = None) -> float | None:
+def busy_elsewhere(
+    samples: int = 5, interval: float = 0.01, own: set[int] | None = None
+) -> float | None:
     """Median number of runnable processes outside this one (and ``own``), over ``samples``
     readings ``interval`` seconds apart; None where /proc does not exist (not Linux)."""
     own = {os.getpid()} | set(own or ())

@@ -45,8 +45,11 @@ def slim(wheel: Path, drop: list[str], out_dir: Path | None = None) -> Path:
         dist_info = record[: -len("RECORD")]
         if any(dist_info.startswith(d) or d.startswith(dist_info) for d in drop):
             raise ValueError("refusing to drop the .dist-info folder")
-        kept = [i for i in infos if i.filename != record and not any(i.filename.startswith(d)
-                                                                     for d in drop)]
+        kept = [
+            i
+            for i in infos
+            if i.filename != record and not any(i.filename.startswith(d) for d in drop)
+        ]
         dropped = sorted({d for d in drop for i in infos if i.filename.startswith(d)})
         missing = sorted(set(drop) - set(dropped))
         if missing:
@@ -59,8 +62,10 @@ def slim(wheel: Path, drop: list[str], out_dir: Path | None = None) -> Path:
                 dst.writestr(info, data, compress_type=zipfile.ZIP_DEFLATED)
                 if not info.is_dir():
                     rows.append((info.filename, record_hash(data), str(len(data))))
-            note = ("Repacked by planetrl's scripts/slim_wheel.py without:\n"
-                    + "".join(f"{d}\n" for d in dropped)).encode()
+            note = (
+                "Repacked by planetrl's scripts/slim_wheel.py without:\n"
+                + "".join(f"{d}\n" for d in dropped)
+            ).encode()
             name = dist_info + "SLIMMED"
             dst.writestr(zipfile.ZipInfo(name, date_time=kept[0].date_time), note)
             rows.append((name, record_hash(note), str(len(note))))
@@ -100,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     before = args.wheel.stat().st_size
     out = slim(args.wheel, args.drop, args.out_dir)
     check_record(out)
-    print(f"slim_wheel: {out.name}: {before / 1e6:.1f} MB -> {out.stat().st_size / 1e6:.1f} MB "
-          f"(without {', '.join(args.drop)})")
+    print(
+        f"slim_wheel: {out.name}: {before / 1e6:.1f} MB -> {out.stat().st_size / 1e6:.1f} MB "
+        f"(without {', '.join(args.drop)})"
+    )
     return 0
 
 

@@ -41,9 +41,10 @@ class DotEnv(gymnasium.Env):
         frame = np.full((self.size, self.size, 3), 40, np.uint8)
         middle = self.size // 2
         frame[middle, :, 1] = frame[:, middle, 1] = 120  # the goal's cross, green
-        x, y = np.clip(((self.position + 1) / 2 * (self.size - 1)).round().astype(int), 0,
-                       self.size - 1)
-        frame[max(y - 1, 0):y + 2, max(x - 1, 0):x + 2] = (230, 40, 40)
+        x, y = np.clip(
+            ((self.position + 1) / 2 * (self.size - 1)).round().astype(int), 0, self.size - 1
+        )
+        frame[max(y - 1, 0) : y + 2, max(x - 1, 0) : x + 2] = (230, 40, 40)
         return frame
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):

@@ -13,13 +13,27 @@ from planetrl.planning import make_planner
 
 def tiny_world_model(action_size=2, transition="rssm"):
     torch.manual_seed(0)
-    return WorldModel(action_size, transition=transition, deter_size=8, stoch_size=4,
-                      hidden_size=8, embed_size=32 * 2, cnn_depth=2, reward_hidden=8).eval()
+    return WorldModel(
+        action_size,
+        transition=transition,
+        deter_size=8,
+        stoch_size=4,
+        hidden_size=8,
+        embed_size=32 * 2,
+        cnn_depth=2,
+        reward_hidden=8,
+    ).eval()
 
 
 def make_agent(wm, seed=0):
-    planner = make_planner("cem", horizon=3, iterations=2, candidates=16, top_k=4,
-                           generator=torch.Generator().manual_seed(seed))
+    planner = make_planner(
+        "cem",
+        horizon=3,
+        iterations=2,
+        candidates=16,
+        top_k=4,
+        generator=torch.Generator().manual_seed(seed),
+    )
     return Agent(wm, planner, generator=torch.Generator().manual_seed(seed))
 
 
@@ -49,7 +63,9 @@ def test_posterior_uses_previous_state_action_and_observation(monkeypatch):
     real = wm.transition.obs_step
 
     def spy(prev, prev_action, embed, is_first=None):
-        calls.append((prev, prev_action.clone(), embed, None if is_first is None else is_first.clone()))
+        calls.append(
+            (prev, prev_action.clone(), embed, None if is_first is None else is_first.clone())
+        )
         return real(prev, prev_action, embed, is_first)
 
     monkeypatch.setattr(wm.transition, "obs_step", spy)
@@ -101,9 +117,17 @@ def test_reset_resets_a_warm_started_planner():
         return [agent.act(obs(2, t)) for t in range(3)]
 
     def warm_agent():
-        planner = WarmStart(functools.partial(
-            cem, horizon=3, iterations=2, candidates=16, top_k=4, keep_elites=0.5,
-            generator=torch.Generator().manual_seed(0)))
+        planner = WarmStart(
+            functools.partial(
+                cem,
+                horizon=3,
+                iterations=2,
+                candidates=16,
+                top_k=4,
+                keep_elites=0.5,
+                generator=torch.Generator().manual_seed(0),
+            )
+        )
         return Agent(wm, planner, generator=torch.Generator().manual_seed(0))
 
     agent = warm_agent()

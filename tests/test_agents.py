@@ -48,8 +48,9 @@ def test_registration_errors_are_clear(monkeypatch):
     monkeypatch.setenv(agents.ENVIRONMENT, "fake=planetrl.training.kind:PLANET")
     with pytest.raises(ConfigError, match="is not an AgentKind named 'fake'"):
         agents.kind("fake")
-    with pytest.raises(ConfigError, match="unknown agent 'dreamer'; accepted: planet, "
-                                          "worldmodels, fake"):
+    with pytest.raises(
+        ConfigError, match="unknown agent 'dreamer'; accepted: planet, worldmodels, fake"
+    ):
         agents.check_agent("dreamer")
 
 
@@ -57,8 +58,23 @@ def test_a_third_agent_trains_and_evaluates_through_the_cli(toy, tmp_path, capsy
     from planetrl.cli import main
 
     logdir = tmp_path / "toy"
-    assert main(["train", "--agent", "toy", "--preset", "small", "--logdir", str(logdir),
-                 "--train.episodes", "2", "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--agent",
+                "toy",
+                "--preset",
+                "small",
+                "--logdir",
+                str(logdir),
+                "--train.episodes",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert "done: 2 episodes, 2000 env steps" in capsys.readouterr().out
     assert json.loads((logdir / "config.json").read_text())["agent"] == "toy"
     assert main(["eval", "--logdir", str(logdir), "--episodes", "2", "--no-progress"]) == 0
@@ -74,8 +90,9 @@ def test_a_third_agent_runs_in_a_suite_and_a_comparison(toy, tmp_path):
     from planetrl.suite.compare import compare_suite, write_compare_report
     from planetrl.suite.report import write_report
 
-    suite = compare_suite(TASK, ["toy"], env_steps=2000, seeds=1, eval_every_env_steps=1000,
-                          eval_episodes=2)
+    suite = compare_suite(
+        TASK, ["toy"], env_steps=2000, seeds=1, eval_every_env_steps=1000, eval_episodes=2
+    )
     assert suite.runs[0].agent == "toy"
     results = run_suite(suite, tmp_path, cpus_per_run=1, log=lambda _: None)
     record = results[suite.runs[0].name]
@@ -83,8 +100,9 @@ def test_a_third_agent_runs_in_a_suite_and_a_comparison(toy, tmp_path):
     write_compare_report(tmp_path, heldout=2, context=3, horizon=4, log=lambda _: None)
     params = list(csv.DictReader(open(tmp_path / "parameters.csv")))
     assert {(r["agent"], r["part"]) for r in params} == {("toy", "policy"), ("toy", "total")}
-    stages = {r["stage"]: int(r["env_steps"]) for r in csv.DictReader(open(tmp_path
-                                                                           / "stages.csv"))}
+    stages = {
+        r["stage"]: int(r["env_steps"]) for r in csv.DictReader(open(tmp_path / "stages.csv"))
+    }
     assert stages["policy episodes"] == 2000
     rows = list(csv.DictReader(open(tmp_path / "open_loop.csv")))
     assert {r["prediction"] for r in rows} == {"last frame persists"}
@@ -97,8 +115,17 @@ def test_both_agents_inherit_one_declaration_of_the_run_fields():
     from planetrl.config import Config
     from planetrl.worldmodels.config import WorldModelsConfig
 
-    shared = {"task", "env_kwargs", "logdir", "preset", "seed", "device", "action_repeat",
-              "render", "threads"}
+    shared = {
+        "task",
+        "env_kwargs",
+        "logdir",
+        "preset",
+        "seed",
+        "device",
+        "action_repeat",
+        "render",
+        "threads",
+    }
     assert {f.name for f in dataclasses.fields(RunConfig)} == shared
     for cls in (Config, WorldModelsConfig):
         assert issubclass(cls, RunConfig) and shared <= {f.name for f in dataclasses.fields(cls)}

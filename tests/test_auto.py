@@ -19,10 +19,15 @@ from planetrl.speed.auto import FLAGS, Hardware, SpeedDecision, Workload, decide
 from planetrl.threads import ThreadGovernor, busy_elsewhere, choose_threads
 
 AVX2 = Hardware("cpu", "AMD EPYC (Zen 3)", frozenset({"avx", "avx2", "fma"}), compiler="g++")
-AVX512_BF16 = Hardware("cpu", "AMD EPYC (Zen 5)",
-                       frozenset({"avx2", "avx512f", "avx512_bf16"}), compiler="g++")
-AMX = Hardware("cpu", "Intel Xeon (Sapphire Rapids)",
-               frozenset({"avx512f", "amx_tile", "amx_bf16", "avx512_bf16"}), compiler="g++")
+AVX512_BF16 = Hardware(
+    "cpu", "AMD EPYC (Zen 5)", frozenset({"avx2", "avx512f", "avx512_bf16"}), compiler="g++"
+)
+AMX = Hardware(
+    "cpu",
+    "Intel Xeon (Sapphire Rapids)",
+    frozenset({"avx512f", "amx_tile", "amx_bf16", "avx512_bf16"}),
+    compiler="g++",
+)
 AVX512_NO_BF16 = Hardware("cpu", "Intel Xeon (Skylake)", frozenset({"avx512f"}), compiler="g++")
 NO_COMPILER = Hardware("cpu", "AMD EPYC (Zen 3)", frozenset({"avx2"}), compiler=None)
 GPU = Hardware("cuda", "NVIDIA H100", cuda_bf16=True, compiler="triton")
@@ -32,10 +37,18 @@ LONG = Workload(plans=100_000, plan_ms=50.0, graphs=2)  # saves 1250 s, costs 90
 SHORT = Workload(plans=1_000, plan_ms=50.0, graphs=2)  # saves 12.5 s, costs 90 s
 
 
-@pytest.mark.parametrize("hardware, bf16", [
-    (AVX2, False), (AVX512_NO_BF16, False), (NO_COMPILER, False),
-    (AVX512_BF16, True), (AMX, True), (GPU, True), (OLD_GPU, False),
-])
+@pytest.mark.parametrize(
+    "hardware, bf16",
+    [
+        (AVX2, False),
+        (AVX512_NO_BF16, False),
+        (NO_COMPILER, False),
+        (AVX512_BF16, True),
+        (AMX, True),
+        (GPU, True),
+        (OLD_GPU, False),
+    ],
+)
 def test_bf16_auto_only_where_native(hardware, bf16):
     decision = decide(AUTO, hardware)
     assert decision.bf16 is bf16
@@ -126,10 +139,18 @@ def test_detect_reads_this_machine():
 
 
 # ----------------------------------------------------------------------------------- threads
-@pytest.mark.parametrize("setting_, cores, busy, expected", [
-    (0, 2, 0.0, 2), (0, 2, 1.0, 1), (0, 2, 5.0, 1), (0, 8, 2.0, 6), (0, 2, None, 2),
-    (3, 2, 0.0, 3), (1, 8, 7.0, 1),
-])
+@pytest.mark.parametrize(
+    "setting_, cores, busy, expected",
+    [
+        (0, 2, 0.0, 2),
+        (0, 2, 1.0, 1),
+        (0, 2, 5.0, 1),
+        (0, 8, 2.0, 6),
+        (0, 2, None, 2),
+        (3, 2, 0.0, 3),
+        (1, 8, 7.0, 1),
+    ],
+)
 def test_choose_threads(setting_, cores, busy, expected):
     threads, reason = choose_threads(setting_, cores, busy)
     assert threads == expected and reason

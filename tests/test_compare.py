@@ -18,7 +18,7 @@ from planetrl.suite.compare import (
     open_loop_rows,
     write_compare_report,
 )
-from planetrl.suite.runner import train_run, _config_dict
+from planetrl.suite.runner import _config_dict, train_run
 from planetrl.worldmodels.diagnostics import mixture_mean, open_loop_prediction
 from planetrl.worldmodels.models import MDNRNN, VAE
 
@@ -26,36 +26,73 @@ TASK = "dmc:cartpole-balance"
 REPEAT = 50  # 20 agent steps per episode of 1000 env steps
 
 PLANET = {
-    "render": "fast", "device": "cpu", "action_repeat": REPEAT, "model.deter_size": 16,
-    "model.stoch_size": 4, "model.hidden_size": 16, "model.cnn_depth": 4,
-    "model.reward_hidden": 16, "planner.horizon": 3, "planner.iterations": 2,
-    "planner.candidates": 16, "planner.top_k": 4, "train.seed_episodes": 1,
-    "train.collect_interval": 2, "train.batch_size": 4, "train.chunk_length": 8,
-    "eval.video": False, "eval.parallel": False, "loss.overshooting_distance": 1,
+    "render": "fast",
+    "device": "cpu",
+    "action_repeat": REPEAT,
+    "model.deter_size": 16,
+    "model.stoch_size": 4,
+    "model.hidden_size": 16,
+    "model.cnn_depth": 4,
+    "model.reward_hidden": 16,
+    "planner.horizon": 3,
+    "planner.iterations": 2,
+    "planner.candidates": 16,
+    "planner.top_k": 4,
+    "train.seed_episodes": 1,
+    "train.collect_interval": 2,
+    "train.batch_size": 4,
+    "train.chunk_length": 8,
+    "eval.video": False,
+    "eval.parallel": False,
+    "loss.overshooting_distance": 1,
     "speed.compile": "off",
 }
 WORLDMODELS = {
-    "render": "fast", "device": "cpu", "action_repeat": REPEAT, "threads": 1,
-    "vae.z_size": 4, "vae.depth": 4, "vae.batch_size": 8, "vae.epochs": 1.0,
-    "mdn.hidden_size": 16, "mdn.mixtures": 2, "mdn.batch_size": 4, "mdn.sequence_length": 8,
-    "mdn.updates": 4, "collect.episodes": 1, "collect.envs": 1, "collect.parallel": False,
-    "controller.population": 4, "controller.rollouts": 2, "controller.generations": 2,
-    "controller.envs": 4, "controller.parallel": False, "eval.video": False,
+    "render": "fast",
+    "device": "cpu",
+    "action_repeat": REPEAT,
+    "threads": 1,
+    "vae.z_size": 4,
+    "vae.depth": 4,
+    "vae.batch_size": 8,
+    "vae.epochs": 1.0,
+    "mdn.hidden_size": 16,
+    "mdn.mixtures": 2,
+    "mdn.batch_size": 4,
+    "mdn.sequence_length": 8,
+    "mdn.updates": 4,
+    "collect.episodes": 1,
+    "collect.envs": 1,
+    "collect.parallel": False,
+    "controller.population": 4,
+    "controller.rollouts": 2,
+    "controller.generations": 2,
+    "controller.envs": 4,
+    "controller.parallel": False,
+    "eval.video": False,
     "eval.parallel": False,
 }
 
 
 def tiny_compare(env_steps: int = 2000, seeds: int = 1) -> Suite:
-    return compare_suite(TASK, env_steps=env_steps, seeds=seeds, eval_every_env_steps=1000,
-                         eval_episodes=2,
-                         overrides={"planet": PLANET, "worldmodels": WORLDMODELS})
+    return compare_suite(
+        TASK,
+        env_steps=env_steps,
+        seeds=seeds,
+        eval_every_env_steps=1000,
+        eval_episodes=2,
+        overrides={"planet": PLANET, "worldmodels": WORLDMODELS},
+    )
 
 
 def test_compare_suite_configs_follow_the_budget(tmp_path):
     suite = compare_suite("dmc:cartpole-swingup", env_steps=100_000, seeds=2)
     assert [(r.agent, r.seed, r.variant) for r in suite.runs] == [
-        ("planet", 0, "planet"), ("planet", 1, "planet"),
-        ("worldmodels", 0, "worldmodels"), ("worldmodels", 1, "worldmodels")]
+        ("planet", 0, "planet"),
+        ("planet", 1, "planet"),
+        ("worldmodels", 0, "worldmodels"),
+        ("worldmodels", 1, "worldmodels"),
+    ]
     assert Suite.from_dict(json.loads(json.dumps(suite.to_dict()))).runs == suite.runs
     planet = run_config(suite, suite.runs[0], tmp_path)
     assert planet.train.max_env_steps == 100_000 and planet.eval.every == 10
@@ -65,15 +102,24 @@ def test_compare_suite_configs_follow_the_budget(tmp_path):
     assert (wm.collect.iterations, wm.collect.episodes, wm.eval.every) == (5, 20, 0)
     assert _config_dict(wm)["agent"] == "worldmodels"
     # real mode: the fitness rollouts are paid from the budget
-    real = compare_suite("dmc:cartpole-swingup", ["worldmodels"], env_steps=100_000,
-                         overrides={"worldmodels": {"controller.mode": "real",
-                                                    "controller.population": 4,
-                                                    "controller.rollouts": 2}})
+    real = compare_suite(
+        "dmc:cartpole-swingup",
+        ["worldmodels"],
+        env_steps=100_000,
+        overrides={
+            "worldmodels": {
+                "controller.mode": "real",
+                "controller.population": 4,
+                "controller.rollouts": 2,
+            }
+        },
+    )
     cfg = run_config(real, real.runs[0], tmp_path)
     assert cfg.collect.episodes == 20 and cfg.controller.generations == 10
     with pytest.raises(ConfigError, match="per generation"):
-        paper = compare_suite("dmc:cartpole-swingup", ["worldmodels"], preset="paper",
-                              env_steps=10_000)
+        paper = compare_suite(
+            "dmc:cartpole-swingup", ["worldmodels"], preset="paper", env_steps=10_000
+        )
         run_config(paper, paper.runs[0], tmp_path)
     with pytest.raises(ConfigError, match="unknown agents"):
         compare_suite(TASK, ["planet", "dreamer"])
@@ -99,8 +145,9 @@ def test_worldmodels_open_loop_prediction_shapes_and_modes():
     z = vae.encode(VAE.preprocess(torch.as_tensor(images[:, :3]))).mean
     out, _ = mdn(z, torch.as_tensor(actions[:, 1:4]))
     assert torch.allclose(b.reward[:, 0], out.reward[:, -1])
-    assert torch.allclose(vae.decode(mixture_mean(type(out)(*(x[:, -1] for x in out)))),
-                          b.frames[:, 0])
+    assert torch.allclose(
+        vae.decode(mixture_mean(type(out)(*(x[:, -1] for x in out)))), b.frames[:, 0]
+    )
     with pytest.raises(ValueError, match="context"):
         open_loop_prediction(vae, mdn, images, actions, context=7)
 
@@ -117,14 +164,17 @@ def test_open_loop_comparison_on_a_tiny_trained_pair(tmp_path):
         record = train_run(_config_dict(config), budget=suite.env_steps)
         assert record["agent"] == run.agent and record["env_steps"] == 2000
         loaded[run.agent] = _load_models(run, Path(config.logdir))
-    data = chunks(heldout_episodes(tmp_path, loaded["planet"][0], 2, log=lambda _: None),
-                  context=3, horizon=4)
+    data = chunks(
+        heldout_episodes(tmp_path, loaded["planet"][0], 2, log=lambda _: None), context=3, horizon=4
+    )
     assert data["image"].shape[:2] == (2 * 4, 7)  # 20 steps: chunks at 0, 4, 8, 12
     rows = [row for run in suite.runs for row in open_loop_rows(run, loaded[run.agent], data, 3)]
     predictions = {(r["agent"], r["prediction"]) for r in rows}
-    assert predictions == {("planet", "RSSM imagined (prior samples)"),
-                           ("worldmodels", "MDN-RNN sampled at τ=1"),
-                           ("worldmodels", "MDN-RNN mixture mean")}
+    assert predictions == {
+        ("planet", "RSSM imagined (prior samples)"),
+        ("worldmodels", "MDN-RNN sampled at τ=1"),
+        ("worldmodels", "MDN-RNN mixture mean"),
+    }
     assert sorted({r["d"] for r in rows}) == [1, 2, 3, 4]
     assert all(np.isfinite(r["frame_mse"]) and 0 <= r["frame_mse"] <= 1 for r in rows)
     assert all(np.isfinite(r["reward_mse"]) for r in rows)
@@ -144,31 +194,46 @@ def test_tiny_compare_on_ray_writes_the_report(tmp_path):
     assert sorted(results) == sorted(r.name for r in suite.runs)
     paths = write_compare_report(tmp_path, heldout=2, context=3, horizon=4, log=lambda _: None)
     names = {p.name for p in paths}
-    assert {"compare.md", "compare_curves.csv", "compare_curves.png", "parameters.csv",
-            "stages.csv", "open_loop.csv", "open_loop.png"} <= names
+    assert {
+        "compare.md",
+        "compare_curves.csv",
+        "compare_curves.png",
+        "parameters.csv",
+        "stages.csv",
+        "open_loop.csv",
+        "open_loop.png",
+    } <= names
     curves = list(csv.DictReader(open(tmp_path / "compare_curves.csv")))
     planet = [r for r in curves if r["agent"] == "planet"]
     wm = [r for r in curves if r["agent"] == "worldmodels"]
     assert [int(r["env_steps"]) for r in planet] == [2000]  # after the seed episode
     assert [int(r["env_steps"]) for r in wm] == [1000, 2000]  # after each iteration
     assert all(float(r["wall_clock_s"]) > 0 for r in curves)
-    params = {(r["agent"], r["part"]): int(r["parameters"])
-              for r in csv.DictReader(open(tmp_path / "parameters.csv"))}
+    params = {
+        (r["agent"], r["part"]): int(r["parameters"])
+        for r in csv.DictReader(open(tmp_path / "parameters.csv"))
+    }
     assert params[("worldmodels", "C (linear controller)")] == (4 + 16) * 1 + 1
-    assert params[("planet", "total")] == sum(v for (a, p), v in params.items()
-                                              if a == "planet" and p != "total")
-    stages = {(r["agent"], r["stage"]): int(r["env_steps"])
-              for r in csv.DictReader(open(tmp_path / "stages.csv"))}
+    assert params[("planet", "total")] == sum(
+        v for (a, p), v in params.items() if a == "planet" and p != "total"
+    )
+    stages = {
+        (r["agent"], r["stage"]): int(r["env_steps"])
+        for r in csv.DictReader(open(tmp_path / "stages.csv"))
+    }
     assert stages[("planet", "random seed episodes")] == 1000
     assert stages[("planet", "planner episodes (exploration noise)")] == 1000
     assert stages[("worldmodels", "random episodes (iteration 0)")] == 1000
-    assert stages[("worldmodels", "controller episodes (exploration noise, iterations > 0)")] \
-        == 1000
+    assert (
+        stages[("worldmodels", "controller episodes (exploration noise, iterations > 0)")] == 1000
+    )
     assert stages[("worldmodels", "total (the budget)")] == 2000
     table = (tmp_path / "compare.md").read_text()
     assert table.startswith(f"# planet against worldmodels on {TASK} (")
     assert "1 seed)" in table.splitlines()[0]
-    rows = [line for line in table.splitlines() if line.startswith(("| planet |", "| worldmodels |"))]
+    rows = [
+        line for line in table.splitlines() if line.startswith(("| planet |", "| worldmodels |"))
+    ]
     first_wm = next(i for i, line in enumerate(rows) if line.startswith("| worldmodels |"))
     last_planet = max(i for i, line in enumerate(rows) if line.startswith("| planet |"))
     assert rows[0].startswith("| planet |") and first_wm < last_planet  # PlaNet first per table
@@ -177,9 +242,28 @@ def test_tiny_compare_on_ray_writes_the_report(tmp_path):
     # the open-loop errors are kept per run; the report is rewritten without training
     assert all((tmp_path / "runs" / r.name / "open_loop.json").exists() for r in suite.runs)
     # the CLI: finished runs are skipped, the report is rewritten
-    code = main(["compare", "--task", TASK, "--env-steps", "2000", "--dir", str(tmp_path),
-                 "--eval-every-env-steps", "1000", "--eval-episodes", "2", "--report-only",
-                 "--heldout-episodes", "2", "--context", "3", "--horizon", "4"])
+    code = main(
+        [
+            "compare",
+            "--task",
+            TASK,
+            "--env-steps",
+            "2000",
+            "--dir",
+            str(tmp_path),
+            "--eval-every-env-steps",
+            "1000",
+            "--eval-episodes",
+            "2",
+            "--report-only",
+            "--heldout-episodes",
+            "2",
+            "--context",
+            "3",
+            "--horizon",
+            "4",
+        ]
+    )
     assert code == 0
 
 

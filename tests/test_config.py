@@ -6,8 +6,8 @@ import json
 import pytest
 
 from planetrl.config import (
-    Config,
     PRESETS,
+    Config,
     ConfigError,
     diff_configs,
     from_dict,
@@ -53,12 +53,23 @@ def test_quick_preset_differs_from_small_where_its_docstring_says():
     small = dict(_leaves(to_dict(preset("small"))))
     changed = {k for k in small if quick[k] != small[k]}
     assert changed == {
-        "preset", "model.cnn_depth", "model.deter_size", "model.stoch_size",
-        "model.hidden_size", "model.reward_hidden", "train.chunk_length",
-        "train.seed_episodes", "train.max_episodes", "loss.decode_fraction",
-        "loss.overshooting_distance", "loss.overshooting_kl_scale",
-        "loss.overshooting_reward_scale", "planner.horizon", "planner.iterations",
-        "planner.candidates", "planner.top_k",
+        "preset",
+        "model.cnn_depth",
+        "model.deter_size",
+        "model.stoch_size",
+        "model.hidden_size",
+        "model.reward_hidden",
+        "train.chunk_length",
+        "train.seed_episodes",
+        "train.max_episodes",
+        "loss.decode_fraction",
+        "loss.overshooting_distance",
+        "loss.overshooting_kl_scale",
+        "loss.overshooting_reward_scale",
+        "planner.horizon",
+        "planner.iterations",
+        "planner.candidates",
+        "planner.top_k",
     }
     assert quick["train.collect_interval"] == 100  # the paper's C: the point of the preset
 

@@ -25,8 +25,9 @@ from planetrl.planning.base import rollout_returns, tile_state
 from planetrl.speed import lean
 
 A = 2
-SIZES = dict(cnn_depth=4, embed_size=128, deter_size=10, stoch_size=4, hidden_size=8,
-             reward_hidden=8)
+SIZES = dict(
+    cnn_depth=4, embed_size=128, deter_size=10, stoch_size=4, hidden_size=8, reward_hidden=8
+)
 OPTIONS = dict(horizon=5, iterations=3, candidates=64, top_k=8)
 
 
@@ -122,8 +123,14 @@ def test_continuation_loss_is_the_bernoulli_nll_on_hand_made_tensors():
 def test_continuation_loss_trains_the_head_only_through_features():
     torch.manual_seed(0)
     wm = WorldModel(A, **SIZES, continuation=True)
-    loss, _, _ = compute_loss(wm, batch_with_ends(), continuation_scale=1.0, image_scale=0.0,
-                              reward_scale=0.0, kl_scale=0.0)
+    loss, _, _ = compute_loss(
+        wm,
+        batch_with_ends(),
+        continuation_scale=1.0,
+        image_scale=0.0,
+        reward_scale=0.0,
+        kl_scale=0.0,
+    )
     loss.backward()
     assert wm.continuation.net[-1].weight.grad.abs().sum() > 0
     assert wm.encoder.parameters().__next__().grad is not None  # through the posterior features
@@ -235,8 +242,12 @@ def test_a_predicted_end_changes_the_plan():
         def features(self, state):
             return state.deter
 
-    reward = lambda f: f.squeeze(-1)  # noqa: E731: further right, more reward ...
-    ends = lambda f: 20.0 * (0.5 - f.squeeze(-1))  # noqa: E731: ... but the episode ends at 0.5
+    def reward(f):  # further right, more reward ...
+        return f.squeeze(-1)
+
+    def ends(f):  # ... but the episode ends at 0.5
+        return 20.0 * (0.5 - f.squeeze(-1))
+
     cont = SimpleNamespace(probability=lambda f: torch.sigmoid(ends(f)))
     scoring = DiscountedReward(reward, cont)
     state = State(torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1, 1), torch.ones(1, 1))
@@ -278,16 +289,25 @@ def test_lean_rollout_with_the_head_against_eager():
     rew, cont = lean.scoring_layers(scoring, None)
     for gru_cell in (True, False):
         returns = lean.rollout_returns(
-            tiled.deter, tiled.stoch, transition.prepare_actions(actions), eps,
-            transition.prior_weights().cast(), rew, gru_cell=gru_cell, continuation=cont,
+            tiled.deter,
+            tiled.stoch,
+            transition.prepare_actions(actions),
+            eps,
+            transition.prior_weights().cast(),
+            rew,
+            gru_cell=gru_cell,
+            continuation=cont,
         )
         torch.testing.assert_close(returns, expected, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("speed_cfg", [
-    SpeedConfig(compile=False, bf16=True, channels_last=False, cuda_graphs=False),
-    SpeedConfig(compile=False, bf16=False, channels_last=False, cuda_graphs=True),
-])
+@pytest.mark.parametrize(
+    "speed_cfg",
+    [
+        SpeedConfig(compile=False, bf16=True, channels_last=False, cuda_graphs=False),
+        SpeedConfig(compile=False, bf16=False, channels_last=False, cuda_graphs=True),
+    ],
+)
 def test_accelerated_planners_take_the_head(speed_cfg, monkeypatch):
     """The configured fast paths on CPU (bf16 lean planner) and the CUDA-graph planner's
     static-buffer code without capture score with the head (float32 = the eager plan)."""
@@ -300,13 +320,15 @@ def test_accelerated_planners_take_the_head(speed_cfg, monkeypatch):
         calls.append("continuation" in kwargs)
         return real(*args, **kwargs)
 
-    eager = planning.planner_from_config(PlannerConfig(**OPTIONS),
-                                         generator=torch.Generator().manual_seed(3))
+    eager = planning.planner_from_config(
+        PlannerConfig(**OPTIONS), generator=torch.Generator().manual_seed(3)
+    )
     torch.manual_seed(8)
     expected = eager(transition, scoring, state)
     if speed_cfg.cuda_graphs == "on":
-        fast = functools.partial(lean.lean_cem, generator=torch.Generator().manual_seed(3),
-                                 rollout=spy, **OPTIONS)
+        fast = functools.partial(
+            lean.lean_cem, generator=torch.Generator().manual_seed(3), rollout=spy, **OPTIONS
+        )
         planner = speed.StaticPlanner(fast, eager, OPTIONS, use_graphs=False)
         torch.manual_seed(8)
         action = planner(transition, scoring, state)
@@ -314,9 +336,11 @@ def test_accelerated_planners_take_the_head(speed_cfg, monkeypatch):
     else:
         monkeypatch.setattr(speed, "rollout_returns", spy)  # the eager-CPU lean rollout
         planner = speed.accelerate(
-            planning.planner_from_config(PlannerConfig(**OPTIONS),
-                                         generator=torch.Generator().manual_seed(3)),
-            speed_cfg, "cpu",
+            planning.planner_from_config(
+                PlannerConfig(**OPTIONS), generator=torch.Generator().manual_seed(3)
+            ),
+            speed_cfg,
+            "cpu",
         )
         torch.manual_seed(8)
         action = planner(transition, scoring, state)
@@ -348,8 +372,9 @@ def test_tiny_training_run_with_the_head_on_a_terminating_env(tmp_path):
     from planetrl.episodes import list_episode_files, load_episode
 
     files = list_episode_files(tmp_path / "episodes")
-    assert any(load_episode(f.path)["is_terminal"].any()
-               for f in files), "no episode ended by termination: the head saw no end"
+    assert any(load_episode(f.path)["is_terminal"].any() for f in files), (
+        "no episode ended by termination: the head saw no end"
+    )
     assert custom_env.ENV_ID in config.task
     metrics = (tmp_path / "metrics.jsonl").read_text()
     assert "continuation_loss" in metrics

@@ -161,7 +161,11 @@ def test_gl_backend_falls_back_or_explains() -> None:
     env["MUJOCO_EGL_DEVICE_ID"] = "99"  # no such device: dm_control's EGL import fails
     result = subprocess.run(
         [sys.executable, "-c", "import planetrl.envs as e; print('backend', e.GL_BACKEND)"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     if result.returncode == 0:
         assert "backend osmesa" in result.stdout
@@ -342,7 +346,9 @@ def test_envpool_async_matches_single_and_masks() -> None:
         np.testing.assert_array_equal(obs[1], before[1])
         assert reward[1] == 0.0 and infos[1] == {} and infos[0]["env_steps"] == 8
         # ... and continue where they were: env 1 then matches the single env's next frame.
-        obs, *_ = pool.step(np.stack([actions[0, 0], actions[0, 1]]), active=np.array([False, True]))
+        obs, *_ = pool.step(
+            np.stack([actions[0, 0], actions[0, 1]]), active=np.array([False, True])
+        )
         expected = _rollout_single(task, seeds[1], np.concatenate([actions[:, 1], actions[:1, 1]]))
         np.testing.assert_array_equal(obs[1], expected[-1])
 

@@ -12,13 +12,13 @@ import sys
 import warnings
 from pathlib import Path
 
+import custom_env  # tests/ is on sys.path under pytest; registers PlanetrlCustom/Dot-v0
 import gymnasium
 import numpy as np
 import pytest
-from PIL import Image
 from gymnasium.utils.env_checker import check_env
+from PIL import Image
 
-import custom_env  # tests/ is on sys.path under pytest; registers PlanetrlCustom/Dot-v0
 from planetrl.envs import EnvPool, check_task, make_env, parse_task
 
 TESTS = Path(__file__).resolve().parent
@@ -47,8 +47,10 @@ def test_module_form_parses_like_gymnasium() -> None:
     ("task", "message"),
     [
         ("gym:no_such_module_xyz:Foo-v0", "could not be imported.*PYTHONPATH"),
-        ("gym:custom_env:PlanetrlCustom/Nope-v0", "not a registered Gymnasium environment after "
-                                                  "importing 'custom_env'"),
+        (
+            "gym:custom_env:PlanetrlCustom/Nope-v0",
+            "not a registered Gymnasium environment after importing 'custom_env'",
+        ),
         ("gym:not a module:Foo-v0", "not a Python module name"),
         ("gym:custom_env:", "Empty Gymnasium id"),
     ],
@@ -95,8 +97,9 @@ def test_env_kwargs_reach_the_env() -> None:
         assert env.spec.kwargs["speed"] == 0.5  # and recorded in the spec
     finally:
         env.close()
-    dmc = make_env("dmc:cartpole-swingup", render="fast", action_repeat=1,
-                   env_kwargs={"time_limit": 0.05})  # 5 physics steps of 0.01 s
+    dmc = make_env(
+        "dmc:cartpole-swingup", render="fast", action_repeat=1, env_kwargs={"time_limit": 0.05}
+    )  # 5 physics steps of 0.01 s
     try:
         dmc.reset(seed=0)
         ends = [dmc.step(np.zeros(1))[3] for _ in range(5)]
@@ -195,7 +198,9 @@ def test_trainer_with_env_fn(tmp_path) -> None:
 
 
 # -- extras ----------------------------------------------------------------------------------------
-@pytest.mark.parametrize(("gym_id", "extra"), [("CarRacing-v3", "box2d"), ("Pendulum-v1", "classic")])
+@pytest.mark.parametrize(
+    ("gym_id", "extra"), [("CarRacing-v3", "box2d"), ("Pendulum-v1", "classic")]
+)
 def test_missing_dependency_names_the_extra(monkeypatch, gym_id, extra) -> None:
     def missing(*args, **kwargs):
         raise gymnasium.error.DependencyNotInstalled("pygame is not installed")
@@ -222,7 +227,8 @@ def test_extra_envs_render_when_installed(gym_id) -> None:
         if gym_id == "CarRacing-v3":
             inner = env.unwrapped
             np.testing.assert_array_equal(
-                obs, np.asarray(Image.fromarray(inner.state).resize((64, 64), Image.Resampling.LANCZOS))
+                obs,
+                np.asarray(Image.fromarray(inner.state).resize((64, 64), Image.Resampling.LANCZOS)),
             )
     finally:
         env.close()
@@ -238,15 +244,22 @@ def test_unclosed_envs_exit_cleanly() -> None:
         "    env.reset(seed=0); env.render(); env.step(env.action_space.sample())\n"
         "print('made', len(envs))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], env=_subprocess_env(), cwd=ROOT,
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", script],
+        env=_subprocess_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert result.returncode == 0 and "made 3" in result.stdout, result.stderr[-2000:]
     assert "Exception ignored" not in result.stderr and "Traceback" not in result.stderr, (
         result.stderr[-2000:]
     )
 
 
-# -- true terminations ------------------------------------------------------------------------------
+# -- true terminations --------------------------------------------------------------------------
 def test_terminations_are_stored_and_bound_the_model(tmp_path) -> None:
     """Episodes that end by termination (the dot leaves the arena) are stored with is_terminal
     on their last step only; in the replay the next episode starts with is_first, where the
@@ -292,18 +305,66 @@ def _tiny_config(logdir: Path, task: str):
 
 def test_readme_custom_env_through_the_cli(tmp_path) -> None:
     command = [
-        sys.executable, "-m", "planetrl", "train", "--task", CUSTOM, "--preset", "small",
-        "--env-kwargs", '{"speed": 0.2}', "--logdir", str(tmp_path), "--no-progress",
-        "--device", "cpu", "--model.deter-size", "16", "--model.stoch-size", "4",
-        "--model.hidden-size", "16", "--model.cnn-depth", "4", "--model.reward-hidden", "16",
-        "--planner.horizon", "3", "--planner.iterations", "2", "--planner.candidates", "16",
-        "--planner.top-k", "4", "--train.seed-episodes", "1", "--train.collect-interval", "2",
-        "--train.batch-size", "4", "--train.chunk-length", "8", "--train.max-episodes", "2",
-        "--eval.every", "2", "--eval.episodes", "2", "--eval.no-video",
-        "--speed.compile", "off",
+        sys.executable,
+        "-m",
+        "planetrl",
+        "train",
+        "--task",
+        CUSTOM,
+        "--preset",
+        "small",
+        "--env-kwargs",
+        '{"speed": 0.2}',
+        "--logdir",
+        str(tmp_path),
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--model.deter-size",
+        "16",
+        "--model.stoch-size",
+        "4",
+        "--model.hidden-size",
+        "16",
+        "--model.cnn-depth",
+        "4",
+        "--model.reward-hidden",
+        "16",
+        "--planner.horizon",
+        "3",
+        "--planner.iterations",
+        "2",
+        "--planner.candidates",
+        "16",
+        "--planner.top-k",
+        "4",
+        "--train.seed-episodes",
+        "1",
+        "--train.collect-interval",
+        "2",
+        "--train.batch-size",
+        "4",
+        "--train.chunk-length",
+        "8",
+        "--train.max-episodes",
+        "2",
+        "--eval.every",
+        "2",
+        "--eval.episodes",
+        "2",
+        "--eval.no-video",
+        "--speed.compile",
+        "off",
     ]
-    result = subprocess.run(command, env=_subprocess_env(), cwd=ROOT, capture_output=True,
-                            text=True, timeout=300, check=False)
+    result = subprocess.run(
+        command,
+        env=_subprocess_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "done: 2 episodes" in result.stdout
     assert "Traceback" not in result.stderr and "Exception ignored" not in result.stderr
@@ -312,9 +373,25 @@ def test_readme_custom_env_through_the_cli(tmp_path) -> None:
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["task"] == CUSTOM and saved["env_kwargs"] == {"speed": 0.2}
     evaluated = subprocess.run(
-        [sys.executable, "-m", "planetrl", "eval", "--logdir", str(tmp_path), "--episodes", "2",
-         "--device", "cpu", "--no-progress"],
-        env=_subprocess_env(), cwd=ROOT, capture_output=True, text=True, timeout=300, check=False,
+        [
+            sys.executable,
+            "-m",
+            "planetrl",
+            "eval",
+            "--logdir",
+            str(tmp_path),
+            "--episodes",
+            "2",
+            "--device",
+            "cpu",
+            "--no-progress",
+        ],
+        env=_subprocess_env(),
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert f"task {CUSTOM}: return" in evaluated.stdout

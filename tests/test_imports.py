@@ -61,7 +61,10 @@ def _module_level(body: list[ast.stmt]):
             yield from _module_level(node.body + node.orelse)
         elif isinstance(node, ast.Try):
             yield from _module_level(
-                node.body + node.orelse + node.finalbody + [s for h in node.handlers for s in h.body]
+                node.body
+                + node.orelse
+                + node.finalbody
+                + [s for h in node.handlers for s in h.body]
             )
 
 
@@ -84,7 +87,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = visit(nxt)
                 if cycle:
@@ -130,9 +133,19 @@ def test_config_and_atomic_are_leaves():
                 todo.append(nxt)
         return seen
 
-    planet = {"planetrl.agent", "planetrl.objective", "planetrl.training.loop", "planetrl.speed",
-              "planetrl.planning", "planetrl.models"}
-    for shared in ("planetrl.driver", "planetrl.replay", "planetrl.training.io",
-                   "planetrl.training.logger", "planetrl.threads"):
+    planet = {
+        "planetrl.agent",
+        "planetrl.objective",
+        "planetrl.training.loop",
+        "planetrl.speed",
+        "planetrl.planning",
+        "planetrl.models",
+    }
+    for shared in (
+        "planetrl.driver",
+        "planetrl.replay",
+        "planetrl.training.io",
+        "planetrl.training.logger",
+        "planetrl.threads",
+    ):
         assert not reachable(shared) & planet, (shared, reachable(shared) & planet)
-

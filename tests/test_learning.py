@@ -37,9 +37,17 @@ def learning_config(logdir):
     # The quick start's preset (a small model, the one-step bound, H=10 I=4 J=100 K=10), at 40
     # updates per episode for 20 episodes: the configuration the thresholds were calibrated with.
     c = preset("quick")
-    c.task, c.logdir, c.seed, c.device, c.threads = "dmc:cartpole-balance", str(logdir), SEED, "cpu", 1
+    c.task, c.logdir, c.seed, c.device, c.threads = (
+        "dmc:cartpole-balance",
+        str(logdir),
+        SEED,
+        "cpu",
+        1,
+    )
     c.train.collect_interval, c.train.max_episodes = 40, EPISODES
-    c.loss.decode_fraction = 1.0  # every frame decoded, as calibrated (the quick start decodes half)
+    c.loss.decode_fraction = (
+        1.0  # every frame decoded, as calibrated (the quick start decodes half)
+    )
     c.speed.bf16, c.speed.compile = "off", "off"
     c.eval.every, c.eval.episodes, c.eval.video, c.eval.parallel = 0, 5, False, False
     return c

@@ -198,9 +198,7 @@ def test_kl_equals_closed_form():
     sq, sp = torch.rand(shape, generator=g) + 0.1, torch.rand(shape, generator=g) + 0.1
     deter = torch.zeros(3, 5, 10)
     kl = model.kl(State(deter, mq, mq, sq), State(deter, mp, mp, sp))
-    by_hand = (
-        torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5
-    ).sum(-1)
+    by_hand = (torch.log(sp / sq) + (sq**2 + (mq - mp) ** 2) / (2 * sp**2) - 0.5).sum(-1)
     assert kl.shape == (3, 5)
     torch.testing.assert_close(kl, by_hand)
     assert float(model.kl(State(deter, mq, mq, sq), State(deter, mq, mq, sq)).abs().max()) < 1e-6

@@ -14,8 +14,9 @@ from planetrl.objective import compute_loss, overshooting_terms, unit_normal_nll
 
 KINDS = ["rssm", "ssm", "gru"]
 A = 2
-SIZES = dict(cnn_depth=4, embed_size=128, deter_size=10, stoch_size=4, hidden_size=8,
-             reward_hidden=8)
+SIZES = dict(
+    cnn_depth=4, embed_size=128, deter_size=10, stoch_size=4, hidden_size=8, reward_hidden=8
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -68,8 +69,9 @@ def test_unit_normal_nll_matches_distributions():
 @pytest.mark.parametrize("kind", KINDS)
 def test_loss_equals_hand_computed_bound(kind):
     wm, batch = world_model(kind), random_batch()
-    loss, metrics, posts = loss_of(wm, batch, free_nats=0.5, kl_scale=0.7, image_scale=1.3,
-                                   reward_scale=2.0)
+    loss, metrics, posts = loss_of(
+        wm, batch, free_nats=0.5, kl_scale=0.7, image_scale=1.3, reward_scale=2.0
+    )
     torch.manual_seed(0)
     embeds = wm.encoder(batch.image)
     posts2, priors = wm.transition.observe(embeds, batch.action, batch.is_first)
@@ -77,8 +79,11 @@ def test_loss_equals_hand_computed_bound(kind):
     image_nll = -Independent(Normal(wm.decoder(feats), 1.0), 3).log_prob(batch.image)
     reward_nll = -Normal(wm.reward(feats), 1.0).log_prob(batch.reward)
     kl = wm.transition.kl(posts2, priors)
-    expected = (1.3 * image_nll.mean() + 2.0 * reward_nll.mean()
-                + 0.7 * torch.maximum(kl, torch.tensor(0.5)).mean())
+    expected = (
+        1.3 * image_nll.mean()
+        + 2.0 * reward_nll.mean()
+        + 0.7 * torch.maximum(kl, torch.tensor(0.5)).mean()
+    )
     torch.testing.assert_close(loss, expected)
     torch.testing.assert_close(metrics["image_loss"], image_nll.mean())
     torch.testing.assert_close(metrics["reward_loss"], reward_nll.mean())
@@ -179,8 +184,9 @@ def test_free_nats_per_step():
 def test_overshooting_distance_one_is_the_plain_bound_exactly(kind):
     wm, batch = world_model(kind), random_batch(resets=[(1, 3)])
     plain, m0, _ = loss_of(wm, batch)
-    same, m1, _ = loss_of(wm, batch, overshooting_distance=1, overshooting_kl_scale=5.0,
-                          overshooting_reward_scale=5.0)
+    same, m1, _ = loss_of(
+        wm, batch, overshooting_distance=1, overshooting_kl_scale=5.0, overshooting_reward_scale=5.0
+    )
     assert plain.item() == same.item() and torch.equal(plain, same)
     assert m0.keys() == m1.keys()
 
@@ -212,19 +218,27 @@ def reference_overshooting(wm, batch, distance, free_nats):
 def test_overshooting_adds_exactly_the_expected_terms(kind, distance):
     wm = world_model(kind, mean_only=True).double()
     batch = random_batch(batch=2, length=7, resets=[(1, 3), (0, 6)])
-    batch = SimpleNamespace(**{k: v.double() if v.is_floating_point() else v
-                               for k, v in vars(batch).items()})
+    batch = SimpleNamespace(
+        **{k: v.double() if v.is_floating_point() else v for k, v in vars(batch).items()}
+    )
     beta, gamma, free = 3.0, 2.0, 0.05
     plain, _, _ = compute_loss(wm, batch, free_nats=free)
-    loss, metrics, _ = compute_loss(wm, batch, free_nats=free, overshooting_distance=distance,
-                                    overshooting_kl_scale=beta, overshooting_reward_scale=gamma)
+    loss, metrics, _ = compute_loss(
+        wm,
+        batch,
+        free_nats=free,
+        overshooting_distance=distance,
+        overshooting_kl_scale=beta,
+        overshooting_reward_scale=gamma,
+    )
     ref_kl, ref_reward, count = reference_overshooting(wm, batch, distance, free)
     assert count > 0
     expected = plain + beta / distance * ref_kl + gamma / distance * ref_reward
     torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-8)
     torch.testing.assert_close(metrics["overshooting_kl_loss"], ref_kl, rtol=1e-10, atol=1e-8)
-    torch.testing.assert_close(metrics["overshooting_reward_loss"], ref_reward, rtol=1e-10,
-                               atol=1e-8)
+    torch.testing.assert_close(
+        metrics["overshooting_reward_loss"], ref_reward, rtol=1e-10, atol=1e-8
+    )
     if kind != "gru":  # not every term clipped to the free nats: the comparison has teeth
         assert ref_kl.item() > 1.01 * count * free / (2 * 7)
 
@@ -235,8 +249,9 @@ def test_overshooting_masks_resets_and_counts():
     batch = random_batch(batch=2, length=5, resets=[(1, 2)])
     torch.manual_seed(0)
     posts, priors = wm.transition.observe(wm.encoder(batch.image), batch.action, batch.is_first)
-    terms = overshooting_terms(wm.transition, None, posts, priors, batch.action, batch.reward,
-                               batch.is_first, 3, 0.0)
+    terms = overshooting_terms(
+        wm.transition, None, posts, priors, batch.action, batch.reward, batch.is_first, 3, 0.0
+    )
     # Row 0: d=2: t=2,3,4; d=3: t=3,4 -> 5. Row 1 (episode starts at 0 and 2): (t-d, t] must not
     # contain 2: d=2: t=4 (from 2); d=3: none (t=3 from 0 and t=4 from 1 both cross 2) -> 1.
     assert int(terms["count"]) == 6
@@ -247,8 +262,16 @@ def test_overshooting_gradients():
     wm = world_model("rssm")
     batch = random_batch(batch=2, length=6)
     batch.image.requires_grad_(True)
-    loss, _, _ = loss_of(wm, batch, free_nats=0.0, image_scale=0.0, reward_scale=0.0,
-                         kl_scale=0.0, overshooting_distance=3, overshooting_kl_scale=1.0)
+    loss, _, _ = loss_of(
+        wm,
+        batch,
+        free_nats=0.0,
+        image_scale=0.0,
+        reward_scale=0.0,
+        kl_scale=0.0,
+        overshooting_distance=3,
+        overshooting_kl_scale=1.0,
+    )
     (grad,) = torch.autograd.grad(loss, batch.image)
     per_step = grad.abs().flatten(2).sum(-1)  # (B, L)
     # o_{L-2}, o_{L-1} enter only through target posteriors (starts are posteriors at <= L-3).
@@ -301,8 +324,15 @@ def moving_square_batch(batch: int = 2, length: int = 6) -> SimpleNamespace:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_overfits_a_small_sequence(kind):
-    wm = world_model(kind, cnn_depth=8, embed_size=256, deter_size=32, stoch_size=8,
-                     hidden_size=32, reward_hidden=32)
+    wm = world_model(
+        kind,
+        cnn_depth=8,
+        embed_size=256,
+        deter_size=32,
+        stoch_size=8,
+        hidden_size=32,
+        reward_hidden=32,
+    )
     batch = moving_square_batch()
     optimizer = torch.optim.Adam(wm.parameters(), lr=3e-3)
     const = 3 * 64 * 64 * 0.5 * math.log(2 * math.pi)  # the image NLL's constant part
@@ -324,8 +354,7 @@ def test_seeded_runs_are_repeatable():
         batch = random_batch(seed=0)
         losses = []
         for _ in range(3):
-            loss, _, _ = compute_loss(wm, batch, overshooting_distance=3,
-                                      overshooting_kl_scale=1.0)
+            loss, _, _ = compute_loss(wm, batch, overshooting_distance=3, overshooting_kl_scale=1.0)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()

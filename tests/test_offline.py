@@ -1,5 +1,6 @@
-"""The offline bundle for a GPU node: the wheel repacking (fast), the bundle and the offline install
-end to end (slow: needs package access and a few minutes, `pytest -m slow tests/test_offline.py`)."""
+"""The offline bundle for a GPU node: the wheel repacking (fast), the bundle and the offline
+install end to end (slow: needs package access and a few minutes,
+`pytest -m slow tests/test_offline.py`)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ def make_wheel(directory: Path) -> Path:
         "demo/keep/data.txt": b"kept\n",
         "demo-1.0.dist-info/METADATA": b"Metadata-Version: 2.1\nName: demo\nVersion: 1.0\n",
         "demo-1.0.dist-info/WHEEL": b"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\n"
-                                    b"Tag: py3-none-any\n",
+        b"Tag: py3-none-any\n",
     }
     record = "".join(f"{n},{record_hash(d)},{len(d)}\n" for n, d in files.items())
     record += "demo-1.0.dist-info/RECORD,,\n"
@@ -49,9 +50,23 @@ def test_slim_wheel_drops_folders_with_a_record_pip_accepts(tmp_path):
     assert not any(n.startswith("demo/big/") for n in names)
     assert "demo/keep/data.txt" in names and "demo-1.0.dist-info/SLIMMED" in names
     target = tmp_path / "site"
-    r = subprocess.run([sys.executable, "-m", "pip", "install", "--no-index", "--no-deps",
-                        "--no-cache-dir", "--target", str(target), str(slimmed)],
-                       capture_output=True, text=True, env={**os.environ, "PIP_CONFIG_FILE": os.devnull})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-index",
+            "--no-deps",
+            "--no-cache-dir",
+            "--target",
+            str(target),
+            str(slimmed),
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PIP_CONFIG_FILE": os.devnull},
+    )
     assert r.returncode == 0, r.stderr
     assert (target / "demo" / "keep" / "data.txt").read_text() == "kept\n"
     assert not (target / "demo" / "big").exists()
@@ -75,9 +90,21 @@ def test_slim_wheel_refuses_what_it_cannot_do(tmp_path):
 
 
 def _package_access() -> bool:
-    r = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d",
-                        "/tmp/planetrl-pip-probe", "farama-notifications==0.0.6"],
-                       capture_output=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "-q",
+            "-d",
+            "/tmp/planetrl-pip-probe",
+            "farama-notifications==0.0.6",
+        ],
+        capture_output=True,
+        timeout=120,
+    )
     return r.returncode == 0
 
 
@@ -93,12 +120,19 @@ def test_offline_bundle_and_install_end_to_end(tmp_path):
     python = os.environ.get("OFFLINE_PYTHON", "/root/.pyenv/versions/3.11.7/bin/python")
     if not Path(python).exists():
         pytest.skip(f"no {python}")
-    version = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                             capture_output=True, text=True).stdout.strip()
+    version = subprocess.run(
+        [python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
     wheelhouse = tmp_path / "wheelhouse"
-    r = subprocess.run(["bash", "scripts/wheelhouse.sh", str(wheelhouse)], cwd=ROOT,
-                       capture_output=True, text=True, env={**os.environ, "PYVER": version,
-                                                            "GL_DEBS": "0"})
+    r = subprocess.run(
+        ["bash", "scripts/wheelhouse.sh", str(wheelhouse)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYVER": version, "GL_DEBS": "0"},
+    )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     names = [p.name for p in wheelhouse.glob("*.whl")]
     for absent in ("torch-", "numpy-", "imageio_ffmpeg-", "ray-"):
@@ -107,9 +141,16 @@ def test_offline_bundle_and_install_end_to_end(tmp_path):
     assert dm_control.stat().st_size < 5e6
     total = float(r.stdout.strip().splitlines()[-1].split()[0])
     assert total < 60, r.stdout[-500:]  # MB, the tree included
-    r = subprocess.run(["bash", "scripts/offline_install_check.sh", str(wheelhouse)], cwd=ROOT,
-                       capture_output=True, text=True,
-                       env={**os.environ, "PYTHON": python,
-                            "TORCH_SPEC": os.environ.get("OFFLINE_TORCH_SPEC", "torch==2.13.0")})
+    r = subprocess.run(
+        ["bash", "scripts/offline_install_check.sh", str(wheelhouse)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={
+            **os.environ,
+            "PYTHON": python,
+            "TORCH_SPEC": os.environ.get("OFFLINE_TORCH_SPEC", "torch==2.13.0"),
+        },
+    )
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
     assert "offline install check: passed" in r.stdout

@@ -170,8 +170,16 @@ def test_tiling_is_env_major_and_matches_the_action_order():
     model = TargetStub(2)
     model.record = True
     state = make_state(TARGETS)
-    cem(model, make_reward(2), state, horizon=2, iterations=2, candidates=7, top_k=3,
-        generator=gen(0))
+    cem(
+        model,
+        make_reward(2),
+        state,
+        horizon=2,
+        iterations=2,
+        candidates=7,
+        top_k=3,
+        generator=gen(0),
+    )
     assert len(model.calls) == 2
     for tiled, actions in model.calls:
         assert tiled.shape == (21,) and actions.shape == (21, 2, 2)
@@ -236,8 +244,13 @@ def test_all_candidates_and_the_action_stay_within_per_dimension_bounds():
         assert ((actions >= low) & (actions <= high)).all()
     # Env 0's optimum (0.5, -0.3) lies on the bound, env 1's (-0.7, 0.2) clips to (-0.2, 0.2).
     action = cem(
-        TargetStub(2), make_reward(2), make_state(TARGETS[:2]), horizon=3,
-        min_action=low, max_action=high, generator=gen(5),
+        TargetStub(2),
+        make_reward(2),
+        make_state(TARGETS[:2]),
+        horizon=3,
+        min_action=low,
+        max_action=high,
+        generator=gen(5),
     )
     assert torch.allclose(action, TARGETS[:2].clamp(low, high), atol=0.05)
 
@@ -249,8 +262,15 @@ def test_all_candidates_and_the_action_stay_within_per_dimension_bounds():
 
 def test_std_shrinks_and_elite_return_grows_over_iterations():
     _, stats = cem(
-        TargetStub(2), make_reward(2), make_state(TARGETS), horizon=4, iterations=6,
-        candidates=300, top_k=30, generator=gen(6), return_stats=True,
+        TargetStub(2),
+        make_reward(2),
+        make_state(TARGETS),
+        horizon=4,
+        iterations=6,
+        candidates=300,
+        top_k=30,
+        generator=gen(6),
+        return_stats=True,
     )
     assert stats["mean_std"].shape == (6, 3) and stats["elite_return"].shape == (6, 3)
     assert (stats["mean_std"] < 1).all()
@@ -267,8 +287,21 @@ def test_more_iterations_plan_better():
     for iterations in (1, 8):
         errors[iterations] = torch.stack(
             [
-                (cem(TargetStub(2), reward, state, iterations=iterations, candidates=200, top_k=20,
-                     horizon=6, generator=gen(seed)) - TARGETS).norm(dim=-1).mean()
+                (
+                    cem(
+                        TargetStub(2),
+                        reward,
+                        state,
+                        iterations=iterations,
+                        candidates=200,
+                        top_k=20,
+                        horizon=6,
+                        generator=gen(seed),
+                    )
+                    - TARGETS
+                )
+                .norm(dim=-1)
+                .mean()
                 for seed in range(3)
             ]
         ).mean()
@@ -280,8 +313,9 @@ def test_random_shooting_is_worse_than_cem_but_better_than_chance(distribution):
     state, reward = make_state(TARGETS), make_reward(2)
     rs_err, cem_err = [], []
     for seed in range(3):
-        rs = random_shooting(TargetStub(2), reward, state, distribution=distribution,
-                             generator=gen(seed))
+        rs = random_shooting(
+            TargetStub(2), reward, state, distribution=distribution, generator=gen(seed)
+        )
         assert rs.shape == (3, 2) and (rs.abs() <= 1).all()
         rs_err.append((rs - TARGETS).norm(dim=-1).mean())
         plan = cem(TargetStub(2), reward, state, generator=gen(seed))
@@ -294,8 +328,13 @@ def test_random_shooting_is_worse_than_cem_but_better_than_chance(distribution):
 def test_random_shooting_with_a_single_step_finds_each_optimum():
     # With H = 1 and many candidates, the best candidate is close to each env's own a*.
     action, stats = random_shooting(
-        TargetStub(2), make_reward(2), make_state(TARGETS), horizon=1, candidates=2000,
-        generator=gen(7), return_stats=True,
+        TargetStub(2),
+        make_reward(2),
+        make_state(TARGETS),
+        horizon=1,
+        candidates=2000,
+        generator=gen(7),
+        return_stats=True,
     )
     assert torch.allclose(action, TARGETS, atol=0.1)
     assert torch.equal(action, stats["best_actions"][:, 0])
@@ -323,8 +362,9 @@ def test_inference_only_and_dtype_follows_the_state():
     state = make_state(TARGETS.double())
     model = TargetStub(2).double()
     for planner, kwargs in ((cem, dict(top_k=4)), (random_shooting, {})):
-        action = planner(model, make_reward(2), state, horizon=2, candidates=32, generator=gen(0),
-                         **kwargs)
+        action = planner(
+            model, make_reward(2), state, horizon=2, candidates=32, generator=gen(0), **kwargs
+        )
         assert action.dtype == torch.float64
         assert not action.requires_grad
     assert model.scale.grad is None
@@ -332,8 +372,13 @@ def test_inference_only_and_dtype_follows_the_state():
 
 def test_reward_model_returning_a_trailing_singleton_dimension_is_accepted():
     reward = make_reward(2)
-    action = cem(TargetStub(2), lambda f: reward(f).unsqueeze(-1), make_state(TARGETS), horizon=3,
-                 generator=gen(0))
+    action = cem(
+        TargetStub(2),
+        lambda f: reward(f).unsqueeze(-1),
+        make_state(TARGETS),
+        horizon=3,
+        generator=gen(0),
+    )
     assert torch.allclose(action, TARGETS, atol=0.05)
 
 
@@ -353,15 +398,40 @@ def test_shapes_and_bounds_for_any_sizes(num_envs, candidates, horizon, action_s
     targets = torch.rand(num_envs, action_size, generator=gen(seed)) * 4 - 2
     model = TargetStub(action_size)
     for action in (
-        cem(model, make_reward(action_size), make_state(targets), horizon=horizon, iterations=2,
-            candidates=candidates, top_k=top_k, min_action=low, max_action=high,
-            generator=gen(seed)),
-        random_shooting(model, make_reward(action_size), make_state(targets), horizon=horizon,
-                        candidates=candidates, min_action=low, max_action=high,
-                        generator=gen(seed)),
-        icem(model, make_reward(action_size), make_state(targets), horizon=horizon, iterations=3,
-             candidates=candidates, top_k=top_k, min_action=low, max_action=high,
-             generator=gen(seed)),
+        cem(
+            model,
+            make_reward(action_size),
+            make_state(targets),
+            horizon=horizon,
+            iterations=2,
+            candidates=candidates,
+            top_k=top_k,
+            min_action=low,
+            max_action=high,
+            generator=gen(seed),
+        ),
+        random_shooting(
+            model,
+            make_reward(action_size),
+            make_state(targets),
+            horizon=horizon,
+            candidates=candidates,
+            min_action=low,
+            max_action=high,
+            generator=gen(seed),
+        ),
+        icem(
+            model,
+            make_reward(action_size),
+            make_state(targets),
+            horizon=horizon,
+            iterations=3,
+            candidates=candidates,
+            top_k=top_k,
+            min_action=low,
+            max_action=high,
+            generator=gen(seed),
+        ),
     ):
         assert action.shape == (num_envs, action_size)
         assert torch.isfinite(action).all()
@@ -430,8 +500,9 @@ def test_plans_with_the_project_models(kind):
     state = initial.map(lambda t: torch.randn(t.shape))
     state = State(state.deter, state.stoch, state.mean, state.std.abs() + 0.1)
     for planner, kwargs in ((cem, dict(iterations=3, top_k=5)), (random_shooting, {})):
-        action = planner(transition, reward, state, horizon=4, candidates=23, generator=gen(0),
-                         **kwargs)
+        action = planner(
+            transition, reward, state, horizon=4, candidates=23, generator=gen(0), **kwargs
+        )
         assert action.shape == (4, 3) and (action.abs() <= 1).all()
         assert not action.requires_grad
     # Repeatable given the planner's generator and the model's own sampling seed.
@@ -453,8 +524,19 @@ def test_make_planner_names_options_and_errors():
     assert isinstance(planner, Planner)
     state, reward = make_state(TARGETS), make_reward(2)
     action = planner(TargetStub(2), reward, state, generator=gen(0))
-    assert torch.equal(action, cem(TargetStub(2), reward, state, horizon=3, iterations=5,
-                                   candidates=200, top_k=20, generator=gen(0)))
+    assert torch.equal(
+        action,
+        cem(
+            TargetStub(2),
+            reward,
+            state,
+            horizon=3,
+            iterations=5,
+            candidates=200,
+            top_k=20,
+            generator=gen(0),
+        ),
+    )
     rs = make_planner("random", horizon=2, candidates=16)
     assert rs(TargetStub(2), reward, state).shape == (3, 2)
 
@@ -482,12 +564,14 @@ def test_planner_from_config_takes_the_options_from_the_planners_signature():
     g = gen(0)
     planner = planner_from_config(PlannerConfig(horizon=3, momentum=0.2), generator=g)
     assert planner.func is cem and planner.keywords == dict(
-        generator=g, horizon=3, iterations=10, candidates=1000, top_k=100, momentum=0.2)
+        generator=g, horizon=3, iterations=10, candidates=1000, top_k=100, momentum=0.2
+    )
     # icem is warm-started by default; the config can turn it off.
     warm = planner_from_config(PlannerConfig(name="icem", horizon=3))
     assert isinstance(warm, WarmStart) and warm.planner.func is icem
-    assert not isinstance(planner_from_config(PlannerConfig(name="icem", warm_start=False)),
-                          WarmStart)
+    assert not isinstance(
+        planner_from_config(PlannerConfig(name="icem", warm_start=False)), WarmStart
+    )
     # An option the planner does not take: a TypeError naming the accepted ones.
     with pytest.raises(TypeError, match="accepted options: horizon, candidates"):
         make_planner("random", top_k=5)
@@ -511,8 +595,9 @@ def test_register_planner_makes_a_replacement_available():
     register_planner("test_zero", zero_planner)
     try:
         planner = make_planner("test_zero", scale=0.5)
-        assert torch.equal(planner(TargetStub(2), make_reward(2), make_state(TARGETS)),
-                           torch.full((3, 2), 0.5))
+        assert torch.equal(
+            planner(TargetStub(2), make_reward(2), make_state(TARGETS)), torch.full((3, 2), 0.5)
+        )
         assert "test_zero" in available_planners()
     finally:
         from planetrl.planning import base
@@ -525,9 +610,9 @@ def test_register_planner_makes_a_replacement_available():
 # --------------------------------------------------------------------------------------------
 
 
-
-def reference_cem(transition, reward_model, state, *, horizon, iterations, candidates, top_k,
-                  generator):
+def reference_cem(
+    transition, reward_model, state, *, horizon, iterations, candidates, top_k, generator
+):
     """The CEM loop as it was before iCEM's options (a copy, bounds [-1, 1]): the default options
     must reproduce it bit for bit."""
     num_envs, action_size = state.shape[0], transition.action_size
@@ -551,15 +636,31 @@ def reference_cem(transition, reward_model, state, *, horizon, iterations, candi
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-@pytest.mark.parametrize("sizes", [dict(horizon=4, iterations=3, candidates=50, top_k=5),
-                                   dict(horizon=1, iterations=2, candidates=7, top_k=7)])
+@pytest.mark.parametrize(
+    "sizes",
+    [
+        dict(horizon=4, iterations=3, candidates=50, top_k=5),
+        dict(horizon=1, iterations=2, candidates=7, top_k=7),
+    ],
+)
 def test_default_options_reproduce_the_old_cem_exactly(seed, sizes):
     model, reward, state = TargetStub(2), make_reward(2, alternate=True), make_state(TARGETS)
     old = reference_cem(model, reward, state, generator=gen(seed), **sizes)
     new = cem(model, reward, state, generator=gen(seed), **sizes)
-    explicit = cem(model, reward, state, generator=gen(seed), noise_beta=0.0, keep_elites=0.0,
-                   population_decay=1.0, momentum=0.0, init_std=1.0, execute_best=False,
-                   mean_candidate=False, **sizes)
+    explicit = cem(
+        model,
+        reward,
+        state,
+        generator=gen(seed),
+        noise_beta=0.0,
+        keep_elites=0.0,
+        population_decay=1.0,
+        momentum=0.0,
+        init_std=1.0,
+        execute_best=False,
+        mean_candidate=False,
+        **sizes,
+    )
     assert torch.equal(new, old) and torch.equal(explicit, old)
 
 
@@ -569,13 +670,22 @@ def test_every_option_combination_has_the_same_call(options):
     sizes = dict(horizon=3, iterations=4, candidates=40, top_k=10)
     action = cem(model, reward, state, generator=gen(0), **sizes, **options)
     assert action.shape == (3, 2) and (action.abs() <= 1).all()
-    action2, stats = cem(model, reward, state, generator=gen(0), return_stats=True, **sizes,
-                         **options)
+    action2, stats = cem(
+        model, reward, state, generator=gen(0), return_stats=True, **sizes, **options
+    )
     assert torch.equal(action2, action)
     assert stats["mean"].shape == stats["std"].shape == (3, 3, 2)
     assert stats["best_return"].shape == stats["mean_std"].shape == (4, 3)
-    plan = cem(model, reward, state, generator=gen(0), return_plan=True, return_stats=True,
-               **sizes, **options)
+    plan = cem(
+        model,
+        reward,
+        state,
+        generator=gen(0),
+        return_plan=True,
+        return_stats=True,
+        **sizes,
+        **options,
+    )
     assert isinstance(plan, Plan) and torch.equal(plan.action, action)
     assert torch.equal(plan.mean, stats["mean"]) and plan.stats is not None
     kept = int(options.get("keep_elites", 0.0) * 10 + 1e-9)
@@ -586,8 +696,9 @@ def test_every_option_combination_has_the_same_call(options):
     again = cem(model, reward, state, generator=gen(1), init=plan.shifted(), **sizes, **options)
     assert again.shape == (3, 2)
     # Still finds every environment's own optimum.
-    solved = cem(model, reward, state, generator=gen(2), horizon=3, candidates=200, top_k=20,
-                 **options)
+    solved = cem(
+        model, reward, state, generator=gen(2), horizon=3, candidates=200, top_k=20, **options
+    )
     assert torch.allclose(solved, TARGETS, atol=0.08), solved
 
 
@@ -613,12 +724,15 @@ def test_one_environment_never_changes_another_ones_plan(options, warm):
 
 
 def test_coloured_noise_with_beta_zero_is_white_noise():
-    white = standard_normal((3, 5, 8, 2), dtype=torch.float32, device=torch.device("cpu"),
-                            generator=gen(0))
+    white = standard_normal(
+        (3, 5, 8, 2), dtype=torch.float32, device=torch.device("cpu"), generator=gen(0)
+    )
     assert colour_noise(white, 0.0, dim=2) is white
     model, reward, state = TargetStub(2), make_reward(2), make_state(TARGETS)
-    assert torch.equal(cem(model, reward, state, horizon=4, generator=gen(1), noise_beta=0.0),
-                       cem(model, reward, state, horizon=4, generator=gen(1)))
+    assert torch.equal(
+        cem(model, reward, state, horizon=4, generator=gen(1), noise_beta=0.0),
+        cem(model, reward, state, horizon=4, generator=gen(1)),
+    )
 
 
 @pytest.mark.parametrize("beta", [0.5, 1.0, 2.0, 3.0])
@@ -626,22 +740,26 @@ def test_coloured_noise_with_beta_zero_is_white_noise():
 def test_coloured_noise_statistics(beta, horizon):
     """Unit variance at every step; power spectral density ∝ 1/f^β (low frequencies dominate);
     positively correlated neighbouring steps, more so for larger β."""
-    white = torch.randn(40000, horizon, 2, generator=gen(int(beta * 10) + horizon),
-                        dtype=torch.float64)
+    white = torch.randn(
+        40000, horizon, 2, generator=gen(int(beta * 10) + horizon), dtype=torch.float64
+    )
     noise = colour_noise(white, beta, dim=1)
     assert noise.shape == white.shape
-    torch.testing.assert_close(noise.mean(0), torch.zeros(horizon, 2, dtype=torch.float64),
-                               atol=0.05, rtol=0)
-    torch.testing.assert_close(noise.var(0), torch.ones(horizon, 2, dtype=torch.float64),
-                               atol=0.05, rtol=0)
+    torch.testing.assert_close(
+        noise.mean(0), torch.zeros(horizon, 2, dtype=torch.float64), atol=0.05, rtol=0
+    )
+    torch.testing.assert_close(
+        noise.var(0), torch.ones(horizon, 2, dtype=torch.float64), atol=0.05, rtol=0
+    )
     power = (torch.fft.rfft(noise, dim=1).abs() ** 2).mean(dim=(0, 2))  # periodogram (bins,)
     freqs = torch.fft.rfftfreq(horizon, dtype=torch.float64)
     expected = (freqs[1:] / freqs[1]) ** (-beta)  # relative to the lowest non-zero frequency
     torch.testing.assert_close(power[1:] / power[1], expected, rtol=0.1, atol=0)
     assert (power[1:-1] > power[2:]).all()  # low frequencies dominate
     lag1 = (noise[:, 1:] * noise[:, :-1]).mean()
-    lag1_less = (colour_noise(white, beta / 2, dim=1)[:, 1:]
-                 * colour_noise(white, beta / 2, dim=1)[:, :-1]).mean()
+    lag1_less = (
+        colour_noise(white, beta / 2, dim=1)[:, 1:] * colour_noise(white, beta / 2, dim=1)[:, :-1]
+    ).mean()
     assert lag1 > lag1_less > 0.0
 
 
@@ -649,26 +767,57 @@ def test_population_schedule():
     assert population_sizes(100, 10, 6, 1.5) == [100, 67, 44, 30, 20, 20]
     assert population_sizes(100, 10, 4, 1.0) == [100] * 4  # γ = 1: the paper
     assert population_sizes(10, 8, 3, 2.0) == [10, 10, 10]  # never above J, even when 2K > J
-    assert population_sizes(1000, 100, 10, 1.25) == [1000, 800, 640, 512, 410, 328, 262, 210,
-                                                      200, 200]
+    assert population_sizes(1000, 100, 10, 1.25) == [
+        1000,
+        800,
+        640,
+        512,
+        410,
+        328,
+        262,
+        210,
+        200,
+        200,
+    ]
 
 
 def test_population_and_kept_elite_counts_in_the_rollouts():
     model = TargetStub(2)
     model.record = True
     reward = CountingReward(make_reward(2))
-    plan = cem(model, reward, make_state(TARGETS), horizon=4, iterations=5, candidates=100,
-               top_k=10, population_decay=1.5, keep_elites=0.3, generator=gen(0),
-               return_plan=True)
+    plan = cem(
+        model,
+        reward,
+        make_state(TARGETS),
+        horizon=4,
+        iterations=5,
+        candidates=100,
+        top_k=10,
+        population_decay=1.5,
+        keep_elites=0.3,
+        generator=gen(0),
+        return_plan=True,
+    )
     # Kept elites are not scored again: the rollouts hold the fresh J_i candidates only.
-    assert [actions.shape[0] for _, actions in model.calls] == [3 * j for j in
-                                                                 [100, 67, 44, 30, 20]]
+    assert [actions.shape[0] for _, actions in model.calls] == [
+        3 * j for j in [100, 67, 44, 30, 20]
+    ]
     assert reward.shapes == [(3 * j, 4, 5) for j in [100, 67, 44, 30, 20]]
     assert plan.elites.shape == (3, 3, 4, 2)  # P = ⌊0.3 · 10⌋ = 3, best first
     # Warm-started: the previous step's P elites, shifted, join the first iteration's rollout.
     model.calls.clear()
-    cem(model, reward, make_state(TARGETS), horizon=4, iterations=2, candidates=100, top_k=10,
-        keep_elites=0.3, init=plan.shifted(), generator=gen(1))
+    cem(
+        model,
+        reward,
+        make_state(TARGETS),
+        horizon=4,
+        iterations=2,
+        candidates=100,
+        top_k=10,
+        keep_elites=0.3,
+        init=plan.shifted(),
+        generator=gen(1),
+    )
     first = model.calls[0][1].reshape(3, 103, 4, 2)
     assert [actions.shape[0] for _, actions in model.calls] == [3 * 103, 3 * 100]
     assert torch.equal(first[:, 100:, :3], plan.elites[:, :, 1:])  # shifted, env by env
@@ -676,25 +825,57 @@ def test_population_and_kept_elite_counts_in_the_rollouts():
 
 def test_kept_elites_make_the_best_return_monotone():
     # The stub is deterministic: a kept elite keeps its return, so the best never gets worse.
-    _, stats = cem(TargetStub(2), make_reward(2, alternate=True), make_state(TARGETS),
-                   horizon=6, iterations=8, candidates=30, top_k=10, keep_elites=0.3,
-                   generator=gen(3), return_stats=True)
+    _, stats = cem(
+        TargetStub(2),
+        make_reward(2, alternate=True),
+        make_state(TARGETS),
+        horizon=6,
+        iterations=8,
+        candidates=30,
+        top_k=10,
+        keep_elites=0.3,
+        generator=gen(3),
+        return_stats=True,
+    )
     assert (stats["best_return"][1:] >= stats["best_return"][:-1]).all()
 
 
 def test_mean_candidate_and_execute_best():
     model, reward, state = TargetStub(2), make_reward(2), make_state(TARGETS)
     model.record = True
-    plan = cem(model, reward, state, horizon=3, iterations=3, candidates=20, top_k=5,
-               mean_candidate=True, execute_best=True, generator=gen(0), return_plan=True,
-               return_stats=True)
+    plan = cem(
+        model,
+        reward,
+        state,
+        horizon=3,
+        iterations=3,
+        candidates=20,
+        top_k=5,
+        mean_candidate=True,
+        execute_best=True,
+        generator=gen(0),
+        return_plan=True,
+        return_stats=True,
+    )
     last = model.calls[-1][1].reshape(3, 20, 3, 2)
-    before = cem(model, reward, state, horizon=3, iterations=2, candidates=20, top_k=5,
-                 generator=gen(0), return_stats=True)[1]["mean"]
+    before = cem(
+        model,
+        reward,
+        state,
+        horizon=3,
+        iterations=2,
+        candidates=20,
+        top_k=5,
+        generator=gen(0),
+        return_stats=True,
+    )[1]["mean"]
     assert torch.equal(last[:, 0], before)  # μ of iteration 2 is candidate 0 of iteration 3
     # The executed action is the first step of the best candidate of the last iteration.
-    returns = reward(model.features(model.imagine(tile_state(state, 20),
-                                                  last.reshape(60, 3, 2)))).sum(1).reshape(3, 20)
+    returns = (
+        reward(model.features(model.imagine(tile_state(state, 20), last.reshape(60, 3, 2))))
+        .sum(1)
+        .reshape(3, 20)
+    )
     best = last[torch.arange(3), returns.argmax(1)]
     assert torch.equal(plan.action, best[:, 0])
     assert torch.equal(plan.stats["best_return"][-1], returns.max(1).values)
@@ -704,10 +885,27 @@ def test_momentum_and_initial_std():
     model, reward, state = TargetStub(2), make_reward(2), make_state(TARGETS)
     sizes = dict(horizon=3, candidates=40, top_k=8)
     # One iteration from σ_0: the refit is (1 - α) (elite mean, std) + α (0, σ_0).
-    _, plain = cem(model, reward, state, iterations=1, init_std=0.5, generator=gen(0),
-                   return_stats=True, **sizes)
-    _, moved = cem(model, reward, state, iterations=1, init_std=0.5, momentum=0.25,
-                   generator=gen(0), return_stats=True, **sizes)
+    _, plain = cem(
+        model,
+        reward,
+        state,
+        iterations=1,
+        init_std=0.5,
+        generator=gen(0),
+        return_stats=True,
+        **sizes,
+    )
+    _, moved = cem(
+        model,
+        reward,
+        state,
+        iterations=1,
+        init_std=0.5,
+        momentum=0.25,
+        generator=gen(0),
+        return_stats=True,
+        **sizes,
+    )
     torch.testing.assert_close(moved["mean"], 0.75 * plain["mean"])
     torch.testing.assert_close(moved["std"], 0.75 * plain["std"] + 0.25 * 0.5)
     # σ_0 scales the first candidates (every candidate starts within σ_0-scaled noise of 0).
@@ -726,8 +924,11 @@ def test_warm_start_starts_from_the_shifted_plan():
         seen.append(init)
         return cem(*args, init=init, **kwargs)
 
-    warm = WarmStart(functools.partial(spy, horizon=4, candidates=300, top_k=30,
-                                       generator=gen(0), keep_elites=0.2))
+    warm = WarmStart(
+        functools.partial(
+            spy, horizon=4, candidates=300, top_k=30, generator=gen(0), keep_elites=0.2
+        )
+    )
     warm.reset(3)
     state = make_state(TARGETS)
     first = warm(model, reward, state)  # a full, cold plan
@@ -743,8 +944,17 @@ def test_warm_start_starts_from_the_shifted_plan():
     assert torch.equal(init.elites, plan.elites[:, :, 1:])  # (E, P, H - 1, A), env by env
     assert torch.allclose(second, -TARGETS, atol=0.06)  # started from the shifted mean
     assert torch.allclose(warm.previous.mean[:, -1], torch.zeros(3, 2), atol=0.01)
-    cold = cem(model, reward, state, horizon=4, iterations=1, candidates=300, top_k=30,
-               init_std=1e-4, generator=gen(0))
+    cold = cem(
+        model,
+        reward,
+        state,
+        horizon=4,
+        iterations=1,
+        candidates=300,
+        top_k=30,
+        init_std=1e-4,
+        generator=gen(0),
+    )
     assert cold.abs().max() < 0.01  # without the warm start it stays at the initial mean 0
 
 
@@ -772,8 +982,9 @@ def test_warm_start_reset_and_environment_count():
     a(model, reward, make_state(TARGETS))
     a.reset(3)
     a.planner.keywords["generator"].manual_seed(9)
-    cold = cem(model, reward, make_state(TARGETS), horizon=3, candidates=20, top_k=4,
-               generator=gen(9))
+    cold = cem(
+        model, reward, make_state(TARGETS), horizon=3, candidates=20, top_k=4, generator=gen(9)
+    )
     assert torch.equal(a(model, reward, make_state(TARGETS)), cold)
 
 
@@ -781,19 +992,35 @@ def test_icem_has_the_published_defaults_from_one_place():
     defaults = planner_defaults("icem")
     assert {k: defaults[k] for k in ICEM_OPTIONS} == ICEM_OPTIONS
     assert {k: planner_defaults("cem")[k] for k in ICEM_OPTIONS} == dict(
-        noise_beta=0.0, keep_elites=0.0, population_decay=1.0, momentum=0.0, init_std=1.0,
-        execute_best=False, mean_candidate=False)
-    assert ICEM_DEFAULTS == dict(noise_beta=3.0, keep_elites=0.3, population_decay=1.25,
-                                 momentum=0.1, init_std=0.5, execute_best=True,
-                                 mean_candidate=True, warm_start=True)
+        noise_beta=0.0,
+        keep_elites=0.0,
+        population_decay=1.0,
+        momentum=0.0,
+        init_std=1.0,
+        execute_best=False,
+        mean_candidate=False,
+    )
+    assert ICEM_DEFAULTS == dict(
+        noise_beta=3.0,
+        keep_elites=0.3,
+        population_decay=1.25,
+        momentum=0.1,
+        init_std=0.5,
+        execute_best=True,
+        mean_candidate=True,
+        warm_start=True,
+    )
     model, reward, state = TargetStub(2), make_reward(2), make_state(TARGETS)
-    a = make_planner("icem", horizon=3, candidates=200, top_k=20)(model, reward, state,
-                                                                    generator=gen(0))
-    b = cem(model, reward, state, horizon=3, candidates=200, top_k=20, generator=gen(0),
-            **ICEM_OPTIONS)
+    a = make_planner("icem", horizon=3, candidates=200, top_k=20)(
+        model, reward, state, generator=gen(0)
+    )
+    b = cem(
+        model, reward, state, horizon=3, candidates=200, top_k=20, generator=gen(0), **ICEM_OPTIONS
+    )
     assert torch.equal(a, b) and torch.allclose(a, TARGETS, atol=0.05)
-    c = icem(model, reward, state, horizon=3, candidates=200, top_k=20, generator=gen(0),
-             noise_beta=0.0)  # any option can still be given
+    c = icem(
+        model, reward, state, horizon=3, candidates=200, top_k=20, generator=gen(0), noise_beta=0.0
+    )  # any option can still be given
     assert not torch.equal(c, a)
     assert "icem" in available_planners()
 

@@ -31,8 +31,11 @@ image_shapes = st.tuples(
 
 
 @settings(max_examples=60, deadline=None)
-@given(x=image_shapes.flatmap(lambda shape: arrays(np.uint8, shape)), bits=st.integers(1, 8),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    x=image_shapes.flatmap(lambda shape: arrays(np.uint8, shape)),
+    bits=st.integers(1, 8),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_round_trip_is_exact_quantisation(x: np.ndarray, bits: int, seed: int) -> None:
     y = preprocess(torch.from_numpy(x), bits, generator=torch.Generator().manual_seed(seed))
     assert y.dtype == torch.float32

@@ -136,11 +136,17 @@ def write_missing_key(path: Path) -> None:
         (lambda p: p.write_bytes(b""), "truncated or corrupt"),
         (write_truncated, "truncated or corrupt"),
         (write_missing_key, r"missing keys \['is_terminal'\]"),
-        (lambda p: np.save(p.with_suffix(""), np.zeros(3)) or os.replace(
-            p.with_suffix(".npy"), p), "not an episode file|truncated or corrupt"),
+        (
+            lambda p: (
+                np.save(p.with_suffix(""), np.zeros(3)) or os.replace(p.with_suffix(".npy"), p)
+            ),
+            "not an episode file|truncated or corrupt",
+        ),
         (lambda p: np.savez(p, **make_episode(4)), "file name says 5 steps but the file holds 4"),
-        (lambda p: np.savez(p, **dict(make_episode(5), reward=np.zeros(5, bool))),
-         r"invalid episode: episode\['reward'\]"),
+        (
+            lambda p: np.savez(p, **dict(make_episode(5), reward=np.zeros(5, bool))),
+            r"invalid episode: episode\['reward'\]",
+        ),
     ],
 )
 def test_load_episode_names_bad_files(tmp_path: Path, writer, message: str) -> None:
@@ -184,8 +190,12 @@ def test_reload_after_crash_gives_identical_data(tmp_path: Path) -> None:
     assert replay.num_episodes == 4 and replay.num_steps == 27
     assert replay.total_episodes == 4 and replay.next_index == 4
     assert replay.image_shape == (H, W, 3) and replay.action_dim == A
-    assert episode_files(tmp_path) == ["000000-5.npz", "000001-9.npz", "000002-1.npz",
-                                       "000003-12.npz"]
+    assert episode_files(tmp_path) == [
+        "000000-5.npz",
+        "000001-9.npz",
+        "000002-1.npz",
+        "000003-12.npz",
+    ]
     reloaded = Replay(tmp_path, seed=0)  # a new object: as after a crash
     assert reloaded.num_episodes == 4 and reloaded.num_steps == 27
     assert reloaded.next_index == 4 and reloaded.total_episodes == 4
@@ -226,8 +236,13 @@ def test_bad_files_are_skipped_with_warnings(tmp_path: Path) -> None:
     with pytest.warns(ReplayWarning) as record:
         reloaded = Replay(tmp_path)
     messages = "\n".join(str(w.message) for w in record)
-    for name in ["000001-4.npz", "000003-4.npz", "000007-6.npz", ".000008-3.npz.abc123.tmp",
-                 "notes.npz"]:
+    for name in [
+        "000001-4.npz",
+        "000003-4.npz",
+        "000007-6.npz",
+        ".000008-3.npz.abc123.tmp",
+        "notes.npz",
+    ]:
         assert name in messages
     assert "missing keys ['action']" in messages
     assert reloaded.episode_indices().tolist() == [0, 2, 4]

@@ -31,8 +31,9 @@ def _config(logdir):
 def test_a_second_process_cannot_open_a_run_being_trained_and_a_killed_owner_frees_it(tmp_path):
     logdir = tmp_path / "run"
     logdir.mkdir()
-    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(logdir)], stdout=subprocess.PIPE,
-                              text=True)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLDER, str(logdir)], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert holder.stdout.readline().strip() == "locked"
         with pytest.raises(ConfigError, match=f"being trained by process {holder.pid}"):

@@ -29,8 +29,14 @@ from planetrl.replay import Replay
 from planetrl.training.io import Checkpoint
 
 ENV = SimpleNamespace(task="dmc:cartpole-balance", action_repeat=50, render="fast")  # 20 steps
-PLANET = ("planetrl.training.loop", "planetrl.agent", "planetrl.models", "planetrl.planning",
-          "planetrl.objective", "planetrl.speed")
+PLANET = (
+    "planetrl.training.loop",
+    "planetrl.agent",
+    "planetrl.models",
+    "planetrl.planning",
+    "planetrl.objective",
+    "planetrl.speed",
+)
 
 
 class TinyAgent:
@@ -72,8 +78,11 @@ class TinyAgent:
     def attach(self, checkpoint: Checkpoint, replay: Replay) -> Checkpoint:
         checkpoint.attach("modules", self.modules).attach("optimizer", self.optimizer)
         checkpoint.attach("generator", self.generator)
-        checkpoint.attach("updates", get=lambda: self.updates,
-                          set=lambda value: setattr(self, "updates", int(value)))
+        checkpoint.attach(
+            "updates",
+            get=lambda: self.updates,
+            set=lambda value: setattr(self, "updates", int(value)),
+        )
         return checkpoint.attach("replay_rng", get=replay.rng_state, set=replay.set_rng_state)
 
 
@@ -120,16 +129,23 @@ def child(logdir: str, stop_after: int) -> None:
         while agent.updates < stop_after:
             cycle(agent, replay, checkpoint, pool)
     loaded = sorted(m for m in sys.modules if m.startswith(PLANET))
-    atomic_write_json(logdir / "report.json", {"digest": digest(checkpoint),
-                                               "updates": agent.updates, "planet": loaded})
+    atomic_write_json(
+        logdir / "report.json",
+        {"digest": digest(checkpoint), "updates": agent.updates, "planet": loaded},
+    )
     time.sleep(600)
 
 
 def test_a_second_agent_shares_driver_replay_and_checkpoint(tmp_path):
-    code = (f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
-            f"import test_second_agent as t; t.child({str(tmp_path)!r}, 2)")
-    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE,
-                            env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    code = (
+        f"import sys; sys.path.insert(0, {str(Path(__file__).parent)!r}); "
+        f"import test_second_agent as t; t.child({str(tmp_path)!r}, 2)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stderr=subprocess.PIPE,
+        env=dict(os.environ, PYTHONUNBUFFERED="1"),
+    )
     try:
         deadline = time.time() + 240
         while not (tmp_path / "report.json").exists():

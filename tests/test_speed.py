@@ -24,8 +24,7 @@ from planetrl.models import WorldModel, make_transition
 from planetrl.models.reward import RewardModel
 from planetrl.models.state import State
 from planetrl.objective import compute_loss
-from planetrl.planning import cem
-from planetrl.planning import CEMOptions
+from planetrl.planning import CEMOptions, cem
 from planetrl.speed import lean
 
 CUDA = torch.cuda.is_available()
@@ -83,8 +82,12 @@ def test_rollout_variants_agree():
     rew = lean.reward_layers(reward, None)
     N, H = 50, 4
     args = (
-        torch.randn(N, 40), torch.randn(N, 8), torch.randn(N, H, 32), torch.randn(H, N, 8),
-        prior, rew,
+        torch.randn(N, 40),
+        torch.randn(N, 8),
+        torch.randn(N, H, 32),
+        torch.randn(H, N, 8),
+        prior,
+        rew,
     )
     fused = lean.rollout_returns(*args, gru_cell=True)
     gates = lean.rollout_returns(*args, gru_cell=False)
@@ -105,8 +108,13 @@ def test_the_lean_rollout_and_img_step_share_the_rssm_prior_step():
     eps = torch.stack([torch.randn(N, 8) for _ in range(H)])
     for gru_cell in (True, False):
         returns = lean.rollout_returns(
-            state.deter, state.stoch, transition.prepare_actions(actions), eps,
-            transition.prior_weights().cast(), lean.reward_layers(reward, None), gru_cell=gru_cell,
+            state.deter,
+            state.stoch,
+            transition.prepare_actions(actions),
+            eps,
+            transition.prior_weights().cast(),
+            lean.reward_layers(reward, None),
+            gru_cell=gru_cell,
         )
         torch.testing.assert_close(returns, expected, atol=1e-5, rtol=1e-5)
 
@@ -122,7 +130,8 @@ def test_flags_off_give_the_eager_planner():
         torch.testing.assert_close(
             plan(planner, transition, reward, state, 4),
             plan(reference, transition, reward, state, 4),
-            atol=0, rtol=0,
+            atol=0,
+            rtol=0,
         )
     random_cfg = PlannerConfig(name="random", horizon=5, candidates=64)
     planner = make(random_cfg, SpeedConfig(bf16=True), "cpu")
@@ -132,11 +141,16 @@ def test_flags_off_give_the_eager_planner():
 def test_bf16_planner_close_to_float32():
     transition, reward = models(3)
     state = belief(transition, 2, seed=5)
-    fp32 = make(PLANNER, SpeedConfig(bf16=False, compile=False, cuda_graphs=True),
-                              "cpu", torch.Generator().manual_seed(2))
+    fp32 = make(
+        PLANNER,
+        SpeedConfig(bf16=False, compile=False, cuda_graphs=True),
+        "cpu",
+        torch.Generator().manual_seed(2),
+    )
     assert isinstance(fp32, functools.partial)  # cuda_graphs alone does nothing on CPU
-    bf16 = make(PLANNER, SpeedConfig(bf16=True, cuda_graphs=False), "cpu",
-                              torch.Generator().manual_seed(2))
+    bf16 = make(
+        PLANNER, SpeedConfig(bf16=True, cuda_graphs=False), "cpu", torch.Generator().manual_seed(2)
+    )
     a = plan(fp32, transition, reward, state, 6)
     b = plan(bf16, transition, reward, state, 6)
     assert b.dtype == torch.float32 and b.shape == a.shape
@@ -148,8 +162,7 @@ def test_unsupported_models_fall_back_to_eager(kind):
     transition, reward = models(4, kind=kind)
     assert not lean.supports(transition, reward)
     state = belief(transition, 2, seed=8)
-    planner = make(PLANNER, SpeedConfig(bf16=True), "cpu",
-                                 torch.Generator().manual_seed(3))
+    planner = make(PLANNER, SpeedConfig(bf16=True), "cpu", torch.Generator().manual_seed(3))
     reference = functools.partial(cem, generator=torch.Generator().manual_seed(3), **OPTIONS)
     # The fallback is the eager CEM under bf16 autocast, its action cast back to float32: the
     # same function exactly (a tolerance against the float32 plan is no test: bf16 rounding can
@@ -172,7 +185,8 @@ def test_static_planner_without_graphs_is_eager():
         torch.testing.assert_close(
             plan(static, transition, reward, state, 11),
             plan(eager, transition, reward, state, 11),
-            atol=1e-5, rtol=0,
+            atol=1e-5,
+            rtol=0,
         )
     assert len(static._entries) == 2
 
@@ -208,10 +222,24 @@ def _loss_and_grads(model, batch, seed):
 )
 def test_update_fast_paths_match_eager(cfg, tol):
     torch.manual_seed(0)
-    reference = WorldModel(2, cnn_depth=4, embed_size=128, deter_size=20, stoch_size=6,
-                           hidden_size=16, reward_hidden=16)
-    fast = WorldModel(2, cnn_depth=4, embed_size=128, deter_size=20, stoch_size=6,
-                      hidden_size=16, reward_hidden=16)
+    reference = WorldModel(
+        2,
+        cnn_depth=4,
+        embed_size=128,
+        deter_size=20,
+        stoch_size=6,
+        hidden_size=16,
+        reward_hidden=16,
+    )
+    fast = WorldModel(
+        2,
+        cnn_depth=4,
+        embed_size=128,
+        deter_size=20,
+        stoch_size=6,
+        hidden_size=16,
+        reward_hidden=16,
+    )
     fast.load_state_dict(reference.state_dict())
     params = [id(p) for p in fast.parameters()]
     assert speed.optimise_world_model(fast, cfg, "cpu") is fast
@@ -229,8 +257,15 @@ def test_update_fast_paths_match_eager(cfg, tol):
 
 def test_optimise_all_off_is_untouched():
     torch.manual_seed(0)
-    model = WorldModel(2, cnn_depth=4, embed_size=128, deter_size=20, stoch_size=6,
-                       hidden_size=16, reward_hidden=16)
+    model = WorldModel(
+        2,
+        cnn_depth=4,
+        embed_size=128,
+        deter_size=20,
+        stoch_size=6,
+        hidden_size=16,
+        reward_hidden=16,
+    )
     speed.optimise_world_model(model, OFF, "cpu")
     assert model.encoder.autocast_dtype is None and not model.encoder.channels_last
     assert model.decoder.autocast_dtype is None and not model.decoder.channels_last
@@ -246,10 +281,17 @@ def test_cuda_lean_cem_float32_is_eager(num_envs):
     transition, reward = models(6, device="cuda")
     state = belief(transition, num_envs, seed=1, device="cuda")
     gen = lambda: torch.Generator(device="cuda").manual_seed(3)  # noqa: E731
-    a = plan(functools.partial(cem, generator=gen(), **OPTIONS), transition, reward, state, 2,
-             "cuda")
-    b = plan(functools.partial(lean.lean_cem, generator=gen(), **OPTIONS), transition, reward,
-             state, 2, "cuda")
+    a = plan(
+        functools.partial(cem, generator=gen(), **OPTIONS), transition, reward, state, 2, "cuda"
+    )
+    b = plan(
+        functools.partial(lean.lean_cem, generator=gen(), **OPTIONS),
+        transition,
+        reward,
+        state,
+        2,
+        "cuda",
+    )
     torch.testing.assert_close(b, a, atol=1e-4, rtol=0)
 
 
@@ -283,8 +325,12 @@ def test_cuda_graph_planner_draws_like_uncaptured(bf16):
     cfg = SpeedConfig(bf16=bf16, cuda_graphs=True)
     graphed = make(PLANNER, cfg, "cuda", torch.Generator(device="cuda").manual_seed(1))
     assert isinstance(graphed, speed.StaticPlanner)
-    plain = make(PLANNER, SpeedConfig(bf16=bf16, cuda_graphs=False), "cuda",
-                               torch.Generator(device="cuda").manual_seed(1))
+    plain = make(
+        PLANNER,
+        SpeedConfig(bf16=bf16, cuda_graphs=False),
+        "cuda",
+        torch.Generator(device="cuda").manual_seed(1),
+    )
     for num_envs in (1, 3):
         state = belief(transition, num_envs, seed=num_envs, device="cuda")
         first = plan(graphed, transition, reward, state, 5, "cuda")  # builds + captures
@@ -295,8 +341,9 @@ def test_cuda_graph_planner_draws_like_uncaptured(bf16):
         _generator_of(graphed).manual_seed(9)
         a = plan(graphed, transition, reward, state, 5, "cuda")
         _generator_of(graphed).manual_seed(9)
-        torch.testing.assert_close(plan(graphed, transition, reward, state, 5, "cuda"), a,
-                                   atol=0, rtol=0)
+        torch.testing.assert_close(
+            plan(graphed, transition, reward, state, 5, "cuda"), a, atol=0, rtol=0
+        )
         _assert_same_distribution(graphed, plain, transition, reward, state)
     # The graph reads the live parameters: after an in-place update it still plans like eager.
     with torch.no_grad():
@@ -324,13 +371,18 @@ def test_compiled_planner_matches_eager():
     """``compile``: the torch.compile'd rollout gives the eager plan (float32, same draws)."""
     transition, reward = models(8)
     state = belief(transition, 2, seed=12)
-    compiled = make(PLANNER, SpeedConfig(compile=True, cuda_graphs=False), "cpu",
-                                  torch.Generator().manual_seed(6))
+    compiled = make(
+        PLANNER,
+        SpeedConfig(compile=True, cuda_graphs=False),
+        "cpu",
+        torch.Generator().manual_seed(6),
+    )
     reference = functools.partial(cem, generator=torch.Generator().manual_seed(6), **OPTIONS)
     torch.testing.assert_close(
         plan(compiled, transition, reward, state, 13),
         plan(reference, transition, reward, state, 13),
-        atol=1e-4, rtol=0,
+        atol=1e-4,
+        rtol=0,
     )
 
 
@@ -351,12 +403,16 @@ def test_lean_cem_is_eager_cem_float32_for_every_option(options, warm):
     """Same loop, same draws: equal plans, also over warm-started steps (kept elites shifted)."""
     transition, reward = models(11)
     actions = {}
-    for name, planner in (("eager", functools.partial(cem, **options)),
-                          ("lean", functools.partial(lean.lean_cem, options=CEMOptions(**options)))):
+    for name, planner in (
+        ("eager", functools.partial(cem, **options)),
+        ("lean", functools.partial(lean.lean_cem, options=CEMOptions(**options))),
+    ):
         planner = functools.partial(planner, generator=torch.Generator().manual_seed(5), **OPTIONS)
         planner = speed.WarmStart(planner) if warm else planner
-        actions[name] = [plan(planner, transition, reward, belief(transition, 3, seed=30 + t),
-                              seed=40 + t) for t in range(3)]
+        actions[name] = [
+            plan(planner, transition, reward, belief(transition, 3, seed=30 + t), seed=40 + t)
+            for t in range(3)
+        ]
     for a, b in zip(actions["eager"], actions["lean"]):
         assert b.shape == (3, 3)
         torch.testing.assert_close(b, a, atol=1e-5, rtol=0)
@@ -366,15 +422,25 @@ def test_lean_cem_returns_the_plan_and_stats_as_eager():
     transition, reward = models(12)
     state = belief(transition, 2, seed=4)
     results = []
-    for fn in (functools.partial(cem, **ICEM_OPTIONS),
-               functools.partial(lean.lean_cem, options=CEMOptions(**ICEM_OPTIONS))):
+    for fn in (
+        functools.partial(cem, **ICEM_OPTIONS),
+        functools.partial(lean.lean_cem, options=CEMOptions(**ICEM_OPTIONS)),
+    ):
         torch.manual_seed(1)
-        results.append(fn(transition, reward, state, generator=torch.Generator().manual_seed(2),
-                          return_plan=True, return_stats=True, **OPTIONS))
+        results.append(
+            fn(
+                transition,
+                reward,
+                state,
+                generator=torch.Generator().manual_seed(2),
+                return_plan=True,
+                return_stats=True,
+                **OPTIONS,
+            )
+        )
     eager, fast = results
     for field in ("action", "mean", "std", "elites"):
-        torch.testing.assert_close(getattr(fast, field), getattr(eager, field), atol=1e-5,
-                                   rtol=0)
+        torch.testing.assert_close(getattr(fast, field), getattr(eager, field), atol=1e-5, rtol=0)
     assert fast.elites.shape == (2, 2, 5, 3)  # ⌊0.3 · 8⌋ = 2 kept elites
     assert set(fast.stats) == set(eager.stats)
 
@@ -386,8 +452,14 @@ def test_predrawn_noise_needs_a_constant_population():
     action = lean.lean_cem(transition, reward, state, noise=noise, **OPTIONS)
     assert action.shape == (2, 3)
     with pytest.raises(ValueError, match="constant population"):
-        lean.lean_cem(transition, reward, state, noise=noise,
-                      options=CEMOptions(population_decay=1.5), **OPTIONS)
+        lean.lean_cem(
+            transition,
+            reward,
+            state,
+            noise=noise,
+            options=CEMOptions(population_decay=1.5),
+            **OPTIONS,
+        )
 
 
 def test_config_passes_the_icem_options_to_eager_and_lean_planners():
@@ -396,8 +468,9 @@ def test_config_passes_the_icem_options_to_eager_and_lean_planners():
     eager = make(cfg, flags(), "cpu", torch.Generator().manual_seed(1))
     assert isinstance(eager, speed.WarmStart)
     assert eager.planner.func.__name__ == "icem"
-    assert eager.planner.keywords == dict(generator=eager.planner.keywords["generator"],
-                                          noise_beta=1.0, **OPTIONS)
+    assert eager.planner.keywords == dict(
+        generator=eager.planner.keywords["generator"], noise_beta=1.0, **OPTIONS
+    )
     fast = make(cfg, flags(bf16=True), "cpu", torch.Generator().manual_seed(1))
     assert isinstance(fast, speed.WarmStart) and isinstance(fast.planner, speed._Fallback)
     keywords = fast.planner.fast.keywords
@@ -406,14 +479,20 @@ def test_config_passes_the_icem_options_to_eager_and_lean_planners():
     assert fast.planner.eager.func.__name__ == "icem"  # speed wrapped what planning built
     # The lean planner of the config in float32 computes the eager one's function.
     transition, reward = models(14)
-    fp32 = speed.WarmStart(functools.partial(
-        lean.lean_cem, **{**keywords, "dtype": None,
-                          "generator": torch.Generator().manual_seed(1)}))
+    fp32 = speed.WarmStart(
+        functools.partial(
+            lean.lean_cem,
+            **{**keywords, "dtype": None, "generator": torch.Generator().manual_seed(1)},
+        )
+    )
     for t in range(2):
         state = belief(transition, 2, seed=t)
-        torch.testing.assert_close(plan(fp32, transition, reward, state, 7 + t),
-                                   plan(eager, transition, reward, state, 7 + t),
-                                   atol=1e-5, rtol=0)
+        torch.testing.assert_close(
+            plan(fp32, transition, reward, state, 7 + t),
+            plan(eager, transition, reward, state, 7 + t),
+            atol=1e-5,
+            rtol=0,
+        )
     # bf16 lean planner under the warm start: runs, close to float32 in shape and bounds.
     a = plan(fast, transition, reward, belief(transition, 2, seed=3), 9)
     assert a.shape == (2, 3) and a.dtype == torch.float32 and (a.abs() <= 1).all()
@@ -421,11 +500,9 @@ def test_config_passes_the_icem_options_to_eager_and_lean_planners():
     plain = make(PlannerConfig(**OPTIONS), flags(), "cpu")
     assert isinstance(plain, functools.partial) and plain.func is cem
     assert set(plain.keywords) == {"generator", *OPTIONS}
-    warm = make(PlannerConfig(warm_start=True, keep_elites=0.25, **OPTIONS),
-                              flags(), "cpu")
+    warm = make(PlannerConfig(warm_start=True, keep_elites=0.25, **OPTIONS), flags(), "cpu")
     assert isinstance(warm, speed.WarmStart) and warm.planner.keywords["keep_elites"] == 0.25
-    cold_icem = make(PlannerConfig(name="icem", warm_start=False, **OPTIONS),
-                                   flags(), "cpu")
+    cold_icem = make(PlannerConfig(name="icem", warm_start=False, **OPTIONS), flags(), "cpu")
     assert isinstance(cold_icem, functools.partial)
 
 
@@ -453,8 +530,11 @@ def test_cuda_graphs_only_for_the_plain_cem():
     assert isinstance(make(PLANNER, on, "cuda"), speed.StaticPlanner)
     explicit = PlannerConfig(noise_beta=0.0, keep_elites=0.0, warm_start=False, **OPTIONS)
     assert isinstance(make(explicit, on, "cuda"), speed.StaticPlanner)
-    for cfg in (PlannerConfig(name="icem", **OPTIONS), PlannerConfig(noise_beta=1.0, **OPTIONS),
-                PlannerConfig(warm_start=True, **OPTIONS)):
+    for cfg in (
+        PlannerConfig(name="icem", **OPTIONS),
+        PlannerConfig(noise_beta=1.0, **OPTIONS),
+        PlannerConfig(warm_start=True, **OPTIONS),
+    ):
         planner = make(cfg, on, "cuda")
         inner = planner.planner if isinstance(planner, speed.WarmStart) else planner
         assert isinstance(inner, speed._Fallback), cfg
@@ -463,8 +543,7 @@ def test_cuda_graphs_only_for_the_plain_cem():
 def test_static_planner_reset_keeps_its_graphs():
     transition, reward = models(15)
     fast = functools.partial(lean.lean_cem, **OPTIONS)
-    static = speed.StaticPlanner(fast, functools.partial(cem, **OPTIONS), OPTIONS,
-                                 use_graphs=False)
+    static = speed.StaticPlanner(fast, functools.partial(cem, **OPTIONS), OPTIONS, use_graphs=False)
     static(transition, reward, belief(transition, 2, seed=0))
     static.reset(2)  # Agent.reset: a new episode, nothing to forget
     assert len(static._entries) == 1

@@ -16,20 +16,40 @@ import pytest
 from planetrl.config import ConfigError, preset, set_field
 from planetrl.envs import PAPER_ACTION_REPEAT, default_action_repeat
 from planetrl.suite import (
-    DMC_TASKS, PublishedDataError, RunSpec, Suite, builtin, load_published, published_at,
-    run_config, run_suite,
+    DMC_TASKS,
+    PublishedDataError,
+    RunSpec,
+    Suite,
+    builtin,
+    load_published,
+    published_at,
+    run_config,
+    run_suite,
 )
 from planetrl.suite.report import write_report
 from planetrl.suite.runner import SuiteError, merge_suite
 from planetrl.training.logger import read_metrics
 
 TINY = {
-    "render": "fast", "device": "cpu", "model.deter_size": 16, "model.stoch_size": 4,
-    "model.hidden_size": 16, "model.cnn_depth": 4, "model.reward_hidden": 16,
-    "planner.horizon": 3, "planner.iterations": 2, "planner.candidates": 16, "planner.top_k": 4,
-    "train.seed_episodes": 1, "train.collect_interval": 2, "train.batch_size": 4,
-    "train.chunk_length": 8, "eval.video": False, "eval.parallel": False,
-    "loss.overshooting_distance": 1, "speed.compile": "off",
+    "render": "fast",
+    "device": "cpu",
+    "model.deter_size": 16,
+    "model.stoch_size": 4,
+    "model.hidden_size": 16,
+    "model.cnn_depth": 4,
+    "model.reward_hidden": 16,
+    "planner.horizon": 3,
+    "planner.iterations": 2,
+    "planner.candidates": 16,
+    "planner.top_k": 4,
+    "train.seed_episodes": 1,
+    "train.collect_interval": 2,
+    "train.batch_size": 4,
+    "train.chunk_length": 8,
+    "eval.video": False,
+    "eval.parallel": False,
+    "loss.overshooting_distance": 1,
+    "speed.compile": "off",
 }
 
 
@@ -47,25 +67,38 @@ def test_published_figures_parse_and_cover_the_six_tasks():
         assert {"PlaNet", "Dreamer", "CURL", "DrQ", "DreamerV3"} <= set(agents), task
         assert all(r.source for r in agents.values())
     # Two rows checked by hand against the papers (CURL Table 1; PlaNet Table 1).
-    planet = {r.task: (r.mean, r.std) for r in published_at("dmc:cartpole-swingup", 100_000, rows)
-              for _ in [0] if r.agent == "PlaNet"}
+    planet = {
+        r.task: (r.mean, r.std)
+        for r in published_at("dmc:cartpole-swingup", 100_000, rows)
+        for _ in [0]
+        if r.agent == "PlaNet"
+    }
     assert planet["dmc:cartpole-swingup"] == (297, 39)
     paper = {r.task: r.mean for r in rows if r.agent == "PlaNet (paper)"}
-    assert paper == {"dmc:cartpole-swingup": 821, "dmc:reacher-easy": 832, "dmc:cheetah-run": 662,
-                     "dmc:finger-spin": 700, "dmc:ball_in_cup-catch": 930, "dmc:walker-walk": 951}
+    assert paper == {
+        "dmc:cartpole-swingup": 821,
+        "dmc:reacher-easy": 832,
+        "dmc:cheetah-run": 662,
+        "dmc:finger-spin": 700,
+        "dmc:ball_in_cup-catch": 930,
+        "dmc:walker-walk": 951,
+    }
 
 
 HEADER = "agent,task,env_steps,mean,std,seeds,source,verified,note\n"
 
 
-@pytest.mark.parametrize("line,message", [
-    ("PlaNet,dmc:cartpole-swingup,100000,abc,1,10,src,yes,\n", "could not convert"),
-    ("PlaNet,dmc:nope-swingup,100000,1,1,10,src,yes,\n", "no DMC domain"),
-    ("PlaNet,dmc:cartpole-swingup,100000,1,1,10,,yes,\n", "a source"),
-    ("PlaNet,dmc:cartpole-swingup,100000,1,1,10,src,maybe,\n", "verified"),
-    ("PlaNet,dmc:cartpole-swingup,100000,1,-1,10,src,yes,\n", "std >= 0"),
-    ("PlaNet,dmc:cartpole-swingup,100000,1,1,10,src\n", "fields"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ("PlaNet,dmc:cartpole-swingup,100000,abc,1,10,src,yes,\n", "could not convert"),
+        ("PlaNet,dmc:nope-swingup,100000,1,1,10,src,yes,\n", "no DMC domain"),
+        ("PlaNet,dmc:cartpole-swingup,100000,1,1,10,,yes,\n", "a source"),
+        ("PlaNet,dmc:cartpole-swingup,100000,1,1,10,src,maybe,\n", "verified"),
+        ("PlaNet,dmc:cartpole-swingup,100000,1,-1,10,src,yes,\n", "std >= 0"),
+        ("PlaNet,dmc:cartpole-swingup,100000,1,1,10,src\n", "fields"),
+    ],
+)
 def test_published_figures_reject_malformed_rows(tmp_path, line, message):
     path = tmp_path / "p.csv"
     path.write_text("# comment\n" + HEADER + line)
@@ -99,8 +132,13 @@ def test_dmc100k_is_the_papers_benchmark(tmp_path):
         assert config.action_repeat == 0  # the default: the paper's repeat per domain
         assert default_action_repeat(run.task) == PAPER_ACTION_REPEAT[domain]
     assert {r.task: default_action_repeat(r.task) for r in suite.runs} == {
-        "dmc:cartpole-swingup": 8, "dmc:reacher-easy": 4, "dmc:cheetah-run": 4,
-        "dmc:finger-spin": 2, "dmc:ball_in_cup-catch": 4, "dmc:walker-walk": 2}
+        "dmc:cartpole-swingup": 8,
+        "dmc:reacher-easy": 4,
+        "dmc:cheetah-run": 4,
+        "dmc:finger-spin": 2,
+        "dmc:ball_in_cup-catch": 4,
+        "dmc:walker-walk": 2,
+    }
 
 
 def test_ablation_suites_set_their_arms(tmp_path):
@@ -108,15 +146,21 @@ def test_ablation_suites_set_their_arms(tmp_path):
     arms = {r.variant: run_config(suite, r, tmp_path).model.transition for r in suite.runs}
     assert arms == {"rssm": "rssm", "ssm": "ssm", "gru": "gru"}
     suite = builtin("ablation-overshooting", seeds=1, tasks=["dmc:cartpole-balance"])
-    distances = {r.variant: run_config(suite, r, tmp_path).loss.overshooting_distance
-                 for r in suite.runs}
+    distances = {
+        r.variant: run_config(suite, r, tmp_path).loss.overshooting_distance for r in suite.runs
+    }
     assert distances == {"D1": 1, "D12": 12}
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(seeds=0), "--seeds"), (dict(env_steps=0), "--env-steps"),
-    (dict(preset="big"), "unknown preset"), (dict(tasks=["dmc:cartpole-swingpu"]), "Did you mean"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(seeds=0), "--seeds"),
+        (dict(env_steps=0), "--env-steps"),
+        (dict(preset="big"), "unknown preset"),
+        (dict(tasks=["dmc:cartpole-swingpu"]), "Did you mean"),
+    ],
+)
 def test_builtin_suites_reject_bad_input(kwargs, message):
     with pytest.raises((ConfigError, ValueError), match=message):
         builtin("dmc100k", **kwargs)
@@ -187,8 +231,11 @@ def _ray_workers(exclude: frozenset[int] = frozenset()) -> list[int]:
     pids = []
     for entry in Path("/proc").iterdir():
         try:
-            if (entry.name.isdigit() and int(entry.name) not in exclude
-                    and b"ray::train_run" in (entry / "cmdline").read_bytes()):
+            if (
+                entry.name.isdigit()
+                and int(entry.name) not in exclude
+                and b"ray::train_run" in (entry / "cmdline").read_bytes()
+            ):
                 pids.append(int(entry.name))
         except OSError:
             pass
@@ -207,8 +254,12 @@ def test_a_killed_suite_continues_where_its_run_stopped(tmp_path):
     pytest.importorskip("ray")
     script = SCRIPT.format(tests=str(Path(__file__).parent), steps=5000, directory=str(tmp_path))
     others = frozenset(_ray_workers())
-    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoint = _run_dir(tmp_path) / "checkpoint.pt"
     deadline = time.time() + 120
     while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
@@ -249,8 +300,12 @@ def test_ray_retries_a_run_whose_worker_died(tmp_path):
     pytest.importorskip("ray")
     script = SCRIPT.format(tests=str(Path(__file__).parent), steps=4000, directory=str(tmp_path))
     others = frozenset(_ray_workers())
-    proc = subprocess.Popen([sys.executable, "-c", script], start_new_session=True,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         checkpoint = _run_dir(tmp_path) / "checkpoint.pt"
         deadline = time.time() + 120
@@ -277,8 +332,13 @@ def test_report_shows_the_attribution(tmp_path):
     from planetrl.suite.attribution import attribute_suite
 
     suite = tiny_suite(env_steps=2000, seeds=1)
-    suite.overrides = {**TINY, "planner.horizon": 2, "planner.candidates": 8, "planner.top_k": 2,
-                       "planner.iterations": 1}
+    suite.overrides = {
+        **TINY,
+        "planner.horizon": 2,
+        "planner.candidates": 8,
+        "planner.top_k": 2,
+        "planner.iterations": 1,
+    }
     run_suite(suite, tmp_path, log=lambda _: None)
     attribute_suite(suite, tmp_path, episodes=1, device="cpu", log=lambda _: None)
     write_report(tmp_path)
@@ -289,15 +349,27 @@ def test_report_shows_the_attribution(tmp_path):
     assert cells[3] != "–" and float(cells[4]) >= 0  # ceiling, held-out MSE
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
-     "flags\t\t: fpu avx avx2\n\nprocessor\t: 1\n", "AMD EPYC (family 25 model 1, Zen 3, AVX2)"),
-    ("vendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
-     "flags\t\t: avx2 avx512f avx512_bf16\n", "AMD EPYC (family 26 model 2, Zen 5, AVX512-BF16)"),
-    ("vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
-     "model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz\nflags\t\t: avx2 avx512f "
-     "amx_tile\n", "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz (family 6 model 143, AMX)"),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (
+            "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n"
+            "flags\t\t: fpu avx avx2\n\nprocessor\t: 1\n",
+            "AMD EPYC (family 25 model 1, Zen 3, AVX2)",
+        ),
+        (
+            "vendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+            "flags\t\t: avx2 avx512f avx512_bf16\n",
+            "AMD EPYC (family 26 model 2, Zen 5, AVX512-BF16)",
+        ),
+        (
+            "vendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 143\n"
+            "model name\t: Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz\nflags\t\t: avx2 avx512f "
+            "amx_tile\n",
+            "Intel(R) Xeon(R) Platinum 8481C CPU @ 2.70GHz (family 6 model 143, AMX)",
+        ),
+    ],
+)
 def test_cpu_model_names_family_model_and_vector_extensions(text, expected):
     from planetrl.suite.runner import cpu_model
 

@@ -12,8 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from planetrl.suite import RunSpec, Suite
-from planetrl.suite import stats
+from planetrl.suite import RunSpec, Suite, stats
 from planetrl.suite.layout import run_dir
 from planetrl.suite.report import export, load_sources, write_report
 from planetrl.suite.runner import merge_suite
@@ -31,8 +30,14 @@ def score(task: str, variant: str, seed: int) -> float:
     return base + 37.0 * seed + (150.0 if variant == "better" else 0.0) + 11.0 * (seed % 2)
 
 
-def fake_suite(directory: Path, seeds=(0, 1, 2), variants=("default", "better"),
-               preset: str = "small", finished: bool = True, env_steps: int = 20_000) -> Suite:
+def fake_suite(
+    directory: Path,
+    seeds=(0, 1, 2),
+    variants=("default", "better"),
+    preset: str = "small",
+    finished: bool = True,
+    env_steps: int = 20_000,
+) -> Suite:
     """A suite directory whose runs hold what a trained run leaves for the report."""
     runs = [RunSpec(t, s, v) for t in TASKS for v in variants for s in seeds]
     suite = Suite("dmc100k", preset, env_steps, 10_000, 10, runs, description="synthetic")
@@ -41,16 +46,26 @@ def fake_suite(directory: Path, seeds=(0, 1, 2), variants=("default", "better"),
         path = run_dir(directory, run.name)
         path.mkdir(parents=True, exist_ok=True)
         final = score(run.task, run.variant, run.seed)
-        rows = [{"step": 10_000, "eval/return": final / 2, "eval/return_std": 5.0, "time": 1.0},
-                {"step": 20_000, "eval/return": final, "eval/return_std": 7.0, "time": 2.0}]
+        rows = [
+            {"step": 10_000, "eval/return": final / 2, "eval/return_std": 5.0, "time": 1.0},
+            {"step": 20_000, "eval/return": final, "eval/return_std": 7.0, "time": 2.0},
+        ]
         (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
         (path / "random.json").write_text(json.dumps({"returns": [10.0, 12.0]}))
         (path / "config.json").write_text("{}")
         (path / "checkpoint.pt").write_bytes(b"not exported")
         if finished:
-            (path / "finished.json").write_text(json.dumps(
-                {"env_steps": env_steps, "budget_env_steps": env_steps, "wall_clock_s": 600.0,
-                 "cpu": "test CPU", "commit": "0" * 40}))
+            (path / "finished.json").write_text(
+                json.dumps(
+                    {
+                        "env_steps": env_steps,
+                        "budget_env_steps": env_steps,
+                        "wall_clock_s": 600.0,
+                        "cpu": "test CPU",
+                        "commit": "0" * 40,
+                    }
+                )
+            )
     return suite
 
 
@@ -69,8 +84,12 @@ def read_csv(path: Path) -> list[dict]:
 def few_resamples(monkeypatch):
     """Fewer bootstrap resamples than a real report (rliable takes ~0.2-6 ms per resample on 2
     cores); the comparisons with rliable use the same counts."""
-    for name, value in (("REPS", 300), ("PROFILE_REPS", 100), ("IMPROVEMENT_REPS", 100),
-                        ("CURVE_REPS", 100)):
+    for name, value in (
+        ("REPS", 300),
+        ("PROFILE_REPS", 100),
+        ("IMPROVEMENT_REPS", 100),
+        ("CURVE_REPS", 100),
+    ):
         monkeypatch.setattr(stats, name, value)
 
 
@@ -95,8 +114,12 @@ def test_per_task_intervals_and_aggregates_match_rliable(tmp_path):
         assert row["seeds"] == "3" and row["seed_list"] == "0 1 2"
 
     aggregates = {(r["variant"], r["metric"]): r for r in read_csv(tmp_path / "aggregates.csv")}
-    point, ci = direct(matrix("better"), lambda s: np.array([
-        metrics.aggregate_iqm(s), metrics.aggregate_median(s), metrics.aggregate_mean(s)]))
+    point, ci = direct(
+        matrix("better"),
+        lambda s: np.array(
+            [metrics.aggregate_iqm(s), metrics.aggregate_median(s), metrics.aggregate_mean(s)]
+        ),
+    )
     for i, name in enumerate(stats.AGGREGATES):
         row = aggregates[("better", name)]
         assert float(row["value"]) == pytest.approx(point["x"][i])
@@ -105,9 +128,11 @@ def test_per_task_intervals_and_aggregates_match_rliable(tmp_path):
 
     improvement = {(r["x"], r["y"]): r for r in read_csv(tmp_path / "improvement.csv")}
     np.random.seed(stats.SEED)
-    point, ci = rly.get_interval_estimates({"x": (matrix("better"), matrix("default"))},
-                                           metrics.probability_of_improvement,
-                                           reps=stats.IMPROVEMENT_REPS)
+    point, ci = rly.get_interval_estimates(
+        {"x": (matrix("better"), matrix("default"))},
+        metrics.probability_of_improvement,
+        reps=stats.IMPROVEMENT_REPS,
+    )
     row = improvement[("better", "default")]
     assert float(row["probability"]) == pytest.approx(float(point["x"]))
     assert float(row["ci_lo"]) == pytest.approx(float(np.ravel(ci["x"])[0]))
@@ -117,15 +142,19 @@ def test_per_task_intervals_and_aggregates_match_rliable(tmp_path):
 
     profile = [r for r in read_csv(tmp_path / "profile.csv") if r["variant"] == "default"]
     np.random.seed(stats.SEED)
-    expected, _ = rly.create_performance_profile({"x": matrix("default")}, stats.TAUS,
-                                                 reps=stats.PROFILE_REPS)
+    expected, _ = rly.create_performance_profile(
+        {"x": matrix("default")}, stats.TAUS, reps=stats.PROFILE_REPS
+    )
     assert [float(r["fraction"]) for r in profile] == pytest.approx(list(expected["x"]))
 
     text = (tmp_path / "results.md").read_text()
     assert "## Over seeds (rliable)" in text and "P(X > Y)" in text
     assert (tmp_path / "aggregates.png").stat().st_size > 0
-    curves = [r for r in read_csv(tmp_path / "curves.csv") if r["variant"] == "default"
-              and r["env_steps"] == "20000" and r["task"] == TASKS[0]]
+    curves = [
+        r
+        for r in read_csv(tmp_path / "curves.csv")
+        if r["variant"] == "default" and r["env_steps"] == "20000" and r["task"] == TASKS[0]
+    ]
     assert float(curves[0]["ci_lo"]) < float(curves[0]["mean"]) < float(curves[0]["ci_hi"])
 
 
@@ -135,9 +164,17 @@ def test_the_report_is_the_same_every_time_and_leaves_numpys_state(tmp_path):
     before = np.random.get_state()[1].copy()
     write_report(tmp_path)
     assert (np.random.get_state()[1] == before).all()
-    first = {name: (tmp_path / name).read_bytes()
-             for name in ("results.md", "seeds.csv", "aggregates.csv", "curves.csv",
-                          "aggregates.png", "curves.png")}
+    first = {
+        name: (tmp_path / name).read_bytes()
+        for name in (
+            "results.md",
+            "seeds.csv",
+            "aggregates.csv",
+            "curves.csv",
+            "aggregates.png",
+            "curves.png",
+        )
+    }
     write_report(tmp_path)
     assert first == {name: (tmp_path / name).read_bytes() for name in first}
 
@@ -158,14 +195,17 @@ def test_one_seed_has_no_interval_and_says_so(tmp_path):
     assert "(1 seed)" in (tmp_path / "results.md").read_text()
 
 
-@pytest.mark.parametrize("lo, hi, mean, std, seeds, expected", [
-    (300, 400, 200, 30, 10, "above"),       # 200 + 1.96 * 30 / sqrt(10) = 218.6 < 300
-    (300, 400, 297, 39, None, "within noise"),  # n unknown: 297 + 1.96 * 39 = 373 > 300
-    (390, 420, 297, 39, None, "above"),
-    (50, 120, 224, 48, None, "below"),      # 224 - 1.96 * 48 = 130 > 120
-    (150, 200, 0, 0, None, "above"),        # a published 0 ± 0
-    (0, 0, 0, 0, None, "within noise"),
-])
+@pytest.mark.parametrize(
+    "lo, hi, mean, std, seeds, expected",
+    [
+        (300, 400, 200, 30, 10, "above"),  # 200 + 1.96 * 30 / sqrt(10) = 218.6 < 300
+        (300, 400, 297, 39, None, "within noise"),  # n unknown: 297 + 1.96 * 39 = 373 > 300
+        (390, 420, 297, 39, None, "above"),
+        (50, 120, 224, 48, None, "below"),  # 224 - 1.96 * 48 = 130 > 120
+        (150, 200, 0, 0, None, "above"),  # a published 0 ± 0
+        (0, 0, 0, 0, None, "within noise"),
+    ],
+)
 def test_verdict_against_a_published_figure(lo, hi, mean, std, seeds, expected):
     ours = stats.Interval((lo + hi) / 2, lo, hi, 3)
     assert stats.verdict(ours, mean, std, seeds) == expected
@@ -222,8 +262,12 @@ def test_export_copies_small_files_and_regenerates_the_same_report(tmp_path):
     export(load_sources(suite_dir), out)
     write_report(out)
     run = next((out / "runs").iterdir())
-    assert {p.name for p in run.iterdir()} == {"config.json", "metrics.jsonl", "finished.json",
-                                               "random.json"}
+    assert {p.name for p in run.iterdir()} == {
+        "config.json",
+        "metrics.jsonl",
+        "finished.json",
+        "random.json",
+    }
     assert (out / "ceiling" / "x.json").exists()
     for name in ("results.md", "seeds.csv", "aggregates.csv", "curves.csv", "curves.png"):
         assert filecmp.cmp(suite_dir / name, out / name, shallow=False), name
@@ -242,15 +286,20 @@ COMMITTED = sorted(p.parent for p in (REPO / "docs" / "results").glob("*/suite.j
 
 
 @pytest.mark.parametrize("committed", COMMITTED, ids=[p.name for p in COMMITTED])
-def test_committed_reports_regenerate_from_their_committed_files(committed, tmp_path,
-                                                                 monkeypatch):
+def test_committed_reports_regenerate_from_their_committed_files(committed, tmp_path, monkeypatch):
     """Every committed suite directory under docs/results (its runs' small files and suite.json)
     regenerates the committed report exactly (the figures are not edited by hand)."""
     monkeypatch.undo()  # the report's own resample counts
     copy = tmp_path / committed.name
     shutil.copytree(committed, copy)
     write_report(copy)
-    for name in ("results.md", "results.csv", "curves.csv", "seeds.csv", "aggregates.csv",
-                 "improvement.csv"):
+    for name in (
+        "results.md",
+        "results.csv",
+        "curves.csv",
+        "seeds.csv",
+        "aggregates.csv",
+        "improvement.csv",
+    ):
         if (committed / name).exists():
             assert (copy / name).read_text() == (committed / name).read_text(), name

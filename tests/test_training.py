@@ -126,14 +126,51 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
 
 def _train_cmd(logdir: Path, max_episodes: int) -> list[str]:
     return [
-        sys.executable, "-m", "planetrl", "train", "--preset", "small", "--task", TASK,
-        "--logdir", str(logdir), "--no-progress", "--render", "fast", "--device", "cpu",
-        "--model.deter-size", "16", "--model.stoch-size", "4", "--model.hidden-size", "16",
-        "--model.cnn-depth", "4", "--model.reward-hidden", "16",
-        "--planner.horizon", "3", "--planner.iterations", "2", "--planner.candidates", "16",
-        "--planner.top-k", "4", "--train.seed-episodes", "2", "--train.collect-interval", "3",
-        "--train.batch-size", "4", "--train.chunk-length", "8",
-        "--train.max-episodes", str(max_episodes), "--eval.every", "0",
+        sys.executable,
+        "-m",
+        "planetrl",
+        "train",
+        "--preset",
+        "small",
+        "--task",
+        TASK,
+        "--logdir",
+        str(logdir),
+        "--no-progress",
+        "--render",
+        "fast",
+        "--device",
+        "cpu",
+        "--model.deter-size",
+        "16",
+        "--model.stoch-size",
+        "4",
+        "--model.hidden-size",
+        "16",
+        "--model.cnn-depth",
+        "4",
+        "--model.reward-hidden",
+        "16",
+        "--planner.horizon",
+        "3",
+        "--planner.iterations",
+        "2",
+        "--planner.candidates",
+        "16",
+        "--planner.top-k",
+        "4",
+        "--train.seed-episodes",
+        "2",
+        "--train.collect-interval",
+        "3",
+        "--train.batch-size",
+        "4",
+        "--train.chunk-length",
+        "8",
+        "--train.max-episodes",
+        str(max_episodes),
+        "--eval.every",
+        "0",
     ]
 
 
@@ -142,8 +179,9 @@ def test_sigkill_at_any_moment_resumes(tmp_path):
     each restart continues: counters continuous, every episode file readable, no lost replay."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     for delay in (4.0, 7.5, 11.0):
-        proc = subprocess.Popen(_train_cmd(tmp_path, 50), env=env, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE)
+        proc = subprocess.Popen(
+            _train_cmd(tmp_path, 50), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        )
         time.sleep(delay)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
@@ -170,8 +208,9 @@ def test_sigkill_at_any_moment_resumes(tmp_path):
 
 def test_cli_errors_are_one_clear_line(tmp_path):
     def run(*args):
-        return subprocess.run([sys.executable, "-m", "planetrl", *args], capture_output=True,
-                              text=True)
+        return subprocess.run(
+            [sys.executable, "-m", "planetrl", *args], capture_output=True, text=True
+        )
 
     r = run("train", "--task", "dmc:cartpole-swingupp", "--logdir", str(tmp_path / "x"))
     assert r.returncode == 2 and "swingup" in r.stderr and "Traceback" not in r.stderr
@@ -202,14 +241,16 @@ def test_cli_error_line_follows_the_shape_not_the_words():
     ``error:``), so a reworded or recoloured tyro message, or plain argparse, still gives it."""
     from planetrl.cli import one_line_error
 
-    framed = "\n".join([
-        "\x1b[31m╭─ Value error ─────────────────╮\x1b[0m",
-        "│ Error parsing --train.batch-size: │",
-        "│ invalid literal 'abc'             │",
-        "│ ──────────────────────────────── │",
-        "│ Some new section: --train.batch-size INT │",
-        "╰───────────────────────────────────╯",
-    ])
+    framed = "\n".join(
+        [
+            "\x1b[31m╭─ Value error ─────────────────╮\x1b[0m",
+            "│ Error parsing --train.batch-size: │",
+            "│ invalid literal 'abc'             │",
+            "│ ──────────────────────────────── │",
+            "│ Some new section: --train.batch-size INT │",
+            "╰───────────────────────────────────╯",
+        ]
+    )
     assert one_line_error(framed) == "Error parsing --train.batch-size: invalid literal 'abc'"
     plain = "usage: planetrl eval [-h] --logdir LOGDIR\nplanetrl eval: error: unrecognized: --x"
     assert one_line_error(plain) == "unrecognized: --x"
@@ -220,9 +261,23 @@ def test_cli_error_line_follows_the_shape_not_the_words():
 
 def test_eval_command(tmp_path):
     train(tiny_config(tmp_path, max_episodes=3), progress=False)
-    r = subprocess.run([sys.executable, "-m", "planetrl", "eval", "--logdir", str(tmp_path),
-                        "--episodes", "2", "--video", "--device", "cpu"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "planetrl",
+            "eval",
+            "--logdir",
+            str(tmp_path),
+            "--episodes",
+            "2",
+            "--video",
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "return" in r.stdout and (tmp_path / "videos" / "eval-seed12345.mp4").exists()
 
@@ -254,8 +309,9 @@ def test_open_loop_reward_error_over_the_planning_horizon():
     from planetrl.models import WorldModel
 
     torch.manual_seed(0)
-    wm = WorldModel(1, cnn_depth=4, embed_size=128, deter_size=8, stoch_size=4, hidden_size=8,
-                    reward_hidden=8).eval()
+    wm = WorldModel(
+        1, cnn_depth=4, embed_size=128, deter_size=8, stoch_size=4, hidden_size=8, reward_hidden=8
+    ).eval()
     wm.transition.mean_only = True
     g = torch.Generator().manual_seed(0)
     batch = SimpleNamespace(
@@ -266,22 +322,28 @@ def test_open_loop_reward_error_over_the_planning_horizon():
     )
     batch.is_first[2, 9] = True  # chunk 2 crosses a reset after the context: left out
     with torch.no_grad():
-        posts, _ = wm.transition.observe(wm.encoder(batch.image[:2, :5]), batch.action[:2, :5],
-                                         batch.is_first[:2, :5])
+        posts, _ = wm.transition.observe(
+            wm.encoder(batch.image[:2, :5]), batch.action[:2, :5], batch.is_first[:2, :5]
+        )
         priors = wm.transition.imagine(posts[:, -1], batch.action[:2, 5:])
         predicted = wm.reward(wm.transition.features(priors))
         squared = (predicted - batch.reward[:2, 5:]).square()
         assert wm.open_loop_reward_error(batch) == pytest.approx(float(squared.mean()), rel=1e-5)
         # Chunk 2's reset (t=9) is past context + 3, so all three chunks count over 3 steps.
-        posts, _ = wm.transition.observe(wm.encoder(batch.image[:, :5]), batch.action[:, :5],
-                                         batch.is_first[:, :5])
+        posts, _ = wm.transition.observe(
+            wm.encoder(batch.image[:, :5]), batch.action[:, :5], batch.is_first[:, :5]
+        )
         priors = wm.transition.imagine(posts[:, -1], batch.action[:, 5:8])
         predicted = wm.reward(wm.transition.features(priors))
         squared = (predicted - batch.reward[:, 5:8]).square()
         assert wm.open_loop_reward_error(batch, horizon=3) == pytest.approx(
-            float(squared.mean()), rel=1e-5)
-        full3 = wm.open_loop_reward_error(SimpleNamespace(**{
-            k: getattr(batch, k)[:, :8] for k in ("image", "action", "reward", "is_first")}))
+            float(squared.mean()), rel=1e-5
+        )
+        full3 = wm.open_loop_reward_error(
+            SimpleNamespace(
+                **{k: getattr(batch, k)[:, :8] for k in ("image", "action", "reward", "is_first")}
+            )
+        )
         assert wm.open_loop_reward_error(batch, horizon=3) == pytest.approx(full3)
         with pytest.raises(ValueError, match="horizon"):
             wm.open_loop_reward_error(batch, horizon=0)
@@ -295,8 +357,9 @@ def test_open_loop_diagnostics_draw_their_own_samples():
     from planetrl.models import WorldModel
 
     torch.manual_seed(0)
-    wm = WorldModel(1, cnn_depth=4, embed_size=128, deter_size=8, stoch_size=4, hidden_size=8,
-                    reward_hidden=8)
+    wm = WorldModel(
+        1, cnn_depth=4, embed_size=128, deter_size=8, stoch_size=4, hidden_size=8, reward_hidden=8
+    )
     g = torch.Generator().manual_seed(0)
     batch = SimpleNamespace(
         image=torch.rand(2, 8, 3, 64, 64, generator=g) - 0.5,
@@ -310,7 +373,8 @@ def test_open_loop_diagnostics_draw_their_own_samples():
     assert torch.equal(torch.get_rng_state(), state) and wm.training
     assert wm.open_loop_reward_error(batch, seed=3) == first
     assert torch.equal(
-        wm.open_loop_prediction(batch.image, batch.action, batch.is_first, seed=3), video)
+        wm.open_loop_prediction(batch.image, batch.action, batch.is_first, seed=3), video
+    )
     assert wm.open_loop_reward_error(batch, seed=4) != first
 
 
@@ -327,9 +391,13 @@ def test_videos_do_not_change_the_training_sample_stream(tmp_path):
             trainer.evaluate_now()
             assert any((trainer.logdir / "videos").glob("open_loop*")) == video
             batch = trainer.replay.sample(4, 8)
-            streams[video] = (batch.image, batch.action, torch.rand(5),
-                              torch.rand(5, generator=trainer.generator),
-                              torch.rand(5, generator=trainer.plan_generator))
+            streams[video] = (
+                batch.image,
+                batch.action,
+                torch.rand(5),
+                torch.rand(5, generator=trainer.generator),
+                torch.rand(5, generator=trainer.plan_generator),
+            )
         finally:
             trainer.close()
     for off, on in zip(streams[False], streams[True]):
@@ -367,13 +435,18 @@ def test_progress_shows_every_phase(tmp_path, monkeypatch):
     from planetrl.training import progress
 
     phases: list[str] = []
-    monkeypatch.setattr(progress.Progress, "phase",
-                        lambda self, text, force=False: phases.append(text))
+    monkeypatch.setattr(
+        progress.Progress, "phase", lambda self, text, force=False: phases.append(text)
+    )
     cfg = tiny_config(tmp_path, seed_episodes=1, collect_interval=3, max_episodes=2)
     cfg.eval.every = 1
     train(cfg, progress=True)
     assert [p for p in phases if p.startswith("update")] == [
-        "update 0/3", "update 1/3", "update 2/3", "update 3/3"]
+        "update 0/3",
+        "update 1/3",
+        "update 2/3",
+        "update 3/3",
+    ]
     assert sum(p.startswith("random episode 1: step") for p in phases) == 125  # 1000 / R=8
     assert sum(p.startswith("collect 2: step") for p in phases) == 125
     assert any(p.startswith("eval (2 episodes): step") for p in phases)
@@ -381,13 +454,32 @@ def test_progress_shows_every_phase(tmp_path, monkeypatch):
 
 def test_eval_command_honours_threads(tmp_path):
     train(tiny_config(tmp_path, max_episodes=2), progress=False)
-    r = subprocess.run([sys.executable, "-m", "planetrl", "eval", "--logdir", str(tmp_path),
-                        "--episodes", "1", "--device", "cpu", "--threads", "1", "--no-progress"],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "planetrl",
+            "eval",
+            "--logdir",
+            str(tmp_path),
+            "--episodes",
+            "1",
+            "--device",
+            "cpu",
+            "--threads",
+            "1",
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert "threads       1" in r.stdout and "fixed by threads=1" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "planetrl", "eval", "--logdir", str(tmp_path),
-                        "--threads", "-1"], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "planetrl", "eval", "--logdir", str(tmp_path), "--threads", "-1"],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 2 and "--threads must be >= 0" in r.stderr
 
 
@@ -440,7 +532,8 @@ def test_training_and_acting_see_the_same_bits(tmp_path):
         trainer.run()
         seen: list[torch.Tensor] = []
         trainer.world_model.encoder.register_forward_pre_hook(
-            lambda module, args: seen.append(args[0].detach().clone()))
+            lambda module, args: seen.append(args[0].detach().clone())
+        )
         t = cfg.train
         state = trainer.replay.rng_state()
         raw = trainer.replay.sample_raw(t.batch_size, t.chunk_length)["image"]
@@ -477,8 +570,20 @@ def test_videos_are_optional_without_imageio_ffmpeg(tmp_path, monkeypatch, capsy
     assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
     evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/return" in r]
     assert len(evals) == 1 and 0 <= evals[0]["eval/return"] <= 1000
-    code = cli.main(["eval", "--logdir", str(tmp_path), "--episodes", "1", "--video", "--device",
-                     "cpu", "--serial", "--no-progress"])
+    code = cli.main(
+        [
+            "eval",
+            "--logdir",
+            str(tmp_path),
+            "--episodes",
+            "1",
+            "--video",
+            "--device",
+            "cpu",
+            "--serial",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     gif = tmp_path / "videos" / "eval-seed12345.gif"
     assert gif.exists() and gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")

@@ -23,10 +23,10 @@ from planetrl.training.logger import read_metrics
 from planetrl.worldmodels.config import ConfigError, preset
 from planetrl.worldmodels.es import CMAES
 from planetrl.worldmodels.models import (
+    MDNRNN,
     VAE,
     LinearController,
     MDNOutput,
-    MDNRNN,
     Posterior,
     mixture_nll,
     sample_mixture,
@@ -73,7 +73,11 @@ def test_vae_shapes_and_reparameterised_sample():
     assert torch.allclose(posterior.sample(g), posterior.mean + posterior.std * eps)
     # the original's layer sizes
     assert [m.out_channels for m in vae.encoder if isinstance(m, torch.nn.Conv2d)] == [
-        32, 64, 128, 256]
+        32,
+        64,
+        128,
+        256,
+    ]
     with pytest.raises(TypeError, match="uint8"):
         VAE.preprocess(frames)
 
@@ -86,8 +90,9 @@ def test_mixture_nll_matches_torch_distributions():
     mean = torch.randn(B, T, Z, K, generator=g)
     log_std = 0.5 * torch.randn(B, T, Z, K, generator=g)
     target = torch.randn(B, T, Z, generator=g)
-    out = MDNOutput(torch.log_softmax(logits, -1), mean, log_std, torch.zeros(B, T),
-                    torch.zeros(B, T))
+    out = MDNOutput(
+        torch.log_softmax(logits, -1), mean, log_std, torch.zeros(B, T), torch.zeros(B, T)
+    )
     mixture = D.MixtureSameFamily(D.Categorical(logits=logits), D.Normal(mean, log_std.exp()))
     direct = -mixture.log_prob(target)  # (B, T, Z)
     assert mixture_nll(out, target).item() == pytest.approx(direct.mean().item(), rel=1e-5)
@@ -108,12 +113,22 @@ def test_mdn_heads_and_temperature_sampling():
     step_out, _ = mdn.step(torch.zeros(2, 4), torch.zeros(2, 2), mdn.initial(2))
     assert torch.allclose(step_out.mean, out.mean[:, 0], atol=1e-6)
     # τ scales the std by sqrt(τ); the component is the first whose cumulative weight reaches u
-    one = MDNOutput(torch.zeros(1, 1, 1), torch.full((1, 1, 1), 3.0), torch.full((1, 1, 1), 0.0),
-                    torch.zeros(1), torch.zeros(1))
+    one = MDNOutput(
+        torch.zeros(1, 1, 1),
+        torch.full((1, 1, 1), 3.0),
+        torch.full((1, 1, 1), 0.0),
+        torch.zeros(1),
+        torch.zeros(1),
+    )
     z = sample_mixture(one, 4.0, torch.rand(1, 1), torch.ones(1, 1))
     assert z.item() == pytest.approx(3.0 + 2.0)
-    two = MDNOutput(torch.log(torch.tensor([[[0.25, 0.75]]])), torch.tensor([[[-1.0, 1.0]]]),
-                    torch.full((1, 1, 2), -20.0), torch.zeros(1), torch.zeros(1))
+    two = MDNOutput(
+        torch.log(torch.tensor([[[0.25, 0.75]]])),
+        torch.tensor([[[-1.0, 1.0]]]),
+        torch.full((1, 1, 2), -20.0),
+        torch.zeros(1),
+        torch.zeros(1),
+    )
     assert sample_mixture(two, 1.0, torch.tensor([[0.2]]), torch.zeros(1, 1)).item() == -1.0
     assert sample_mixture(two, 1.0, torch.tensor([[0.3]]), torch.zeros(1, 1)).item() == 1.0
     # a high temperature flattens the weights: 0.3 now picks the first component (π ≈ 0.5, 0.5)
@@ -148,8 +163,15 @@ def test_batched_dream_equals_step_by_step():
     n, horizon = 12, 15
     params = torch.randn(n, controller.num_params, generator=torch.Generator().manual_seed(1))
     z0 = torch.randn(n, 6, generator=torch.Generator().manual_seed(2))
-    batched = dream_rollout(mdn, controller, controller.weights(params), z0, horizon=horizon,
-                            temperature=1.15, generator=torch.Generator().manual_seed(3))
+    batched = dream_rollout(
+        mdn,
+        controller,
+        controller.weights(params),
+        z0,
+        horizon=horizon,
+        temperature=1.15,
+        generator=torch.Generator().manual_seed(3),
+    )
     lengths = batched.lengths.tolist()
     assert min(lengths) < horizon, "no dream ended early: the test would not cover episode ends"
     assert max(lengths) == horizon
@@ -157,14 +179,14 @@ def test_batched_dream_equals_step_by_step():
     for i in range(n):  # one dream at a time, the same noise draws (rows i of each step's draw)
         g = torch.Generator().manual_seed(3)
         w = controller.weights(params[i])
-        state, z = mdn.initial(1), z0[i:i + 1]
+        state, z = mdn.initial(1), z0[i : i + 1]
         total, steps = 0.0, 0
         with torch.no_grad():
             for _ in range(horizon):
                 action = controller.act(w, z, state.h)
                 out, state = mdn.step(z, action, state)
                 uniform, normal = torch.rand((n, 6), generator=g), torch.randn((n, 6), generator=g)
-                z = sample_mixture(out, 1.15, uniform[i:i + 1], normal[i:i + 1])
+                z = sample_mixture(out, 1.15, uniform[i : i + 1], normal[i : i + 1])
                 total += out.reward.item()
                 steps += 1
                 if out.done_logit.item() > 0:
@@ -199,8 +221,10 @@ def test_cmaes_traps_global_rng_flat_fitness_and_pickling():
     restored = CMAES.from_state_dict(pickle.loads(pickle.dumps(es.state_dict())))
     assert np.array_equal(restored.ask(), es.ask())
     # the same seed, the same run
-    a, b = CMAES(5, population=6, sigma_init=0.3, seed=9), CMAES(5, population=6, sigma_init=0.3,
-                                                                 seed=9)
+    a, b = (
+        CMAES(5, population=6, sigma_init=0.3, seed=9),
+        CMAES(5, population=6, sigma_init=0.3, seed=9),
+    )
     assert np.array_equal(a.ask(), b.ask())
     # weight decay: fitness = return - decay · mean(θ²)
     d = CMAES(2, population=4, sigma_init=0.1, seed=1, weight_decay=0.5)
@@ -211,9 +235,14 @@ def test_cmaes_traps_global_rng_flat_fitness_and_pickling():
 # ------------------------------------------------------------------------------ config
 def test_config_presets_and_errors():
     paper = preset("paper")
-    assert (paper.vae.z_size, paper.vae.kl_tolerance, paper.mdn.hidden_size,
-            paper.mdn.mixtures, paper.controller.population, paper.controller.rollouts) == (
-        32, 0.5, 256, 5, 64, 16)
+    assert (
+        paper.vae.z_size,
+        paper.vae.kl_tolerance,
+        paper.mdn.hidden_size,
+        paper.mdn.mixtures,
+        paper.controller.population,
+        paper.controller.rollouts,
+    ) == (32, 0.5, 256, 5, 64, 16)
     paper.validate()
     preset("small").validate()
     bad = preset("small")
@@ -253,29 +282,54 @@ def tiny_config(logdir: Path, mode: str = "dream", **controller):
 
 @pytest.mark.parametrize("mode", ["dream", "real"])
 def test_tiny_run_end_to_end(tmp_path, mode):
-    config = tiny_config(tmp_path, mode, population=2 if mode == "real" else 4,
-                         rollouts=1 if mode == "real" else 2)
+    config = tiny_config(
+        tmp_path, mode, population=2 if mode == "real" else 4, rollouts=1 if mode == "real" else 2
+    )
     config.eval.video = mode == "dream"
     summary = train(config, progress=False)
     assert summary["iterations"] == 1 and summary["episodes"] == 2
     assert summary["eval"] is not None and np.isfinite(summary["eval"]["eval/return"])
     rows = read_metrics(tmp_path / "metrics.jsonl")
     keys = set().union(*rows)
-    assert {"train/return", "vae/loss", "mdn/z_nll", "mdn/reward_mse", "es/return_mean",
-            "eval/return"} <= keys
+    assert {
+        "train/return",
+        "vae/loss",
+        "mdn/z_nll",
+        "mdn/reward_mse",
+        "es/return_mean",
+        "eval/return",
+    } <= keys
     # env steps: 2 collected episodes of 1000; real mode adds 2 generations × 2 rollouts
     assert summary["env_steps"] == (2000 if mode == "dream" else 6000)
     assert json.loads((tmp_path / "config.json").read_text())["agent"] == "worldmodels"
     payload = load_checkpoint(tmp_path / "checkpoint.pt")
-    assert payload["run"]["stage"] == "done" and len(payload["run"]["controller"]) == \
-        LinearController(4, 16, 1).num_params
+    assert (
+        payload["run"]["stage"] == "done"
+        and len(payload["run"]["controller"]) == LinearController(4, 16, 1).num_params
+    )
     if mode == "dream":
         names = sorted(p.name for p in (tmp_path / "videos").iterdir())
         assert [n.split("-")[0] for n in names] == ["eval_real_vae_dream", "vae_reconstruction"]
         # the eval command on the run directory
-        r = subprocess.run([sys.executable, "-m", "planetrl", "eval", "--logdir", str(tmp_path),
-                            "--episodes", "2", "--serial", "--device", "cpu", "--threads", "1"],
-                           capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "planetrl",
+                "eval",
+                "--logdir",
+                str(tmp_path),
+                "--episodes",
+                "2",
+                "--serial",
+                "--device",
+                "cpu",
+                "--threads",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert r.returncode == 0 and "worldmodels" in r.stdout, r.stderr[-2000:]
         assert "threads       1    (fixed by threads=1)" in r.stdout
 
@@ -319,16 +373,60 @@ def test_resume_refuses_a_changed_config(tmp_path):
 
 def _cmd(logdir: Path, generations: int) -> list[str]:
     return [
-        sys.executable, "-m", "planetrl", "train", "--agent", "worldmodels", "--preset", "small",
-        "--task", TASK, "--logdir", str(logdir), "--no-progress", "--device", "cpu",
-        "--action-repeat", "50", "--threads", "1",
-        "--vae.z-size", "4", "--vae.depth", "4", "--vae.batch-size", "8", "--vae.epochs", "3",
-        "--mdn.hidden-size", "16", "--mdn.mixtures", "2", "--mdn.batch-size", "4",
-        "--mdn.sequence-length", "8", "--mdn.updates", "30",
-        "--collect.episodes", "2", "--collect.envs", "2", "--collect.no-parallel",
-        "--controller.population", "6", "--controller.rollouts", "2",
-        "--controller.generations", str(generations),
-        "--eval.every", "0", "--eval.episodes", "1", "--eval.no-parallel", "--eval.no-video",
+        sys.executable,
+        "-m",
+        "planetrl",
+        "train",
+        "--agent",
+        "worldmodels",
+        "--preset",
+        "small",
+        "--task",
+        TASK,
+        "--logdir",
+        str(logdir),
+        "--no-progress",
+        "--device",
+        "cpu",
+        "--action-repeat",
+        "50",
+        "--threads",
+        "1",
+        "--vae.z-size",
+        "4",
+        "--vae.depth",
+        "4",
+        "--vae.batch-size",
+        "8",
+        "--vae.epochs",
+        "3",
+        "--mdn.hidden-size",
+        "16",
+        "--mdn.mixtures",
+        "2",
+        "--mdn.batch-size",
+        "4",
+        "--mdn.sequence-length",
+        "8",
+        "--mdn.updates",
+        "30",
+        "--collect.episodes",
+        "2",
+        "--collect.envs",
+        "2",
+        "--collect.no-parallel",
+        "--controller.population",
+        "6",
+        "--controller.rollouts",
+        "2",
+        "--controller.generations",
+        str(generations),
+        "--eval.every",
+        "0",
+        "--eval.episodes",
+        "1",
+        "--eval.no-parallel",
+        "--eval.no-video",
     ]
 
 
@@ -336,8 +434,9 @@ def _rows_with(path: Path, key: str) -> int:
     return sum(key in row for row in read_metrics(path)) if path.exists() else 0
 
 
-def _kill_after_a_new_row(cmd: list[str], env: dict, metrics: Path, key: str,
-                          timeout: float = 240) -> None:
+def _kill_after_a_new_row(
+    cmd: list[str], env: dict, metrics: Path, key: str, timeout: float = 240
+) -> None:
     """Start ``cmd``, SIGKILL it as soon as metrics.jsonl has a new row with ``key``."""
     before = _rows_with(metrics, key)
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -396,9 +495,17 @@ def test_a_batch_cut_between_its_episodes_resumes_to_the_same_result(tmp_path):
 
 
 def test_worldmodels_imports_none_of_planets_code():
-    planet = ("planetrl.training.loop", "planetrl.agent", "planetrl.models", "planetrl.planning",
-              "planetrl.objective", "planetrl.speed")
-    code = ("import sys, planetrl.worldmodels.trainer; "
-            f"print([m for m in sys.modules if m.startswith({planet!r})])")
+    planet = (
+        "planetrl.training.loop",
+        "planetrl.agent",
+        "planetrl.models",
+        "planetrl.planning",
+        "planetrl.objective",
+        "planetrl.speed",
+    )
+    code = (
+        "import sys, planetrl.worldmodels.trainer; "
+        f"print([m for m in sys.modules if m.startswith({planet!r})])"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "[]", (r.stdout, r.stderr[-1000:])

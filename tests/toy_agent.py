@@ -21,8 +21,16 @@ from torch import nn
 
 from planetrl.agents import AgentKind, Evaluation
 from planetrl.config import (
-    BOOL, POSITIVE_INT, ConfigError, Rule, RunConfig, Section, build_config, read_config_file,
-    save_config, to_dict,
+    BOOL,
+    POSITIVE_INT,
+    ConfigError,
+    Rule,
+    RunConfig,
+    Section,
+    build_config,
+    read_config_file,
+    save_config,
+    to_dict,
 )
 from planetrl.driver import make_pool, run_episodes
 from planetrl.episodes import list_episode_files, save_episode
@@ -42,8 +50,11 @@ class ToyEval(Section):
     """Evaluate every this many episodes."""
     episodes: int = 2
     parallel: bool = False
-    RULES: ClassVar[dict[str, Rule]] = {"every": POSITIVE_INT, "episodes": POSITIVE_INT,
-                                        "parallel": BOOL}
+    RULES: ClassVar[dict[str, Rule]] = {
+        "every": POSITIVE_INT,
+        "episodes": POSITIVE_INT,
+        "parallel": BOOL,
+    }
 
 
 @dataclass
@@ -97,22 +108,31 @@ class ToyKind(AgentKind):
     def load_config(self, path: str | Path) -> ToyConfig:
         return self.from_dict(read_config_file(path))
 
-    def budget(self, config: Any, *, env_steps: int, episode_env_steps: int,
-               eval_every_env_steps: int, eval_episodes: int) -> ToyConfig:
+    def budget(
+        self,
+        config: Any,
+        *,
+        env_steps: int,
+        episode_env_steps: int,
+        eval_every_env_steps: int,
+        eval_episodes: int,
+    ) -> ToyConfig:
         config.train.episodes = max(1, -(-env_steps // episode_env_steps))
         config.eval.every = max(1, round(eval_every_env_steps / episode_env_steps))
         config.eval.episodes = eval_episodes
         return config.validate()
 
-    def _evaluate(self, config: ToyConfig, policy: Policy, episodes: int, seed: int,
-                  record: bool = False):
+    def _evaluate(
+        self, config: ToyConfig, policy: Policy, episodes: int, seed: int, record: bool = False
+    ):
         with make_pool(config, episodes, config.eval.parallel) as pool:
             seeds = [seed + i for i in range(episodes)]
             out = run_episodes(pool, policy, seeds, record=record)
         return out
 
-    def train(self, config: Any, *, allow_config_change: bool = False,
-              progress: bool = True) -> dict[str, Any]:
+    def train(
+        self, config: Any, *, allow_config_change: bool = False, progress: bool = True
+    ) -> dict[str, Any]:
         run_dir = Path(config.logdir)
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, run_dir / "config.json")
@@ -123,12 +143,17 @@ class ToyKind(AgentKind):
             done = len(list_episode_files(folder)) if folder.exists() else 0
             last: dict[str, Any] | None = None
             while done < config.train.episodes:
-                out = run_episodes(pool, policy, [config.seed * 100 + done],
-                                   keep=True)
+                out = run_episodes(pool, policy, [config.seed * 100 + done], keep=True)
                 episode = out.episodes[0]
                 colour = torch.as_tensor(episode["image"], dtype=torch.float32).mean((1, 2)) / 255
-                loss = (policy.linear(colour).sum(-1) - torch.as_tensor(
-                    episode["reward"], dtype=torch.float32)).square().mean()
+                loss = (
+                    (
+                        policy.linear(colour).sum(-1)
+                        - torch.as_tensor(episode["reward"], dtype=torch.float32)
+                    )
+                    .square()
+                    .mean()
+                )
                 optimiser.zero_grad()
                 loss.backward()
                 optimiser.step()
@@ -138,18 +163,22 @@ class ToyKind(AgentKind):
                 steps = done * 1000
                 rows = [{"step": steps, "time": time.time(), "train/return": out.returns[0]}]
                 if done % config.eval.every == 0:
-                    returns = self._evaluate(config, policy, config.eval.episodes,
-                                             eval_seed(config)).returns
-                    last = {"eval/return": float(np.mean(returns)),
-                            "eval/return_std": float(np.std(returns)),
-                            "eval/episodes": len(returns)}
+                    returns = self._evaluate(
+                        config, policy, config.eval.episodes, eval_seed(config)
+                    ).returns
+                    last = {
+                        "eval/return": float(np.mean(returns)),
+                        "eval/return_std": float(np.std(returns)),
+                        "eval/episodes": len(returns),
+                    }
                     rows.append({"step": steps, "time": time.time(), **last})
                 with open(run_dir / "metrics.jsonl", "a") as f:
                     f.writelines(json.dumps(row) + "\n" for row in rows)
         return {"episodes": done, "env_steps": done * 1000, "eval": last}
 
-    def evaluate(self, logdir, *, episodes, seed, device, parallel, record, threads,
-                 on_step=None, log=print) -> Evaluation:
+    def evaluate(
+        self, logdir, *, episodes, seed, device, parallel, record, threads, on_step=None, log=print
+    ) -> Evaluation:
         config = self.load_config(Path(logdir) / "config.json")
         with make_pool(config, 1, False) as pool:
             size = pool.single_action_space.shape[0]
@@ -171,10 +200,10 @@ class ToyKind(AgentKind):
         return [("policy episodes", sum(s for _, s in episodes))]
 
     def open_loop(self, loaded, data, context, seed):
-        image = torch.as_tensor(data["image"][:, context - 1:context]).float() / 255
+        image = torch.as_tensor(data["image"][:, context - 1 : context]).float() / 255
         horizon = data["image"].shape[1] - context
         frames = image.movedim(-1, -3).expand(-1, horizon, -1, -1, -1)
-        reward = torch.as_tensor(data["reward"][:, context - 1:context]).float()
+        reward = torch.as_tensor(data["reward"][:, context - 1 : context]).float()
         return [("last frame persists", frames, reward.expand(-1, horizon))]
 
 

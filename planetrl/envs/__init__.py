@@ -32,6 +32,7 @@ from __future__ import annotations
 
 # isort: off
 from planetrl.envs.gl import GL_BACKEND  # first: sets MUJOCO_GL before dm_control loads
+
 # isort: on
 from planetrl.envs.checks import RENDER_MODES
 from planetrl.envs.pool import EnvPool, EnvPoolWorkerError

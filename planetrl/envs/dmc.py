@@ -160,8 +160,13 @@ class DMCEnv(gymnasium.Env[np.ndarray, np.ndarray]):
             id=SPEC_ID,
             entry_point=f"{type(self).__module__}:{type(self).__name__}",
             kwargs={
-                "domain": domain, "task": task, "seed": seed, "render": self.render_quality,
-                "size": self.size, "camera_id": camera_id, "task_kwargs": task_kwargs,
+                "domain": domain,
+                "task": task,
+                "seed": seed,
+                "render": self.render_quality,
+                "size": self.size,
+                "camera_id": camera_id,
+                "task_kwargs": task_kwargs,
                 "render_mode": "rgb_array",
             },
             max_episode_steps=None,
@@ -218,7 +223,9 @@ class DMCEnv(gymnasium.Env[np.ndarray, np.ndarray]):
             )
         action = np.asarray(action, dtype=np.float64).reshape(self.action_space.shape)
         if self._rescale:
-            action = self._action_low + (action + 1.0) * 0.5 * (self._action_high - self._action_low)
+            action = self._action_low + (action + 1.0) * 0.5 * (
+                self._action_high - self._action_low
+            )
         time_step = self._env.step(action)
         reward = float(time_step.reward) if time_step.reward is not None else 0.0
         discount = float(time_step.discount) if time_step.discount is not None else 1.0

@@ -2,7 +2,8 @@
 
 ``make_gym_pixel_env("InvertedPendulum-v5", size=64)`` builds
 
-    GymPixelEnv(RescaleAction(gymnasium.make(id, render_mode="rgb_array", ..., **env_kwargs), -1, 1))
+    GymPixelEnv(RescaleAction(
+        gymnasium.make(id, render_mode="rgb_array", ..., **env_kwargs), -1, 1))
 
 and :func:`wrap_env` does the same around the env an ``env_fn()`` factory returns (see there).
 Both wrappers record their constructor arguments (``gymnasium.utils.RecordConstructorArgs``), so
@@ -229,7 +230,8 @@ class GymPixelEnv(gymnasium.Wrapper, RecordConstructorArgs):
 
 
 def _make_rgb_env(gym_id: str, size: int, env_kwargs: dict[str, Any]) -> gymnasium.Env:
-    """``gymnasium.make`` with rgb_array rendering, at ``size`` when the env accepts width/height."""
+    """``gymnasium.make`` with rgb_array rendering, at ``size`` when the env accepts
+    width/height."""
     try:
         gymnasium.spec(gym_id)
     except gymnasium.error.Error as error:
@@ -346,7 +348,11 @@ def make_gym_pixel_env(
             )
         space = _check_action_space(env, f"gym:{gym_id}")
         return GymPixelEnv(
-            _rescaled(env, space), size=size, seed=seed, gym_id=gym_id, render=render,
+            _rescaled(env, space),
+            size=size,
+            seed=seed,
+            gym_id=gym_id,
+            render=render,
             source=frame_source(env),
         )
     except BaseException:
@@ -396,7 +402,11 @@ def wrap_env(
             )
         space = _check_action_space(env, f"env_fn ({label})")
         return GymPixelEnv(
-            _rescaled(env, space), size=size, seed=seed, gym_id=label, render=render,
+            _rescaled(env, space),
+            size=size,
+            seed=seed,
+            gym_id=label,
+            render=render,
             source=source,
         )
     except BaseException:

@@ -27,7 +27,8 @@ class DeterministicGRU(TransitionModel):
     in the interface's meaning (the size of ``State.deter``, see
     :class:`planetrl.models.base.TransitionModel`); h_t alone is ``belief_size`` =
     ``feature_size``. The features h_t at step t are a function of (o_{<t}, a_{<t}) only,
-    identical for the posterior and the prior of step t (KL = 0 is then exact, not an approximation). The decoder and reward loss on
+    identical for the posterior and the prior of step t (KL = 0 is then exact, not an
+    approximation). The decoder and reward loss on
     posterior features is the one-step-ahead prediction loss of a classical deterministic RNN world
     model trained with teacher forcing. An imagined rollout from a filtered state uses the last real
     observation in its first transition and the zero placeholder afterwards; it never sees a future
@@ -60,7 +61,9 @@ class DeterministicGRU(TransitionModel):
     ) -> None:
         super().__init__()
         check_sizes(
-            action_size=action_size, embed_size=embed_size, deter_size=deter_size,
+            action_size=action_size,
+            embed_size=embed_size,
+            deter_size=deter_size,
             hidden_size=hidden_size,
         )
         self.action_size = int(action_size)

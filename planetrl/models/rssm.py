@@ -119,8 +119,11 @@ class RSSM(TransitionModel):
     ) -> None:
         super().__init__()
         check_sizes(
-            action_size=action_size, embed_size=embed_size, deter_size=deter_size,
-            stoch_size=stoch_size, hidden_size=hidden_size,
+            action_size=action_size,
+            embed_size=embed_size,
+            deter_size=deter_size,
+            stoch_size=stoch_size,
+            hidden_size=hidden_size,
         )
         self.action_size = int(action_size)
         self.embed_size = int(embed_size)
@@ -156,10 +159,16 @@ class RSSM(TransitionModel):
         """The live parameters of the prior step (views; gradients flow through them)."""
         return PriorWeights(
             self.img_in.weight_part(0),
-            self.cell.weight_ih, self.cell.bias_ih, self.cell.weight_hh, self.cell.bias_hh,
-            self.prior_hidden.weight, self.prior_hidden.bias,
-            self.prior_head.linear.weight, self.prior_head.linear.bias,
-            self.img_in.weight_part(1), self.img_in.linear.bias,
+            self.cell.weight_ih,
+            self.cell.bias_ih,
+            self.cell.weight_hh,
+            self.cell.bias_hh,
+            self.prior_hidden.weight,
+            self.prior_hidden.bias,
+            self.prior_head.linear.weight,
+            self.prior_head.linear.bias,
+            self.img_in.weight_part(1),
+            self.img_in.linear.bias,
             self.prior_head.min_std,
         )
 

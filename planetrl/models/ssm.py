@@ -43,7 +43,9 @@ class SSM(TransitionModel):
     ) -> None:
         super().__init__()
         check_sizes(
-            action_size=action_size, embed_size=embed_size, stoch_size=stoch_size,
+            action_size=action_size,
+            embed_size=embed_size,
+            stoch_size=stoch_size,
             hidden_size=hidden_size,
         )
         self.action_size = int(action_size)

@@ -58,9 +58,7 @@ class State:
 
     @staticmethod
     def cat(states: list["State"], dim: int = 0) -> "State":
-        return State(
-            *(torch.cat([getattr(s, f.name) for s in states], dim) for f in fields(State))
-        )
+        return State(*(torch.cat([getattr(s, f.name) for s in states], dim) for f in fields(State)))
 
     @staticmethod
     def where(mask: Tensor, a: "State", b: "State") -> "State":

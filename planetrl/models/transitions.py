@@ -21,9 +21,7 @@ TRANSITIONS: dict[str, type[TransitionModel]] = {
 _OPTIONAL_SIZES = {"deter_size", "stoch_size", "hidden_size", "min_std", "mean_only"}
 
 
-def make_transition(
-    kind: str, action_size: int, embed_size: int, **sizes: Any
-) -> TransitionModel:
+def make_transition(kind: str, action_size: int, embed_size: int, **sizes: Any) -> TransitionModel:
     """Build a transition model: ``kind`` in ``"rssm"``, ``"ssm"``, ``"gru"``.
 
     ``sizes`` are keyword arguments of the class (``deter_size``, ``stoch_size``, ``hidden_size``,

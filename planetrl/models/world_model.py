@@ -169,8 +169,10 @@ class WorldModel(nn.Module):
             if horizon < 1:
                 raise ValueError(f"horizon must be >= 1 or None, got {horizon!r}")
             batch = SimpleNamespace(
-                **{k: getattr(batch, k)[:, : context + horizon]
-                   for k in ("image", "action", "reward", "is_first")}
+                **{
+                    k: getattr(batch, k)[:, : context + horizon]
+                    for k in ("image", "action", "reward", "is_first")
+                }
             )
         is_first = torch.as_tensor(batch.is_first)
         keep = ~is_first[:, context:].any(dim=1).to(batch.image.device)

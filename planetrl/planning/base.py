@@ -40,8 +40,7 @@ class Planner(Protocol):
 
     def __call__(
         self, transition: Any, reward_model: RewardModel, state: State, **kwargs: Any
-    ) -> Tensor:
-        ...
+    ) -> Tensor: ...
 
 
 # ---------------------------------------------------------------------------------------------

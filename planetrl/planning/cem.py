@@ -93,7 +93,8 @@ ICEM = CEMOptions(
 ICEM_DEFAULTS: dict[str, Any] = {**ICEM.as_dict(), "warm_start": True}
 """iCEM's published defaults: the settings shared by every task in the authors' code release for
 the paper (martius-lab/iCEM, ``icem/settings/defaults/i-cem-blitz.json``): coloured noise β = 3
-(tuned per task there, e.g. 0.25 for HalfCheetah running and 2.5 for Door), ξ = 0.3 of the elites kept between iterations and shifted
+(tuned per task there, e.g. 0.25 for HalfCheetah running and 2.5 for Door), ξ = 0.3 of the
+elites kept between iterations and shifted
 between environment steps, population decay γ = 1.25, momentum α = 0.1 on mean and std, σ_0 = 0.5
 (relative to the half-range of the actions, 1 for [-1, 1]), the mean added as a candidate in the
 last iteration, the best sequence executed, and the warm start (shift initialisation).
@@ -408,8 +409,12 @@ def cem(
         {"horizon": horizon, "iterations": iterations, "candidates": candidates, "top_k": top_k}
     )
     options = CEMOptions(
-        noise_beta=noise_beta, keep_elites=keep_elites, population_decay=population_decay,
-        momentum=momentum, init_std=init_std, execute_best=execute_best,
+        noise_beta=noise_beta,
+        keep_elites=keep_elites,
+        population_decay=population_decay,
+        momentum=momentum,
+        init_std=init_std,
+        execute_best=execute_best,
         mean_candidate=mean_candidate,
     )
     num_envs = check_state(state)

@@ -42,9 +42,7 @@ def uses_warm_start(planner_cfg: Any) -> bool:
     return default_warm_start(planner_cfg.name) if value is None else bool(value)
 
 
-def planner_from_config(
-    planner_cfg: Any, *, generator: torch.Generator | None = None
-) -> Planner:
+def planner_from_config(planner_cfg: Any, *, generator: torch.Generator | None = None) -> Planner:
     """The planner of ``planner_cfg`` (a :class:`planetrl.config.PlannerConfig`):
     ``make_planner(name, generator=generator, **planner_options(planner_cfg))``, in a
     :class:`planetrl.planning.WarmStart` when :func:`uses_warm_start` (call ``reset(num_envs)`` at

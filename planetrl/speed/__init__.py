@@ -156,8 +156,9 @@ def accelerate(planner: Callable[..., Any], speed_cfg: Any, device: Any = "cpu")
     resolved = _cem_options(eager)
     options = CEMOptions(**{key: resolved[key] for key in CEM_OPTIONS})
     sizes = {key: resolved[key] for key in _SIZES}
-    bounds = {key: eager.keywords[key] for key in ("min_action", "max_action")
-              if key in eager.keywords}
+    bounds = {
+        key: eager.keywords[key] for key in ("min_action", "max_action") if key in eager.keywords
+    }
     generator = eager.keywords.get("generator")
     plain = not warm and options == CEMOptions()
     dtype = planner_dtype(speed_cfg)
@@ -170,7 +171,12 @@ def accelerate(planner: Callable[..., Any], speed_cfg: Any, device: Any = "cpu")
     else:
         rollout = rollout_returns
     fast = functools.partial(
-        lean_cem, options=options, generator=generator, dtype=dtype, rollout=rollout, **sizes,
+        lean_cem,
+        options=options,
+        generator=generator,
+        dtype=dtype,
+        rollout=rollout,
+        **sizes,
         **bounds,
     )
     if graphs and plain:
@@ -285,8 +291,13 @@ class StaticPlanner:
     def __call__(self, transition: Any, reward_model: Any, state: State, **kwargs: Any) -> Tensor:
         if kwargs or not lean.supports(transition, reward_model):
             return self.eager(transition, reward_model, state, **kwargs)
-        key = (id(transition), id(reward_model), state.shape[0], state.deter.device,
-               state.deter.dtype)
+        key = (
+            id(transition),
+            id(reward_model),
+            state.shape[0],
+            state.deter.device,
+            state.deter.dtype,
+        )
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = self._build(transition, reward_model, state)

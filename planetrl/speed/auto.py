@@ -10,7 +10,8 @@ The rules (each measured; figures in docs/benchmarks.md, one table per CPU kind)
   on AVX2; the layout bf16 convolutions need).
 - ``compile`` (the planner's rollout, ``torch.compile``): on only where it pays for itself within
   the run: a compiler backend exists (a C++ compiler for inductor on CPU, Triton on CUDA) and the
-  planning time it is expected to save over the run, ``plans x ms per plan x`` :data:`COMPILE_SAVING`,
+  planning time it is expected to save over the run, ``plans x ms per plan x``
+  :data:`COMPILE_SAVING`,
   exceeds its start-up cost, :data:`COMPILE_SECONDS` per distinct number of environments planned
   for. The ms per plan comes from a short timing probe of the planner the run will use; the number
   of plans from the run's budget (:class:`Workload`). Without a workload (a library call that does
@@ -21,8 +22,8 @@ The rules (each measured; figures in docs/benchmarks.md, one table per CPU kind)
   planner's distribution (``benchmarks/cuda_graph_rng.py``). It applies to the paper's plain CEM
   only; with iCEM options the lean planner runs uncaptured.
 
-Every flag can be forced with ``on`` / ``off``; the decision and its reasons are printed at the start
-of a run and saved in the run directory (``speed.json``).
+Every flag can be forced with ``on`` / ``off``; the decision and its reasons are printed at the
+start of a run and saved in the run directory (``speed.json``).
 """
 
 from __future__ import annotations
@@ -51,8 +52,15 @@ COMPILE_SAVING = 0.25
 0.28-0.65 at E=1 on 2-core CPUs (docs/benchmarks.md), less at E=10."""
 BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 """/proc/cpuinfo flags of CPUs whose bfloat16 matrix arithmetic is native (oneDNN uses them)."""
-ISA_WITHOUT_BF16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
-                    "AVX512_CORE_VNNI")
+ISA_WITHOUT_BF16 = (
+    "SSE41",
+    "AVX",
+    "AVX2",
+    "AVX2_VNNI",
+    "AVX2_VNNI_2",
+    "AVX512_CORE",
+    "AVX512_CORE_VNNI",
+)
 """Values of oneDNN's ``ONEDNN_MAX_CPU_ISA`` (or ``DNNL_MAX_CPU_ISA``) that forbid its native
 bf16 kernels: with one of them set, bf16 is emulated whatever the CPU has."""
 
@@ -79,7 +87,8 @@ class Hardware:
     cuda_bf16: bool = False
     """The CUDA device computes bfloat16 natively."""
     compiler: str | None = None
-    """What ``torch.compile`` needs on this device: a C++ compiler (CPU) or Triton (CUDA), else None."""
+    """What ``torch.compile`` needs on this device: a C++ compiler (CPU) or Triton (CUDA), else
+    None."""
 
     @property
     def native_bf16(self) -> bool:
@@ -94,10 +103,14 @@ class Hardware:
             import importlib.util
 
             compiler = "triton" if importlib.util.find_spec("triton") is not None else None
-            return cls("cuda", torch.cuda.get_device_name(device),
-                       cuda_bf16=bool(torch.cuda.is_bf16_supported()), compiler=compiler)
+            return cls(
+                "cuda",
+                torch.cuda.get_device_name(device),
+                cuda_bf16=bool(torch.cuda.is_bf16_supported()),
+                compiler=compiler,
+            )
         model, flags = _cpu_info()
-        isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "")
+        isa = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or ""
         if isa.upper() in ISA_WITHOUT_BF16:  # oneDNN is capped below its bf16 kernels
             flags = flags - set(BF16_CPU_FLAGS)
             model = f"{model} (oneDNN capped at {isa.upper()})"
@@ -165,8 +178,10 @@ class SpeedDecision:
         where = f" on {self.hardware.name}" if self.hardware is not None else ""
         lines = [f"fast paths{where}:"]
         for name in FLAGS:
-            lines.append(f"  {name:<13} {'on ' if getattr(self, name) else 'off'}  "
-                         f"({self.reasons.get(name, '')})")
+            lines.append(
+                f"  {name:<13} {'on ' if getattr(self, name) else 'off'}  "
+                f"({self.reasons.get(name, '')})"
+            )
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,15 +189,19 @@ class SpeedDecision:
         out["reasons"] = dict(self.reasons)
         if self.hardware is not None:
             hw = dataclasses.asdict(self.hardware)
-            hw["cpu_flags"] = sorted(f for f in self.hardware.cpu_flags
-                                     if f.startswith(("avx", "amx", "fma")))
+            hw["cpu_flags"] = sorted(
+                f for f in self.hardware.cpu_flags if f.startswith(("avx", "amx", "fma"))
+            )
             out["hardware"] = hw
         out["torch"] = torch.__version__
         return out
 
 
-def decide(speed_cfg: Any, hardware: Hardware,
-           workload: Workload | Callable[[bool], Workload | None] | None = None) -> SpeedDecision:
+def decide(
+    speed_cfg: Any,
+    hardware: Hardware,
+    workload: Workload | Callable[[bool], Workload | None] | None = None,
+) -> SpeedDecision:
     """Resolve every ``auto`` flag of ``speed_cfg`` (a SpeedConfig, or anything with the four
     flag attributes) for ``hardware``.
 
@@ -205,19 +224,33 @@ def decide(speed_cfg: Any, hardware: Hardware,
 
     def bf16() -> tuple[bool, str]:
         if cuda:
-            return hardware.cuda_bf16, ("CUDA device with bf16" if hardware.cuda_bf16
-                                        else "this CUDA device has no native bf16")
+            return hardware.cuda_bf16, (
+                "CUDA device with bf16"
+                if hardware.cuda_bf16
+                else "this CUDA device has no native bf16"
+            )
         native = [f for f in BF16_CPU_FLAGS if f in hardware.cpu_flags]
         if native:
             return True, f"native bf16 on this CPU ({', '.join(f.upper() for f in native)})"
-        return False, ("no AMX-BF16 or AVX512-BF16 on this CPU: bf16 would be emulated "
-                       "(5-10x slower than float32)")
+        return False, (
+            "no AMX-BF16 or AVX512-BF16 on this CPU: bf16 would be emulated "
+            "(5-10x slower than float32)"
+        )
 
     fix("bf16", bf16)
     fix("channels_last", lambda: (True, "same function; faster or equal convolutions"))
-    fix("cuda_graphs", lambda: (True, "CUDA device: one graph replay per plan, not thousands of "
-                                "kernel launches (3.3x faster on an H200, with bf16)") if cuda
-        else (False, "CPU device"))
+    fix(
+        "cuda_graphs",
+        lambda: (
+            (
+                True,
+                "CUDA device: one graph replay per plan, not thousands of "
+                "kernel launches (3.3x faster on an H200, with bf16)",
+            )
+            if cuda
+            else (False, "CPU device")
+        ),
+    )
 
     def compile_() -> tuple[bool, str]:
         if hardware.compiler is None:
@@ -227,10 +260,12 @@ def decide(speed_cfg: Any, hardware: Hardware,
         if load is None:
             return False, "no run length given to weigh the compile time against"
         pays = load.saving_s > load.cost_s
-        return pays, (f"expected saving {load.saving_s:.0f} s ({load.plans} plans x "
-                      f"{load.plan_ms:.0f} ms x {COMPILE_SAVING}) "
-                      f"{'>' if pays else '<='} compile cost {load.cost_s:.0f} s "
-                      f"({load.graphs} x {COMPILE_SECONDS:.0f} s)")
+        return pays, (
+            f"expected saving {load.saving_s:.0f} s ({load.plans} plans x "
+            f"{load.plan_ms:.0f} ms x {COMPILE_SAVING}) "
+            f"{'>' if pays else '<='} compile cost {load.cost_s:.0f} s "
+            f"({load.graphs} x {COMPILE_SECONDS:.0f} s)"
+        )
 
     fix("compile", compile_)
     return SpeedDecision(reasons=reasons, hardware=hardware, **out)

@@ -42,7 +42,9 @@ def reward_mlp(features: Tensor, layers: list[tuple[Tensor, Tensor]]) -> Tensor:
     return x.squeeze(-1)
 
 
-def reward_layers(reward_model: Any, dtype: torch.dtype | None) -> list[tuple[Tensor, Tensor]] | None:
+def reward_layers(
+    reward_model: Any, dtype: torch.dtype | None
+) -> list[tuple[Tensor, Tensor]] | None:
     """The (weight, bias) pairs of a :class:`planetrl.models.RewardModel`-like MLP (Linear/ReLU
     ``net``), or None when it is something else."""
     net = getattr(reward_model, "net", None)
@@ -88,8 +90,13 @@ def supports(transition: Any, reward_model: Any) -> bool:
 
 
 def rollout_returns(
-    deter: Tensor, stoch: Tensor, action_in: Tensor, eps: Tensor, prior: PriorWeights,
-    reward: list[tuple[Tensor, Tensor]], gru_cell: bool = True,
+    deter: Tensor,
+    stoch: Tensor,
+    action_in: Tensor,
+    eps: Tensor,
+    prior: PriorWeights,
+    reward: list[tuple[Tensor, Tensor]],
+    gru_cell: bool = True,
     continuation: list[tuple[Tensor, Tensor]] | None = None,
 ) -> Tensor:
     """Predicted returns (N,) float32 of N open-loop rollouts of the RSSM prior: from (h, s) (N, .)
@@ -123,7 +130,7 @@ def lean_cem(
     iterations: int,
     candidates: int,
     top_k: int,
-    options: CEMOptions = CEMOptions(),
+    options: CEMOptions = CEMOptions(),  # noqa: B008 (a frozen dataclass: one shared value)
     generator: torch.Generator | None = None,
     min_action: float = -1.0,
     max_action: float = 1.0,
@@ -182,8 +189,20 @@ def lean_cem(
 
     plan = cem_loop(
         score,
-        num_envs=E, horizon=H, action_size=A, iterations=iterations, candidates=candidates,
-        top_k=top_k, low=min_action, high=max_action, dtype=out_dtype, device=device,
-        options=options, generator=generator, noise=noise, init=init, return_stats=return_stats,
+        num_envs=E,
+        horizon=H,
+        action_size=A,
+        iterations=iterations,
+        candidates=candidates,
+        top_k=top_k,
+        low=min_action,
+        high=max_action,
+        dtype=out_dtype,
+        device=device,
+        options=options,
+        generator=generator,
+        noise=noise,
+        init=init,
+        return_stats=return_stats,
     )
     return plan_result(plan, return_stats, return_plan)

@@ -7,7 +7,18 @@ from planetrl.suite.runner import SuiteError, run_suite, train_run
 from planetrl.suite.spec import BUILTIN, DMC_TASKS, RunSpec, Suite, builtin, run_config
 
 __all__ = [
-    "BUILTIN", "DMC_TASKS", "Published", "PublishedDataError", "RunSpec", "Suite", "SuiteError",
-    "builtin", "load_published", "published_at", "run_config", "run_suite", "train_run",
+    "BUILTIN",
+    "DMC_TASKS",
+    "Published",
+    "PublishedDataError",
+    "RunSpec",
+    "Suite",
+    "SuiteError",
+    "builtin",
+    "load_published",
+    "published_at",
+    "run_config",
+    "run_suite",
+    "train_run",
     "write_report",
 ]

@@ -30,7 +30,6 @@ from planetrl.config import Config, PlannerConfig
 from planetrl.suite.layout import ATTRIBUTION_FILE, ceiling_path, is_finished
 
 
-
 class SimulatorModel:
     """A DMC task's physics as the planner's model (CEM scores candidates on it).
 
@@ -41,14 +40,16 @@ class SimulatorModel:
     """
 
     def __init__(self, task: str, seed: int, action_repeat: int) -> None:
-        from planetrl.envs import parse_task  # first: it chooses MuJoCo's GL backend
-
         from dm_control import suite  # noqa: I001
+
+        from planetrl.envs import parse_task  # first: it chooses MuJoCo's GL backend
 
         spec = parse_task(task)
         if spec.suite != "dmc":
-            raise ValueError(f"the simulator planner needs a DMC task (its physics state can be "
-                             f"restored for every candidate); got {task!r}")
+            raise ValueError(
+                f"the simulator planner needs a DMC task (its physics state can be "
+                f"restored for every candidate); got {task!r}"
+            )
         self.env = suite.load(spec.domain, spec.task, task_kwargs={"random": seed})
         self.physics, self.task = self.env.physics, self.env.task
         self.repeat = int(action_repeat)
@@ -100,9 +101,15 @@ class SimulatorModel:
         return torch.tensor(returns, dtype=candidates.dtype, device=candidates.device)
 
 
-def planner_ceiling(task: str, planner: PlannerConfig, *, episodes: int, seed: int,
-                    action_repeat: int, on_step: Callable[[int, int], None] | None = None
-                    ) -> dict[str, Any]:
+def planner_ceiling(
+    task: str,
+    planner: PlannerConfig,
+    *,
+    episodes: int,
+    seed: int,
+    action_repeat: int,
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
     """Returns of ``episodes`` episodes planned by CEM with the true simulator as the model."""
     from planetrl.planning.cem import cem_loop
 
@@ -113,11 +120,20 @@ def planner_ceiling(task: str, planner: PlannerConfig, *, episodes: int, seed: i
         model.reset()
         start, total, step, last = time.time(), 0.0, 0, False
         while not last:
-            plan = cem_loop(model.score, num_envs=1, horizon=planner.horizon,
-                            action_size=model.action_size, iterations=planner.iterations,
-                            candidates=planner.candidates, top_k=planner.top_k, low=-1.0,
-                            high=1.0, dtype=torch.float64, device=torch.device("cpu"),
-                            generator=generator)
+            plan = cem_loop(
+                model.score,
+                num_envs=1,
+                horizon=planner.horizon,
+                action_size=model.action_size,
+                iterations=planner.iterations,
+                candidates=planner.candidates,
+                top_k=planner.top_k,
+                low=-1.0,
+                high=1.0,
+                dtype=torch.float64,
+                device=torch.device("cpu"),
+                generator=generator,
+            )
             reward, last = model.step(plan.action[0].numpy())
             total += reward
             step += 1
@@ -125,15 +141,25 @@ def planner_ceiling(task: str, planner: PlannerConfig, *, episodes: int, seed: i
                 on_step(episode, step)
         returns.append(total)
         seconds.append(time.time() - start)
-    return {"returns": returns, "mean": float(np.mean(returns)), "std": float(np.std(returns)),
-            "seconds_per_episode": float(np.mean(seconds)),
-            "planner": {"H": planner.horizon, "I": planner.iterations, "J": planner.candidates,
-                        "K": planner.top_k, "R": action_repeat}}
+    return {
+        "returns": returns,
+        "mean": float(np.mean(returns)),
+        "std": float(np.std(returns)),
+        "seconds_per_episode": float(np.mean(seconds)),
+        "planner": {
+            "H": planner.horizon,
+            "I": planner.iterations,
+            "J": planner.candidates,
+            "K": planner.top_k,
+            "R": action_repeat,
+        },
+    }
 
 
 @torch.no_grad()
-def heldout_open_loop_error(config: Config, world_model, *, episodes: int, seed: int,
-                            context: int = 5) -> dict[str, Any]:
+def heldout_open_loop_error(
+    config: Config, world_model, *, episodes: int, seed: int, context: int = 5
+) -> dict[str, Any]:
     """Open-loop reward error over the planner's horizon H on fresh episodes of the trained agent
     (no exploration noise), chunks of ``context + H`` steps every H steps."""
     from planetrl.agent import Agent
@@ -145,14 +171,15 @@ def heldout_open_loop_error(config: Config, world_model, *, episodes: int, seed:
     planner = build_planner(config, torch.Generator(device=device).manual_seed(seed), device)
     agent = Agent(world_model, planner, generator=torch.Generator().manual_seed(seed))
     with make_pool(config, episodes, config.eval.parallel) as pool:
-        out = run_episodes(pool, agent.act, [seed + i for i in range(episodes)],
-                           reset=agent.reset, keep=True)
+        out = run_episodes(
+            pool, agent.act, [seed + i for i in range(episodes)], reset=agent.reset, keep=True
+        )
     length = context + H
     chunks = {k: [] for k in ("image", "action", "reward", "is_first")}
     for episode in out.episodes:
         for start in range(0, len(episode["reward"]) - length + 1, H):
             for key in chunks:
-                chunks[key].append(episode[key][start:start + length])
+                chunks[key].append(episode[key][start : start + length])
     generator = torch.Generator().manual_seed(seed)
     image = torch.as_tensor(np.stack(chunks["image"]))
     batch = SimpleNamespace(
@@ -163,12 +190,23 @@ def heldout_open_loop_error(config: Config, world_model, *, episodes: int, seed:
     )
     mse = world_model.open_loop_reward_error(batch, context=context, seed=seed)
     rewards = np.concatenate([c[context:] for c in chunks["reward"]])
-    return {"mse": mse, "chunks": len(chunks["reward"]), "context": context, "horizon": H,
-            "reward_var": float(np.var(rewards)), "episode_returns": out.returns}
+    return {
+        "mse": mse,
+        "chunks": len(chunks["reward"]),
+        "context": context,
+        "horizon": H,
+        "reward_var": float(np.var(rewards)),
+        "episode_returns": out.returns,
+    }
 
 
-def attribute_run(run_dir: str | Path, *, episodes: int = 3, device: str = "auto",
-                  log: Callable[[str], None] = print) -> dict[str, Any]:
+def attribute_run(
+    run_dir: str | Path,
+    *,
+    episodes: int = 3,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
     """(b) for a trained run, written atomically to ``<run>/attribution.json``."""
     from planetrl.atomic import atomic_write_text
     from planetrl.training.loop import eval_seed, load_run
@@ -176,26 +214,33 @@ def attribute_run(run_dir: str | Path, *, episodes: int = 3, device: str = "auto
     run_dir = Path(run_dir)
     config, world_model = load_run(run_dir, device=device)
     log(f"{run_dir.name}: open-loop reward error on {episodes} held-out episodes")
-    heldout = heldout_open_loop_error(config, world_model, episodes=episodes,
-                                      seed=eval_seed(config) + 500)  # not the eval episodes
+    heldout = heldout_open_loop_error(
+        config, world_model, episodes=episodes, seed=eval_seed(config) + 500
+    )  # not the eval episodes
     record = {"heldout_open_loop": heldout, "episodes": episodes}
     atomic_write_text(run_dir / ATTRIBUTION_FILE, json.dumps(record, indent=1) + "\n")
     return record
 
 
-def attribute_suite(suite, directory: str | Path, *, episodes: int = 3, device: str = "auto",
-                    log: Callable[[str], None] = print) -> None:
+def attribute_suite(
+    suite,
+    directory: str | Path,
+    *,
+    episodes: int = 3,
+    device: str = "auto",
+    log: Callable[[str], None] = print,
+) -> None:
     """For every task of ``suite``: the planner ceiling (once per task and planner); for every
     finished run: the held-out open-loop reward error. Skips what is already written."""
-    from planetrl.suite.spec import run_config
+    from planetrl.agents import kind
     from planetrl.atomic import atomic_write_text
     from planetrl.driver import resolve_action_repeat
-
-    from planetrl.agents import kind
+    from planetrl.suite.spec import run_config
 
     directory = Path(directory)
-    planned = [r for r in suite.runs if kind(r.agent).planner(
-        run_config(suite, r, directory)) is not None]  # agents that plan with CEM
+    planned = [
+        r for r in suite.runs if kind(r.agent).planner(run_config(suite, r, directory)) is not None
+    ]  # agents that plan with CEM
     for task in suite.tasks():
         run = next((r for r in planned if r.task == task), None)
         if run is None:
@@ -205,8 +250,9 @@ def attribute_suite(suite, directory: str | Path, *, episodes: int = 3, device: 
         path = ceiling_path(directory, task, p.horizon, p.iterations, p.candidates, p.top_k)
         if not path.exists():
             log(f"{task}: planner ceiling, {episodes} episodes with the simulator as the model")
-            record = planner_ceiling(task, p, episodes=episodes, seed=10_000,
-                                     action_repeat=resolve_action_repeat(config))
+            record = planner_ceiling(
+                task, p, episodes=episodes, seed=10_000, action_repeat=resolve_action_repeat(config)
+            )
             atomic_write_text(path, json.dumps(record, indent=1) + "\n")
             log(f"{task}: planner ceiling {record['mean']:.0f} ± {record['std']:.0f}")
     for run in planned:

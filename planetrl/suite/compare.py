@@ -39,10 +39,10 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from planetrl.agents import common_presets, kind, names
 from planetrl.config import ConfigError, check_preset
 from planetrl.suite import layout
 from planetrl.suite.report import csv_text
-from planetrl.agents import common_presets, kind, names
 from planetrl.suite.spec import RunSpec, Suite, episode_env_steps, run_config
 
 HELDOUT_DIR = "heldout"
@@ -50,10 +50,17 @@ OPEN_LOOP_FILE = "open_loop.json"
 HELDOUT_SEED = 2_000_000
 
 
-def compare_suite(task: str, agents: tuple[str, ...] | list[str] = ("planet", "worldmodels"), *,
-                  env_steps: int = 100_000, seeds: int = 1, preset: str = "small",
-                  eval_every_env_steps: int = 10_000, eval_episodes: int = 10,
-                  overrides: dict[str, dict[str, Any]] | None = None) -> Suite:
+def compare_suite(
+    task: str,
+    agents: tuple[str, ...] | list[str] = ("planet", "worldmodels"),
+    *,
+    env_steps: int = 100_000,
+    seeds: int = 1,
+    preset: str = "small",
+    eval_every_env_steps: int = 10_000,
+    eval_episodes: int = 10,
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> Suite:
     """The comparison as a suite: one run per agent and seed on ``task``, variant = the agent.
     ``overrides``: per agent, dotted fields of its own config."""
     from planetrl.envs import parse_task
@@ -63,17 +70,30 @@ def compare_suite(task: str, agents: tuple[str, ...] | list[str] = ("planet", "w
     if unknown or not agents:
         raise ConfigError(f"unknown agents {unknown}; accepted: {', '.join(names())}")
     check_preset(preset, common_presets(agents))
-    for name, value in (("--seeds", seeds), ("--env-steps", env_steps),
-                        ("--eval-episodes", eval_episodes),
-                        ("--eval-every-env-steps", eval_every_env_steps)):
+    for name, value in (
+        ("--seeds", seeds),
+        ("--env-steps", env_steps),
+        ("--eval-episodes", eval_episodes),
+        ("--eval-every-env-steps", eval_every_env_steps),
+    ):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value}")
     parse_task(task)
     overrides = overrides or {}
-    runs = [RunSpec(task, seed, agent, tuple(overrides.get(agent, {}).items()), agent)
-            for agent in agents for seed in range(seeds)]
-    return Suite("compare", preset, env_steps, eval_every_env_steps, eval_episodes, runs,
-                 description=f"{' against '.join(agents)} on {task}")
+    runs = [
+        RunSpec(task, seed, agent, tuple(overrides.get(agent, {}).items()), agent)
+        for agent in agents
+        for seed in range(seeds)
+    ]
+    return Suite(
+        "compare",
+        preset,
+        env_steps,
+        eval_every_env_steps,
+        eval_episodes,
+        runs,
+        description=f"{' against '.join(agents)} on {task}",
+    )
 
 
 # ------------------------------------------------------------------------------ reading runs
@@ -129,10 +149,13 @@ def curve_rows(directory: Path, suite: Suite) -> list[dict[str, Any]]:
         for row in read_metrics(metrics):
             if "eval/return" in row:
                 at[int(row["step"])] = dict(
-                    agent=run.agent, seed=run.seed, env_steps=int(row["step"]),
+                    agent=run.agent,
+                    seed=run.seed,
+                    env_steps=int(row["step"]),
                     wall_clock_s=round(elapsed(spans, float(row["time"])), 1),
                     mean=float(row["eval/return"]),
-                    std=float(row.get("eval/return_std", math.nan)))
+                    std=float(row.get("eval/return_std", math.nan)),
+                )
         rows.extend(at[s] for s in sorted(at))
     return rows
 
@@ -165,18 +188,32 @@ def stage_rows(directory: Path, run: RunSpec, loaded) -> list[dict[str, Any]]:
     rows_m = read_metrics(metrics) if metrics.exists() else []
     evaluations = sum(int(r.get("eval/episodes", 0)) for r in rows_m if "eval/return" in r)
     stages = kind(run.agent).stages(loaded, steps)
-    rows = [dict(agent=run.agent, seed=run.seed, stage=name, env_steps=int(n))
-            for name, n in stages]
-    rows.append(dict(agent=run.agent, seed=run.seed, stage="total (the budget)",
-                     env_steps=int(sum(n for _, n in stages))))
-    rows.append(dict(agent=run.agent, seed=run.seed, stage="evaluation (outside the budget)",
-                     env_steps=evaluations * episode_env_steps(run.task)))
+    rows = [
+        dict(agent=run.agent, seed=run.seed, stage=name, env_steps=int(n)) for name, n in stages
+    ]
+    rows.append(
+        dict(
+            agent=run.agent,
+            seed=run.seed,
+            stage="total (the budget)",
+            env_steps=int(sum(n for _, n in stages)),
+        )
+    )
+    rows.append(
+        dict(
+            agent=run.agent,
+            seed=run.seed,
+            stage="evaluation (outside the budget)",
+            env_steps=evaluations * episode_env_steps(run.task),
+        )
+    )
     return rows
 
 
 # ------------------------------------------------------------------------- held-out episodes
-def heldout_episodes(directory: Path, config, episodes: int,
-                     log: Callable[[str], None] = print) -> list[dict[str, np.ndarray]]:
+def heldout_episodes(
+    directory: Path, config, episodes: int, log: Callable[[str], None] = print
+) -> list[dict[str, np.ndarray]]:
     """``episodes`` uniformly random episodes on seeds of their own, recorded once under
     ``<dir>/heldout/`` (episode files) and shared by every run of the comparison."""
     from planetrl.driver import make_pool, run_episodes, uniform_policy
@@ -199,23 +236,26 @@ def heldout_episodes(directory: Path, config, episodes: int,
     return [load_episode(f.path) for f in files[:episodes]]
 
 
-def chunks(episodes: list[dict[str, np.ndarray]], context: int, horizon: int
-           ) -> dict[str, np.ndarray]:
+def chunks(
+    episodes: list[dict[str, np.ndarray]], context: int, horizon: int
+) -> dict[str, np.ndarray]:
     """Chunks of ``context + horizon`` steps, one every ``horizon`` steps of each episode."""
     length = context + horizon
     out: dict[str, list] = {k: [] for k in ("image", "action", "reward")}
     for episode in episodes:
         for start in range(0, len(episode["reward"]) - length + 1, horizon):
             for key in out:
-                out[key].append(episode[key][start:start + length])
+                out[key].append(episode[key][start : start + length])
     if not out["reward"]:
-        raise ValueError(f"no held-out episode has {length} steps (context {context} + horizon "
-                         f"{horizon})")
+        raise ValueError(
+            f"no held-out episode has {length} steps (context {context} + horizon {horizon})"
+        )
     return {k: np.stack(v) for k, v in out.items()}
 
 
-def _errors(frames: torch.Tensor, reward: torch.Tensor, data: dict[str, np.ndarray],
-            context: int) -> tuple[np.ndarray, np.ndarray]:
+def _errors(
+    frames: torch.Tensor, reward: torch.Tensor, data: dict[str, np.ndarray], context: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Per step ahead: (MSE per pixel of the frames in [0, 1], squared reward error), averaged
     over the chunks."""
     truth = torch.as_tensor(data["image"][:, context:]).movedim(-1, -3).float() / 255.0
@@ -225,17 +265,26 @@ def _errors(frames: torch.Tensor, reward: torch.Tensor, data: dict[str, np.ndarr
     return frame.numpy(), rew.numpy()
 
 
-def open_loop_rows(run: RunSpec, loaded, data: dict[str, np.ndarray], context: int,
-                   seed: int = 0) -> list[dict[str, Any]]:
+def open_loop_rows(
+    run: RunSpec, loaded, data: dict[str, np.ndarray], context: int, seed: int = 0
+) -> list[dict[str, Any]]:
     """Per way the run's agent predicts (:meth:`~planetrl.agents.AgentKind.open_loop`) and step
     ahead d: the frame and reward errors on the held-out chunks."""
     rows = []
     for prediction, frames, reward in kind(run.agent).open_loop(loaded, data, context, seed):
         frame, rew = _errors(frames, reward, data, context)
         for d in range(len(frame)):
-            rows.append(dict(agent=run.agent, seed=run.seed, prediction=prediction, d=d + 1,
-                             frame_mse=float(frame[d]), reward_mse=float(rew[d]),
-                             chunks=len(data["reward"])))
+            rows.append(
+                dict(
+                    agent=run.agent,
+                    seed=run.seed,
+                    prediction=prediction,
+                    d=d + 1,
+                    frame_mse=float(frame[d]),
+                    reward_mse=float(rew[d]),
+                    chunks=len(data["reward"]),
+                )
+            )
     return rows
 
 
@@ -265,13 +314,19 @@ def _plot_curves(suite: Suite, rows: list[dict], randoms: dict[str, float]) -> b
         a.plot(steps, mean, marker="o", ms=3, color=colours[agent], label=agent)
         for seed in sorted({r["seed"] for r in mine}):
             pts = [r for r in mine if r["seed"] == seed]
-            b.plot([r["wall_clock_s"] / 60 for r in pts], [r["mean"] for r in pts], marker="o",
-                   ms=3, color=colours[agent], label=agent if seed == min(
-                       r["seed"] for r in mine) else None)
+            b.plot(
+                [r["wall_clock_s"] / 60 for r in pts],
+                [r["mean"] for r in pts],
+                marker="o",
+                ms=3,
+                color=colours[agent],
+                label=agent if seed == min(r["seed"] for r in mine) else None,
+            )
     for ax in (a, b):
         if randoms:
-            ax.axhline(np.mean(list(randoms.values())), color="gray", ls="--", lw=1,
-                       label="random policy")
+            ax.axhline(
+                np.mean(list(randoms.values())), color="gray", ls="--", lw=1, label="random policy"
+            )
         ax.set_ylabel("evaluation return")
         ax.grid(alpha=0.3)
     a.set_xlabel("env steps")
@@ -295,8 +350,13 @@ def _plot_open_loop(rows: list[dict], reward_var: float) -> bytes:
         mine = [r for r in rows if r["prediction"] == prediction]
         ds = sorted({r["d"] for r in mine})
         for ax, key in ((a, "frame_mse"), (b, "reward_mse")):
-            ax.plot(ds, [np.mean([r[key] for r in mine if r["d"] == d]) for d in ds],
-                    marker="o", ms=3, label=f"{mine[0]['agent']}: {prediction}")
+            ax.plot(
+                ds,
+                [np.mean([r[key] for r in mine if r["d"] == d]) for d in ds],
+                marker="o",
+                ms=3,
+                label=f"{mine[0]['agent']}: {prediction}",
+            )
     b.axhline(reward_var, color="gray", ls="--", lw=1, label="predicting the mean reward")
     a.set_ylabel("frame MSE per pixel ([0, 1] scale)")
     b.set_ylabel("reward squared error")
@@ -314,14 +374,25 @@ def _mean_by(rows: list[dict], keys: tuple[str, ...], values: tuple[str, ...]) -
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         groups.setdefault(tuple(r[k] for k in keys), []).append(r)
-    return [{**dict(zip(keys, g)), "seeds": len(rs),
-             **{v: float(np.mean([r[v] for r in rs])) for v in values}}
-            for g, rs in groups.items()]
+    return [
+        {
+            **dict(zip(keys, g)),
+            "seeds": len(rs),
+            **{v: float(np.mean([r[v] for r in rs])) for v in values},
+        }
+        for g, rs in groups.items()
+    ]
 
 
-def write_compare_report(directory: str | Path, *, heldout: int = 3, context: int = 5,
-                         horizon: int = 15, device: str = "cpu",
-                         log: Callable[[str], None] = print) -> list[Path]:
+def write_compare_report(
+    directory: str | Path,
+    *,
+    heldout: int = 3,
+    context: int = 5,
+    horizon: int = 15,
+    device: str = "cpu",
+    log: Callable[[str], None] = print,
+) -> list[Path]:
     """Read the comparison suite in ``directory`` and write its report (module docstring);
     returns the paths written. The open-loop errors of a finished run are kept in its
     ``open_loop.json`` (recomputed when the settings change)."""
@@ -362,8 +433,10 @@ def write_compare_report(directory: str | Path, *, heldout: int = 3, context: in
 
         repeats[run.name] = resolve_action_repeat(loaded[0])
         if len(set(repeats.values())) > 1:
-            raise ValueError(f"the runs of {directory} use different action repeats ({repeats}); "
-                             "their returns and dynamics models are not comparable")
+            raise ValueError(
+                f"the runs of {directory} use different action repeats ({repeats}); "
+                "their returns and dynamics models are not comparable"
+            )
         if not any(p["agent"] == run.agent for p in params):
             params.extend(parameter_rows(run.agent, loaded))
         stages.extend(stage_rows(directory, run, loaded))
@@ -375,8 +448,9 @@ def write_compare_report(directory: str | Path, *, heldout: int = 3, context: in
             rows = cached["rows"]
         else:
             if data is None:
-                data = chunks(heldout_episodes(directory, loaded[0], heldout, log), context,
-                              horizon)
+                data = chunks(
+                    heldout_episodes(directory, loaded[0], heldout, log), context, horizon
+                )
             log(f"compare: open-loop errors of {run.name}")
             rows = open_loop_rows(run, loaded, data, context)
             atomic_write_text(cache, json.dumps({"settings": settings, "rows": rows}) + "\n")
@@ -391,33 +465,45 @@ def write_compare_report(directory: str | Path, *, heldout: int = 3, context: in
     write("open_loop.csv", csv_text(open_loop) if open_loop else "agent,seed,prediction,d\n")
     if open_loop:
         write("open_loop.png", _plot_open_loop(open_loop, reward_var))
-    write("compare.md", _markdown(suite, curves, randoms, params, stages, open_loop, reward_var,
-                                  settings))
+    write(
+        "compare.md",
+        _markdown(suite, curves, randoms, params, stages, open_loop, reward_var, settings),
+    )
     return paths
 
 
-def _markdown(suite: Suite, curves, randoms, params, stages, open_loop, reward_var,
-              settings) -> str:
+def _markdown(
+    suite: Suite, curves, randoms, params, stages, open_loop, reward_var, settings
+) -> str:
     task = suite.tasks()[0]
     # The title names the agents of the runs (a suite merged over two invocations holds both,
     # whatever the first one's description said).
     order = names()
     present = [a for a in order if any(r.agent == a for r in suite.runs)]
     # Every table in the agents' order (stable: each agent's rows keep theirs).
-    params, stages, open_loop = (sorted(rows, key=lambda r: order.index(r["agent"]))
-                                 for rows in (params, stages, open_loop))
+    params, stages, open_loop = (
+        sorted(rows, key=lambda r: order.index(r["agent"])) for rows in (params, stages, open_loop)
+    )
     agents = " against ".join(present)
     seeds = len({r.seed for r in suite.runs})
-    lines = [f"# {agents} on {task} ({suite.preset} preset, {suite.env_steps:,} env steps, "
-             f"{seeds} seed{'s' if seeds != 1 else ''})", ""]
-    lines += ["## Return", "",
-              f"Evaluation: {suite.eval_episodes} episodes without exploration noise on the "
-              "run's evaluation seeds (the same for both agents). PlaNet evaluates every "
-              f"{suite.eval_every_env_steps:,} env steps; World Models evaluates its controller "
-              "(the CMA-ES mean) at the end of each iteration, at the env steps consumed so far "
-              "(in real mode also every few generations). Wall-clock: the run's own seconds, "
-              "random baseline included. Mean over seeds at each run's last evaluation.", "",
-              "| agent | return | at env steps | wall-clock | random policy |", "|---|---|---|---|---|"]
+    lines = [
+        f"# {agents} on {task} ({suite.preset} preset, {suite.env_steps:,} env steps, "
+        f"{seeds} seed{'s' if seeds != 1 else ''})",
+        "",
+    ]
+    lines += [
+        "## Return",
+        "",
+        f"Evaluation: {suite.eval_episodes} episodes without exploration noise on the "
+        "run's evaluation seeds (the same for both agents). PlaNet evaluates every "
+        f"{suite.eval_every_env_steps:,} env steps; World Models evaluates its controller "
+        "(the CMA-ES mean) at the end of each iteration, at the env steps consumed so far "
+        "(in real mode also every few generations). Wall-clock: the run's own seconds, "
+        "random baseline included. Mean over seeds at each run's last evaluation.",
+        "",
+        "| agent | return | at env steps | wall-clock | random policy |",
+        "|---|---|---|---|---|",
+    ]
     for agent in present:
         mine = [r for r in curves if r["agent"] == agent]
         last = {}
@@ -426,54 +512,98 @@ def _markdown(suite: Suite, curves, randoms, params, stages, open_loop, reward_v
         rand = [v for k, v in randoms.items() if f"__{agent}__" in k]
         if last:
             values = [r["mean"] for r in last.values()]
-            ret = f"{np.mean(values):.1f} ± {np.std(values):.1f}" if len(values) > 1 else \
-                f"{values[0]:.1f} ± {list(last.values())[0]['std']:.1f} (episodes)"
+            ret = (
+                f"{np.mean(values):.1f} ± {np.std(values):.1f}"
+                if len(values) > 1
+                else f"{values[0]:.1f} ± {list(last.values())[0]['std']:.1f} (episodes)"
+            )
             steps = min(r["env_steps"] for r in last.values())
             wall = np.mean([r["wall_clock_s"] for r in last.values()]) / 60
-            lines.append(f"| {agent} | {ret} | {steps:,} | {wall:.1f} min | "
-                         f"{np.mean(rand):.1f} |" if rand else
-                         f"| {agent} | {ret} | {steps:,} | {wall:.1f} min | – |")
+            lines.append(
+                f"| {agent} | {ret} | {steps:,} | {wall:.1f} min | {np.mean(rand):.1f} |"
+                if rand
+                else f"| {agent} | {ret} | {steps:,} | {wall:.1f} min | – |"
+            )
         else:
             lines.append(f"| {agent} | – | – | – | – |")
-    lines += ["", "Curves: `compare_curves.csv`, `compare_curves.png`.", "",
-              "## Parameters of each part", "", "| agent | part | parameters |", "|---|---|---|"]
+    lines += [
+        "",
+        "Curves: `compare_curves.csv`, `compare_curves.png`.",
+        "",
+        "## Parameters of each part",
+        "",
+        "| agent | part | parameters |",
+        "|---|---|---|",
+    ]
     lines += [f"| {p['agent']} | {p['part']} | {p['parameters']:,} |" for p in params]
-    lines += ["", "## Env steps of each stage (mean over seeds)", "",
-              "| agent | stage | env steps |", "|---|---|---|"]
+    lines += [
+        "",
+        "## Env steps of each stage (mean over seeds)",
+        "",
+        "| agent | stage | env steps |",
+        "|---|---|---|",
+    ]
     for r in _mean_by(stages, ("agent", "stage"), ("env_steps",)):
         lines.append(f"| {r['agent']} | {r['stage']} | {r['env_steps']:,.0f} |")
     lines += ["", "## Dynamics models, open loop on held-out episodes", ""]
     if open_loop:
         chunks_ = open_loop[0]["chunks"]
-        lines += [f"{settings['heldout']} uniformly random held-out episodes (seeds of their own, "
-                  f"`heldout/`), {chunks_} chunks of {settings['context']} context + "
-                  f"{settings['horizon']} predicted steps. Frame: MSE per pixel in [0, 1]; "
-                  "reward: squared error per step (the reward of an agent step, summed over "
-                  f"the action repeat). Predicting the mean reward: {reward_var:.3g}. PlaNet's "
-                  "RSSM filters the context and imagines from its prior (sampled); World "
-                  "Models' M reads V's posterior means of the context, then feeds back its own "
-                  "z, sampled at τ (as in its dream) or the mixture mean. Mean over seeds.", ""]
+        lines += [
+            f"{settings['heldout']} uniformly random held-out episodes (seeds of their own, "
+            f"`heldout/`), {chunks_} chunks of {settings['context']} context + "
+            f"{settings['horizon']} predicted steps. Frame: MSE per pixel in [0, 1]; "
+            "reward: squared error per step (the reward of an agent step, summed over "
+            f"the action repeat). Predicting the mean reward: {reward_var:.3g}. PlaNet's "
+            "RSSM filters the context and imagines from its prior (sampled); World "
+            "Models' M reads V's posterior means of the context, then feeds back its own "
+            "z, sampled at τ (as in its dream) or the mixture mean. Mean over seeds.",
+            "",
+        ]
         ds = sorted({r["d"] for r in open_loop})
         show = [d for d in ds if d in (1, 2, 3, 5, 10, 15, 20, 30, 50) or d == ds[-1]]
         header = " | ".join(f"d={d}" for d in show)
         table = _mean_by(open_loop, ("agent", "prediction", "d"), ("frame_mse", "reward_mse"))
-        for key, title in (("frame_mse", "frame MSE per pixel"), ("reward_mse", "reward squared error")):
-            lines += [f"{title}:", "", f"| agent | prediction | {header} |",
-                      "|---|---|" + "---|" * len(show)]
+        for key, title in (
+            ("frame_mse", "frame MSE per pixel"),
+            ("reward_mse", "reward squared error"),
+        ):
+            lines += [
+                f"{title}:",
+                "",
+                f"| agent | prediction | {header} |",
+                "|---|---|" + "---|" * len(show),
+            ]
             for agent, prediction in dict.fromkeys((r["agent"], r["prediction"]) for r in table):
-                cells = [next((f"{r[key]:.4g}" for r in table if r["agent"] == agent
-                               and r["prediction"] == prediction and r["d"] == d), "–")
-                         for d in show]
+                cells = [
+                    next(
+                        (
+                            f"{r[key]:.4g}"
+                            for r in table
+                            if r["agent"] == agent and r["prediction"] == prediction and r["d"] == d
+                        ),
+                        "–",
+                    )
+                    for d in show
+                ]
                 lines.append(f"| {agent} | {prediction} | " + " | ".join(cells) + " |")
             lines.append("")
         lines += ["Per step: `open_loop.csv`, `open_loop.png`."]
     else:
         lines += ["No finished run yet."]
-    lines += ["", f"Task {task}; the suite's runs under `runs/`, the suite report beside this "
-              "(`results.md`)."]
+    lines += [
+        "",
+        f"Task {task}; the suite's runs under `runs/`, the suite report beside this "
+        "(`results.md`).",
+    ]
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["compare_suite", "curve_rows", "heldout_episodes", "open_loop_rows",
-           "parameter_rows", "stage_rows",
-           "write_compare_report"]
+__all__ = [
+    "compare_suite",
+    "curve_rows",
+    "heldout_episodes",
+    "open_loop_rows",
+    "parameter_rows",
+    "stage_rows",
+    "write_compare_report",
+]

@@ -1,14 +1,14 @@
 """The layout of a suite directory (one owner of its file names)::
 
-    <dir>/suite.json                 the suite (runs, budget, evaluation schedule; union of calls)
-    <dir>/runs/<run name>/           a normal run directory (config.json, checkpoint.pt, ...)
-        random.json                  the random policy's returns on the run's evaluation seeds
-        attempts.jsonl               one line per start and per completed call (wall-clock)
-        finished.json                written when the run reached its budget (summary, wall-clock,
-                                     CPU model, planetrl commit)
-        attribution.json             the held-out open-loop reward error (``--attribute``)
-    <dir>/ceiling/<task>__<planner>.json   the planner's ceiling with the true simulator
-    <dir>/results.csv, results.md, curves.csv, curves.png   the report
+<dir>/suite.json                 the suite (runs, budget, evaluation schedule; union of calls)
+<dir>/runs/<run name>/           a normal run directory (config.json, checkpoint.pt, ...)
+    random.json                  the random policy's returns on the run's evaluation seeds
+    attempts.jsonl               one line per start and per completed call (wall-clock)
+    finished.json                written when the run reached its budget (summary, wall-clock,
+                                 CPU model, planetrl commit)
+    attribution.json             the held-out open-loop reward error (``--attribute``)
+<dir>/ceiling/<task>__<planner>.json   the planner's ceiling with the true simulator
+<dir>/results.csv, results.md, curves.csv, curves.png   the report
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ def run_dir(directory: str | Path, run_name: str) -> Path:
     return Path(directory) / RUNS_DIR / run_name
 
 
-def ceiling_path(directory: str | Path, task: str, horizon: int, iterations: int,
-                 candidates: int, top_k: int) -> Path:
+def ceiling_path(
+    directory: str | Path, task: str, horizon: int, iterations: int, candidates: int, top_k: int
+) -> Path:
     """Where a suite keeps the planner ceiling of ``task`` for the planner (H, I, J, K)."""
     name = f"{task.replace(':', '-')}__H{horizon}-I{iterations}-J{candidates}-K{top_k}"
     return Path(directory) / CEILING_DIR / f"{name}.json"

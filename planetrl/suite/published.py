@@ -47,8 +47,11 @@ def load_published(path: str | Path | None = None) -> list[Published]:
     """Parse and check ``published.csv`` (the package's own by default)."""
     path = Path(path) if path is not None else default_path()
     text = path.read_text()
-    lines = [(n, line) for n, line in enumerate(text.splitlines(), 1)
-             if line.strip() and not line.lstrip().startswith("#")]
+    lines = [
+        (n, line)
+        for n, line in enumerate(text.splitlines(), 1)
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
     if not lines:
         raise PublishedDataError(f"{path}: no rows")
     reader = csv.reader(io.StringIO("\n".join(line for _, line in lines)))
@@ -66,11 +69,14 @@ def load_published(path: str | Path | None = None) -> list[Published]:
         record = dict(zip(COLUMNS, values))
         try:
             row = Published(
-                agent=record["agent"].strip(), task=record["task"].strip(),
-                env_steps=int(record["env_steps"]), mean=float(record["mean"]),
+                agent=record["agent"].strip(),
+                task=record["task"].strip(),
+                env_steps=int(record["env_steps"]),
+                mean=float(record["mean"]),
                 std=float(record["std"]) if record["std"].strip() else None,
                 seeds=int(record["seeds"]) if record["seeds"].strip() else None,
-                source=record["source"].strip(), verified=record["verified"].strip(),
+                source=record["source"].strip(),
+                verified=record["verified"].strip(),
                 note=record["note"].strip(),
             )
         except ValueError as err:
@@ -82,10 +88,15 @@ def load_published(path: str | Path | None = None) -> list[Published]:
         except ValueError as err:
             raise PublishedDataError(f"{where}: {err}") from None
         if row.verified not in VERIFIED:
-            raise PublishedDataError(f"{where}: verified must be one of {VERIFIED}, got "
-                                     f"{row.verified!r}")
-        if (row.env_steps <= 0 or (row.seeds is not None and row.seeds <= 0)
-                or (row.std is not None and row.std < 0) or not math.isfinite(row.mean)):
+            raise PublishedDataError(
+                f"{where}: verified must be one of {VERIFIED}, got {row.verified!r}"
+            )
+        if (
+            row.env_steps <= 0
+            or (row.seeds is not None and row.seeds <= 0)
+            or (row.std is not None and row.std < 0)
+            or not math.isfinite(row.mean)
+        ):
             raise PublishedDataError(f"{where}: env_steps and seeds must be positive, std >= 0")
         key = (row.agent, row.task, row.env_steps)
         if key in seen:

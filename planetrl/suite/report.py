@@ -49,8 +49,15 @@ COMPARED = ("PlaNet", "PlaNet (DrQ table)", "Dreamer", "CURL", "DrQ", "DreamerV3
 VERDICTS = ("PlaNet", "PlaNet (DrQ table)", "Dreamer")
 # A run directory's files that ``--export`` copies (small text files: no episodes, checkpoints,
 # TensorBoard logs or videos).
-EXPORTED = ("config.json", "metrics.jsonl", layout.FINISHED_FILE, layout.RANDOM_FILE,
-            layout.ATTEMPTS_FILE, layout.ATTRIBUTION_FILE, "speed.json")
+EXPORTED = (
+    "config.json",
+    "metrics.jsonl",
+    layout.FINISHED_FILE,
+    layout.RANDOM_FILE,
+    layout.ATTEMPTS_FILE,
+    layout.ATTRIBUTION_FILE,
+    "speed.json",
+)
 
 
 @dataclass
@@ -107,7 +114,8 @@ def load_sources(directory: str | Path, merge: tuple[str | Path, ...] | list = (
                 raise ValueError(
                     f"--merge {source.directory}: its {key} is {getattr(other, key)!r}, "
                     f"{sources[0].directory}'s is {getattr(first, key)!r}; a report merges "
-                    "directories of one suite with one budget and evaluation schedule")
+                    "directories of one suite with one budget and evaluation schedule"
+                )
     return sources
 
 
@@ -120,12 +128,17 @@ def read_run(directory: Path, run: RunSpec, label: str | None = None) -> RunResu
     if metrics.exists():
         for row in read_metrics(metrics):
             if "eval/return" in row:
-                result.curve[int(row["step"])] = (float(row["eval/return"]),
-                                                  float(row.get("eval/return_std", math.nan)))
+                result.curve[int(row["step"])] = (
+                    float(row["eval/return"]),
+                    float(row.get("eval/return_std", math.nan)),
+                )
                 if "eval/open_loop_reward_mse_H" in row:
                     result.replay_open_loop_mse = float(row["eval/open_loop_reward_mse_H"])
-    for name, attr in ((layout.RANDOM_FILE, "random"), (layout.FINISHED_FILE, "finished"),
-                       (layout.ATTRIBUTION_FILE, "attribution")):
+    for name, attr in (
+        (layout.RANDOM_FILE, "random"),
+        (layout.FINISHED_FILE, "finished"),
+        (layout.ATTRIBUTION_FILE, "attribution"),
+    ):
         path = run_dir / name
         if path.exists():
             try:
@@ -149,20 +162,21 @@ def read_results(sources: list[Source]) -> list[RunResult]:
     for source in sources:
         for run in source.suite.runs:
             key = (source.suite.preset if several else "", run.name)
-            result = read_run(source.directory, run,
-                              _label(run, source.suite.preset, several))
+            result = read_run(source.directory, run, _label(run, source.suite.preset, several))
             held = chosen.get(key)
-            if held is None or (not held.finished and result.finished) or (
-                    not held.finished and not held.curve and result.curve):
+            if (
+                held is None
+                or (not held.finished and result.finished)
+                or (not held.finished and not held.curve and result.curve)
+            ):
                 chosen[key] = result
     return list(chosen.values())
 
 
 def _ceiling(sources: list[Source], task: str) -> dict | None:
+    from planetrl.agents import kind
     from planetrl.suite.layout import ceiling_path
     from planetrl.suite.spec import run_config
-
-    from planetrl.agents import kind
 
     for source in sources:
         for run in (r for r in source.suite.runs if r.task == task):
@@ -171,8 +185,7 @@ def _ceiling(sources: list[Source], task: str) -> dict | None:
                 break  # the planner's ceiling is that of an agent that plans with CEM
         else:
             continue
-        path = ceiling_path(source.directory, task, p.horizon, p.iterations, p.candidates,
-                            p.top_k)
+        path = ceiling_path(source.directory, task, p.horizon, p.iterations, p.candidates, p.top_k)
         try:
             if path.exists():
                 return json.loads(path.read_text())
@@ -215,15 +228,31 @@ def curves(results: list[RunResult]) -> list[dict]:
         if randoms:
             episodes = [x for r in runs if r.random for x in r.random]
             mean, std, over = _stats(randoms, float(np.std(episodes)))
-            rows.append(dict(task=task, variant="random policy", env_steps=0, seeds=len(randoms),
-                             mean=mean, std=std, std_over=over))
+            rows.append(
+                dict(
+                    task=task,
+                    variant="random policy",
+                    env_steps=0,
+                    seeds=len(randoms),
+                    mean=mean,
+                    std=std,
+                    std_over=over,
+                )
+            )
         steps = sorted({s for r in runs for s in r.curve})
         intervals = _curve_intervals(runs, steps)
         for step in steps:
             values = [r.curve[step] for r in runs if step in r.curve]
             mean, std, over = _stats([v[0] for v in values], values[0][1])
-            row = dict(task=task, variant=variant, env_steps=step, seeds=len(values),
-                       mean=mean, std=std, std_over=over)
+            row = dict(
+                task=task,
+                variant=variant,
+                env_steps=step,
+                seeds=len(values),
+                mean=mean,
+                std=std,
+                std_over=over,
+            )
             if step in intervals:
                 row.update(ci_lo=intervals[step].lo, ci_hi=intervals[step].hi)
             rows.append(row)
@@ -245,8 +274,9 @@ def _curve_intervals(runs: list[RunResult], steps: list[int]) -> dict[int, stats
     return out
 
 
-def final_table(sources: list[Source], results: list[RunResult],
-                published: list[Published]) -> list[dict]:
+def final_table(
+    sources: list[Source], results: list[RunResult], published: list[Published]
+) -> list[dict]:
     rows = []
     env_steps = sources[0].suite.env_steps
     for task in _tasks(results):
@@ -263,14 +293,15 @@ def final_table(sources: list[Source], results: list[RunResult],
             randoms = [float(np.mean(r.random)) for r in runs if r.random]
             if randoms:
                 episodes = [x for r in runs if r.random for x in r.random]
-                row["random_mean"], row["random_std"], _ = _stats(randoms,
-                                                                   float(np.std(episodes)))
+                row["random_mean"], row["random_std"], _ = _stats(randoms, float(np.std(episodes)))
             if done:
-                row["wall_clock_min"] = float(np.mean([r.finished["wall_clock_s"] for r in done])
-                                              / 60)
+                row["wall_clock_min"] = float(
+                    np.mean([r.finished["wall_clock_s"] for r in done]) / 60
+                )
                 row["cpu"] = "; ".join(sorted({r.finished.get("cpu", "?") for r in done}))
-                row["commit"] = "; ".join(sorted({_short(r.finished.get("commit", "?"))
-                                                  for r in done}))
+                row["commit"] = "; ".join(
+                    sorted({_short(r.finished.get("commit", "?")) for r in done})
+                )
             for p in published_at(task, env_steps, published):
                 if p.agent in COMPARED:
                     row[f"{p.agent} mean"], row[f"{p.agent} std"] = p.mean, p.std
@@ -291,12 +322,14 @@ def final_table(sources: list[Source], results: list[RunResult],
 # ------------------------------------------------------------------ statistics over seeds
 def _finished_scores(results: list[RunResult], task: str, variant: str) -> dict[int, float]:
     """seed -> the last evaluation's return, for the finished runs of (task, variant)."""
-    return {r.seed: r.final for r in results
-            if r.task == task and r.variant == variant and r.finished and r.final is not None}
+    return {
+        r.seed: r.final
+        for r in results
+        if r.task == task and r.variant == variant and r.finished and r.final is not None
+    }
 
 
-def seed_table(results: list[RunResult], published: list[Published],
-               env_steps: int) -> list[dict]:
+def seed_table(results: list[RunResult], published: list[Published], env_steps: int) -> list[dict]:
     """Per (task, variant) with a finished run: the mean over seeds, its 95% interval, and the
     verdict against each published figure (:func:`planetrl.suite.stats.verdict`). One rliable
     call per variant and set of finished seeds (tasks as the bootstrap's strata)."""
@@ -316,9 +349,15 @@ def seed_table(results: list[RunResult], published: list[Published],
     rows = []
     for (task, variant), scores in found.items():
         interval = intervals[(task, variant)]
-        row: dict = dict(task=task, variant=variant, seeds=len(scores),
-                         seed_list=" ".join(str(s) for s in sorted(scores)),
-                         mean=interval.point, ci_lo=interval.lo, ci_hi=interval.hi)
+        row: dict = dict(
+            task=task,
+            variant=variant,
+            seeds=len(scores),
+            seed_list=" ".join(str(s) for s in sorted(scores)),
+            mean=interval.point,
+            ci_lo=interval.lo,
+            ci_hi=interval.hi,
+        )
         for p in published_at(task, env_steps, published):
             if p.agent in COMPARED:
                 row[f"{p.agent} mean"], row[f"{p.agent} std"] = p.mean, p.std
@@ -355,8 +394,11 @@ def score_matrices(results: list[RunResult]) -> list[Matrix]:
         if not seeds:
             continue
         tasks = list(per_task)
-        out.append(Matrix(variant, tasks, seeds,
-                          np.array([[per_task[t][s] for t in tasks] for s in seeds])))
+        out.append(
+            Matrix(
+                variant, tasks, seeds, np.array([[per_task[t][s] for t in tasks] for s in seeds])
+            )
+        )
     return out
 
 
@@ -364,9 +406,17 @@ def aggregate_rows(matrices: list[Matrix]) -> list[dict]:
     rows = []
     for m in matrices:
         for name, interval in stats.aggregate_intervals(m.scores).items():
-            rows.append(dict(variant=m.variant, metric=name, tasks=len(m.tasks),
-                             runs_per_task=len(m.seeds), value=interval.point,
-                             ci_lo=interval.lo, ci_hi=interval.hi))
+            rows.append(
+                dict(
+                    variant=m.variant,
+                    metric=name,
+                    tasks=len(m.tasks),
+                    runs_per_task=len(m.seeds),
+                    value=interval.point,
+                    ci_lo=interval.lo,
+                    ci_hi=interval.hi,
+                )
+            )
     return rows
 
 
@@ -375,7 +425,7 @@ def improvement_rows(matrices: list[Matrix]) -> list[dict]:
     pair: P(Y > X) = 1 − P(X > Y))."""
     rows = []
     for i, x in enumerate(matrices):
-        for y in matrices[i + 1:]:
+        for y in matrices[i + 1 :]:
             tasks = [t for t in x.tasks if t in y.tasks]
             if not tasks:
                 continue
@@ -383,11 +433,21 @@ def improvement_rows(matrices: list[Matrix]) -> list[dict]:
             sy = y.scores[:, [y.tasks.index(t) for t in tasks]]
             p = stats.improvement(sx, sy)
             common = dict(tasks=len(tasks), runs_x=len(x.seeds), runs_y=len(y.seeds))
-            rows.append(dict(x=x.variant, y=y.variant, **common, probability=p.point,
-                             ci_lo=p.lo, ci_hi=p.hi))
-            rows.append(dict(x=y.variant, y=x.variant, **{**common, "runs_x": len(y.seeds),
-                                                          "runs_y": len(x.seeds)},
-                             probability=1 - p.point, ci_lo=1 - p.hi, ci_hi=1 - p.lo))
+            rows.append(
+                dict(
+                    x=x.variant, y=y.variant, **common, probability=p.point, ci_lo=p.lo, ci_hi=p.hi
+                )
+            )
+            rows.append(
+                dict(
+                    x=y.variant,
+                    y=x.variant,
+                    **{**common, "runs_x": len(y.seeds), "runs_y": len(x.seeds)},
+                    probability=1 - p.point,
+                    ci_lo=1 - p.hi,
+                    ci_hi=1 - p.lo,
+                )
+            )
     return rows
 
 
@@ -396,8 +456,15 @@ def profile_rows(matrices: list[Matrix]) -> list[dict]:
     for m in matrices:
         profile, ci = stats.performance_profile(m.scores)
         for i, tau in enumerate(stats.TAUS):
-            rows.append(dict(variant=m.variant, tau=float(tau), fraction=float(profile[i]),
-                             ci_lo=float(ci[0, i]), ci_hi=float(ci[1, i])))
+            rows.append(
+                dict(
+                    variant=m.variant,
+                    tau=float(tau),
+                    fraction=float(profile[i]),
+                    ci_lo=float(ci[0, i]),
+                    ci_hi=float(ci[1, i]),
+                )
+            )
     return rows
 
 
@@ -405,8 +472,9 @@ def _interval(point: float, lo: float, hi: float, n: int, digits: int = 0) -> st
     return stats.Interval(point, lo, hi, n).fmt(digits)
 
 
-def _stats_markdown(seeds: list[dict], aggregates: list[dict], improvements: list[dict],
-                    matrices: list[Matrix]) -> list[str]:
+def _stats_markdown(
+    seeds: list[dict], aggregates: list[dict], improvements: list[dict], matrices: list[Matrix]
+) -> list[str]:
     if not seeds:
         return []
     agents = [a for a in VERDICTS if any(f"vs {a}" in row for row in seeds)]
@@ -421,13 +489,18 @@ def _stats_markdown(seeds: list[dict], aggregates: list[dict], improvements: lis
         "n = 1 where the source does not state it), else *within noise* "
         "(`planetrl/suite/stats.py`). The published figure is shown as mean ± std.",
         "",
-        "| " + " | ".join(["task", "variant", "seeds", "mean [95% CI]",
-                           *[f"vs {a}" for a in agents]]) + " |",
+        "| "
+        + " | ".join(["task", "variant", "seeds", "mean [95% CI]", *[f"vs {a}" for a in agents]])
+        + " |",
         "|" + "---|" * (4 + len(agents)),
     ]
     for row in seeds:
-        cells = [row["task"], row["variant"], str(row["seeds"]),
-                 _interval(row["mean"], row["ci_lo"], row["ci_hi"], row["seeds"])]
+        cells = [
+            row["task"],
+            row["variant"],
+            str(row["seeds"]),
+            _interval(row["mean"], row["ci_lo"], row["ci_hi"], row["seeds"]),
+        ]
         for a in agents:
             if f"vs {a}" in row:
                 one = " (1 seed)" if row["seeds"] < 2 else ""
@@ -447,13 +520,18 @@ def _stats_markdown(seeds: list[dict], aggregates: list[dict], improvements: lis
             "|---|---|---|---|---|---|",
         ]
         for m in matrices:
-            cells = [m.variant, str(len(m.tasks)), f"{len(m.seeds)} (seeds "
-                     f"{' '.join(map(str, m.seeds))})"]
+            cells = [
+                m.variant,
+                str(len(m.tasks)),
+                f"{len(m.seeds)} (seeds {' '.join(map(str, m.seeds))})",
+            ]
             for metric in stats.AGGREGATES:
-                row = next(r for r in aggregates if r["variant"] == m.variant
-                           and r["metric"] == metric)
-                cells.append(_interval(row["value"], row["ci_lo"], row["ci_hi"],
-                                       row["runs_per_task"], 3))
+                row = next(
+                    r for r in aggregates if r["variant"] == m.variant and r["metric"] == metric
+                )
+                cells.append(
+                    _interval(row["value"], row["ci_lo"], row["ci_hi"], row["runs_per_task"], 3)
+                )
             lines.append("| " + " | ".join(cells) + " |")
     if improvements:
         lines += [
@@ -466,11 +544,16 @@ def _stats_markdown(seeds: list[dict], aggregates: list[dict], improvements: lis
             "|---|---|---|---|",
         ]
         for row in improvements:
-            lines.append(f"| {row['x']} | {row['y']} | {row['tasks']} | "
-                         f"{_interval(row['probability'], row['ci_lo'], row['ci_hi'], 2, 2)} |")
+            lines.append(
+                f"| {row['x']} | {row['y']} | {row['tasks']} | "
+                f"{_interval(row['probability'], row['ci_lo'], row['ci_hi'], 2, 2)} |"
+            )
     if matrices:
-        lines += ["", "Performance profile and aggregate intervals: `aggregates.png`, "
-                  "`profile.csv`, `aggregates.csv`."]
+        lines += [
+            "",
+            "Performance profile and aggregate intervals: `aggregates.png`, "
+            "`profile.csv`, `aggregates.csv`.",
+        ]
     return lines
 
 
@@ -487,17 +570,36 @@ def _markdown(suite: Suite, table: list[dict], stats_lines: list[str]) -> str:
         "there; the DreamerV3 column is read from its authors' scores file, not a published "
         "table).",
         "",
-        "| " + " | ".join(["task", "variant", "planetrl", "at env steps", "runs (finished)",
-                           "random", *agents, "wall-clock per run", "CPU", "commit"]) + " |",
+        "| "
+        + " | ".join(
+            [
+                "task",
+                "variant",
+                "planetrl",
+                "at env steps",
+                "runs (finished)",
+                "random",
+                *agents,
+                "wall-clock per run",
+                "CPU",
+                "commit",
+            ]
+        )
+        + " |",
         "|" + "---|" * (9 + len(agents)),
     ]
     for row in table:
-        ours = _fmt(row.get("mean"), row.get("std")) + ("¹" if row.get("std_over") == "episodes"
-                                                         else "")
-        cells = [row["task"], row["variant"], ours,
-                 f"{row['env_steps']:,}" if "env_steps" in row else "–",
-                 f"{row['runs']} ({row['finished']})",
-                 _fmt(row.get("random_mean"), row.get("random_std"))]
+        ours = _fmt(row.get("mean"), row.get("std")) + (
+            "¹" if row.get("std_over") == "episodes" else ""
+        )
+        cells = [
+            row["task"],
+            row["variant"],
+            ours,
+            f"{row['env_steps']:,}" if "env_steps" in row else "–",
+            f"{row['runs']} ({row['finished']})",
+            _fmt(row.get("random_mean"), row.get("random_std")),
+        ]
         cells += [_fmt(row.get(f"{a} mean"), row.get(f"{a} std")) for a in agents]
         wall = row.get("wall_clock_min")
         cells += [f"{wall:.0f} min" if wall else "–", row.get("cpu", "–"), row.get("commit", "–")]
@@ -520,13 +622,25 @@ def _markdown(suite: Suite, table: list[dict], stats_lines: list[str]) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for row in attributed:
-            def num(key: str) -> str:
+
+            def num(key: str, row: dict = row) -> str:
                 return f"{row[key]:.3g}" if key in row else "–"
-            lines.append("| " + " | ".join([
-                row["task"], row["variant"], _fmt(row.get("mean"), row.get("std")),
-                _fmt(row.get("ceiling_mean"), row.get("ceiling_std")),
-                num("heldout_reward_mse_H"), num("heldout_reward_var"), num("replay_reward_mse_H"),
-            ]) + " |")
+
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        row["task"],
+                        row["variant"],
+                        _fmt(row.get("mean"), row.get("std")),
+                        _fmt(row.get("ceiling_mean"), row.get("ceiling_std")),
+                        num("heldout_reward_mse_H"),
+                        num("heldout_reward_var"),
+                        num("replay_reward_mse_H"),
+                    ]
+                )
+                + " |"
+            )
     return "\n".join(lines) + "\n"
 
 
@@ -559,8 +673,14 @@ def _pyplot():
     return plt
 
 
-def plot(suite: Suite, sources: list[Source], results: list[RunResult], rows: list[dict],
-         published: list[Published], path: Path) -> None:
+def plot(
+    suite: Suite,
+    sources: list[Source],
+    results: list[RunResult],
+    rows: list[dict],
+    published: list[Published],
+    path: Path,
+) -> None:
     plt = _pyplot()
     tasks = _tasks(results)
     cols = min(3, len(tasks))
@@ -581,16 +701,34 @@ def plot(suite: Suite, sources: list[Source], results: list[RunResult], rows: li
             ax.fill_between(x, lo, hi, alpha=0.2)
         randoms = [r for r in rows if r["task"] == task and r["variant"] == "random policy"]
         if randoms:
-            ax.axhline(np.mean([r["mean"] for r in randoms]), color="gray", ls="--", lw=1,
-                       label="random policy")
+            ax.axhline(
+                np.mean([r["mean"] for r in randoms]),
+                color="gray",
+                ls="--",
+                lw=1,
+                label="random policy",
+            )
         for p in published_at(task, suite.env_steps, published):
             if p.agent == "PlaNet":
-                ax.errorbar([suite.env_steps], [p.mean], yerr=[p.std or 0], fmt="s", color="k",
-                            ms=4, capsize=3, label="PlaNet (published)")
+                ax.errorbar(
+                    [suite.env_steps],
+                    [p.mean],
+                    yerr=[p.std or 0],
+                    fmt="s",
+                    color="k",
+                    ms=4,
+                    capsize=3,
+                    label="PlaNet (published)",
+                )
         ceiling = _ceiling(sources, task)
         if ceiling:
-            ax.axhline(ceiling["mean"], color="tab:green", ls=":", lw=1,
-                       label="planner with the true model")
+            ax.axhline(
+                ceiling["mean"],
+                color="tab:green",
+                ls=":",
+                lw=1,
+                label="planner with the true model",
+            )
         ax.set_title(task.split(":", 1)[-1])
         ax.set_xlabel("env steps")
         ax.set_ylabel("return")
@@ -598,7 +736,7 @@ def plot(suite: Suite, sources: list[Source], results: list[RunResult], rows: li
         if task.startswith("dmc:"):
             ax.set_ylim(0, 1000)  # DMC returns lie in [0, 1000]
         ax.grid(alpha=0.3)
-    for ax in list(axes.flat)[len(tasks):]:
+    for ax in list(axes.flat)[len(tasks) :]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=7, loc="upper left")
     shade = "95% interval over seeds (± std over episodes with one seed)"
@@ -609,8 +747,9 @@ def plot(suite: Suite, sources: list[Source], results: list[RunResult], rows: li
     atomic_write_bytes(path, _png(fig))
 
 
-def plot_aggregates(suite: Suite, matrices: list[Matrix], aggregates: list[dict],
-                    profiles: list[dict], path: Path) -> None:
+def plot_aggregates(
+    suite: Suite, matrices: list[Matrix], aggregates: list[dict], profiles: list[dict], path: Path
+) -> None:
     """The aggregate intervals (IQM, median, mean) and the performance profile, in the layout of
     rliable's own figures."""
     plt = _pyplot()
@@ -621,8 +760,15 @@ def plot_aggregates(suite: Suite, matrices: list[Matrix], aggregates: list[dict]
         for i, variant in enumerate(names):
             row = next(r for r in aggregates if r["variant"] == variant and r["metric"] == metric)
             y = i + 0.25 * (j - 1)
-            ax.plot([row["ci_lo"], row["ci_hi"]], [y, y], lw=6, alpha=0.5, color=f"C{j}",
-                    solid_capstyle="butt", label=metric if i == 0 else None)
+            ax.plot(
+                [row["ci_lo"], row["ci_hi"]],
+                [y, y],
+                lw=6,
+                alpha=0.5,
+                color=f"C{j}",
+                solid_capstyle="butt",
+                label=metric if i == 0 else None,
+            )
             ax.plot([row["value"]], [y], "|", ms=12, color="k")
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("normalised score (return / 1000)")
@@ -635,8 +781,9 @@ def plot_aggregates(suite: Suite, matrices: list[Matrix], aggregates: list[dict]
         pts = [r for r in profiles if r["variant"] == variant]
         tau = np.array([r["tau"] for r in pts])
         ax.plot(tau, [r["fraction"] for r in pts], color=f"C{i}", label=variant)
-        ax.fill_between(tau, [r["ci_lo"] for r in pts], [r["ci_hi"] for r in pts],
-                        color=f"C{i}", alpha=0.2)
+        ax.fill_between(
+            tau, [r["ci_lo"] for r in pts], [r["ci_hi"] for r in pts], color=f"C{i}", alpha=0.2
+        )
     ax.set_xlabel("normalised score τ")
     ax.set_ylabel("fraction of runs with score > τ")
     ax.set_xlim(0, 1)
@@ -644,8 +791,9 @@ def plot_aggregates(suite: Suite, matrices: list[Matrix], aggregates: list[dict]
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     ax.set_title("performance profile", fontsize=9)
-    fig.suptitle(f"{suite.name} ({suite.preset} preset), finished runs, last evaluation",
-                 fontsize=9)
+    fig.suptitle(
+        f"{suite.name} ({suite.preset} preset), finished runs, last evaluation", fontsize=9
+    )
     fig.tight_layout()
     from planetrl.atomic import atomic_write_bytes
 
@@ -661,9 +809,10 @@ def export(sources: list[Source], destination: str | Path) -> Path:
     from planetrl.suite.spec import merge_suite
 
     if len({s.suite.preset for s in sources}) > 1:
-        raise ValueError("--export copies runs of one preset into one suite directory; these "
-                         "directories ran presets " + ", ".join(sorted({s.suite.preset
-                                                                        for s in sources})))
+        raise ValueError(
+            "--export copies runs of one preset into one suite directory; these "
+            "directories ran presets " + ", ".join(sorted({s.suite.preset for s in sources}))
+        )
     destination = Path(destination)
     if any(destination.resolve() == s.directory.resolve() for s in sources):
         raise ValueError(f"--export {destination} is one of the directories read")
@@ -706,10 +855,16 @@ def write_report(directory: str | Path, merge: tuple[str | Path, ...] | list = (
     paths = [directory / "curves.csv", directory / "results.csv", directory / "results.md"]
     atomic_write_text(paths[0], csv_text(rows))
     atomic_write_text(paths[1], csv_text(table))
-    atomic_write_text(paths[2], _markdown(suite, table, _stats_markdown(
-        seeds, aggregates, improvements, matrices)))
-    for name, data in (("seeds.csv", seeds), ("aggregates.csv", aggregates),
-                       ("improvement.csv", improvements), ("profile.csv", profiles)):
+    atomic_write_text(
+        paths[2],
+        _markdown(suite, table, _stats_markdown(seeds, aggregates, improvements, matrices)),
+    )
+    for name, data in (
+        ("seeds.csv", seeds),
+        ("aggregates.csv", aggregates),
+        ("improvement.csv", improvements),
+        ("profile.csv", profiles),
+    ):
         if data:
             paths.append(directory / name)
             atomic_write_text(paths[-1], csv_text(data))

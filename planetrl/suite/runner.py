@@ -23,18 +23,23 @@ from typing import Any, Callable
 
 from planetrl.config import ConfigError
 from planetrl.suite.layout import (
-    ATTEMPTS_FILE, FINISHED_FILE, RANDOM_FILE, is_finished,
+    ATTEMPTS_FILE,
+    FINISHED_FILE,
+    RANDOM_FILE,
+    is_finished,
 )
 from planetrl.suite.spec import RunSpec, Suite, SuiteError, merge_suite, run_config
-
-
 
 # AMD's CPUID family -> [(first model, last model, microarchitecture)]: a virtual machine's model
 # name is often just "AMD EPYC", so the record adds what family and model say.
 _AMD_CORES = {
     23: [(0x00, 0x2F, "Zen/Zen+"), (0x30, 0xFF, "Zen 2")],
-    25: [(0x00, 0x0F, "Zen 3"), (0x10, 0x1F, "Zen 4"), (0x20, 0x5F, "Zen 3"),
-         (0x60, 0xAF, "Zen 4")],
+    25: [
+        (0x00, 0x0F, "Zen 3"),
+        (0x10, 0x1F, "Zen 4"),
+        (0x20, 0x5F, "Zen 3"),
+        (0x60, 0xAF, "Zen 4"),
+    ],
     26: [(0x00, 0xFF, "Zen 5")],
 }
 
@@ -60,13 +65,18 @@ def cpu_model(cpuinfo: str | None = None) -> str:
         family, model = int(fields["cpu family"]), int(fields["model"])
         details.append(f"family {family} model {model}")
         if fields.get("vendor_id") == "AuthenticAMD" or name.startswith("AMD"):
-            details += [core for first, last, core in _AMD_CORES.get(family, [])
-                        if first <= model <= last][:1]
+            details += [
+                core for first, last, core in _AMD_CORES.get(family, []) if first <= model <= last
+            ][:1]
     except (KeyError, ValueError):
         pass
     flags = set(fields.get("flags", "").split())
-    for flag, label in (("amx_tile", "AMX"), ("avx512_bf16", "AVX512-BF16"),
-                        ("avx512f", "AVX-512"), ("avx2", "AVX2")):
+    for flag, label in (
+        ("amx_tile", "AMX"),
+        ("avx512_bf16", "AVX512-BF16"),
+        ("avx512f", "AVX-512"),
+        ("avx2", "AVX2"),
+    ):
         if flag in flags:
             details.append(label)
             break
@@ -74,13 +84,23 @@ def cpu_model(cpuinfo: str | None = None) -> str:
 
 
 def code_version() -> str:
-    """The planetrl git commit the code runs from (``+dirty`` with local changes), or ``unknown``."""
+    """The planetrl git commit the code runs from (``+dirty`` with local changes), or
+    ``unknown``."""
     root = Path(__file__).resolve().parents[2]
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True,
-                                text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--",
-                                "planetrl"], capture_output=True, text=True, timeout=10).stdout
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--", "planetrl"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout
         return commit + ("+dirty" if dirty.strip() else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -112,10 +132,14 @@ def train_run(config_data: dict[str, Any], budget: int | None = None) -> dict[st
     random_path = run_dir / RANDOM_FILE
     if not random_path.exists():
         seed = eval_seed(config)
-        returns = random_policy_returns(config, episodes=config.eval.episodes, seed=seed,
-                                        parallel=config.eval.parallel)
-        atomic_write_text(random_path, json.dumps(
-            {"seed": seed, "episodes": len(returns), "returns": returns}, indent=1) + "\n")
+        returns = random_policy_returns(
+            config, episodes=config.eval.episodes, seed=seed, parallel=config.eval.parallel
+        )
+        atomic_write_text(
+            random_path,
+            json.dumps({"seed": seed, "episodes": len(returns), "returns": returns}, indent=1)
+            + "\n",
+        )
     summary = trainer.train(config, progress=False)
     _append_line(attempts, {"start": start, "seconds": time.time() - start, "cpu": cpu_model()})
     total = wall_clock(run_dir)
@@ -202,10 +226,17 @@ def run_suite(
             pending.append(run)
     results: dict[str, Any] = {}
     if pending:
-        results = _run_on_ray(pending, configs, budget=suite.env_steps, address=address, cpus_per_run=cpus_per_run,
-                              gpus_per_run=gpus_per_run, max_retries=max_retries,
-                              on_finish=(lambda: _report(directory, log)) if report else None,
-                              log=log)
+        results = _run_on_ray(
+            pending,
+            configs,
+            budget=suite.env_steps,
+            address=address,
+            cpus_per_run=cpus_per_run,
+            gpus_per_run=gpus_per_run,
+            max_retries=max_retries,
+            on_finish=(lambda: _report(directory, log)) if report else None,
+            log=log,
+        )
     if report:
         _report(directory, log)
     return results
@@ -225,18 +256,22 @@ def _report(directory: Path, log: Callable[[str], None]) -> None:
     log(f"suite report: {', '.join(str(p) for p in paths)}")
 
 
-def _run_on_ray(pending, configs, *, budget, address, cpus_per_run, gpus_per_run, max_retries, on_finish,
-                log) -> dict[str, Any]:
+def _run_on_ray(
+    pending, configs, *, budget, address, cpus_per_run, gpus_per_run, max_retries, on_finish, log
+) -> dict[str, Any]:
     try:
         import ray
     except ImportError as err:
-        raise SuiteError("`planetrl suite` runs on Ray, which is not installed: "
-                         "pip install 'planetrl[suite]' (or ray>=2.40,<3)") from err
+        raise SuiteError(
+            "`planetrl suite` runs on Ray, which is not installed: "
+            "pip install 'planetrl[suite]' (or ray>=2.40,<3)"
+        ) from err
 
     started_here = not ray.is_initialized()
     if started_here:
-        kwargs: dict[str, Any] = dict(include_dashboard=False, configure_logging=False,
-                                      log_to_driver=True)
+        kwargs: dict[str, Any] = dict(
+            include_dashboard=False, configure_logging=False, log_to_driver=True
+        )
         if address:
             kwargs["address"] = address
         else:
@@ -247,15 +282,20 @@ def _run_on_ray(pending, configs, *, budget, address, cpus_per_run, gpus_per_run
         cpus = cpus_per_run if cpus_per_run is not None else min(2.0, resources.get("CPU", 1.0))
         gpus = gpus_per_run if gpus_per_run is not None else (1.0 if resources.get("GPU") else 0.0)
         if cpus > resources.get("CPU", 0) or gpus > resources.get("GPU", 0):
-            raise SuiteError(f"each run asks for {cpus} CPUs and {gpus} GPUs but the Ray cluster "
-                             f"has {resources.get('CPU', 0)} and {resources.get('GPU', 0)}")
-        task = ray.remote(train_run).options(num_cpus=cpus, num_gpus=gpus,
-                                             max_retries=max_retries, retry_exceptions=False)
+            raise SuiteError(
+                f"each run asks for {cpus} CPUs and {gpus} GPUs but the Ray cluster "
+                f"has {resources.get('CPU', 0)} and {resources.get('GPU', 0)}"
+            )
+        task = ray.remote(train_run).options(
+            num_cpus=cpus, num_gpus=gpus, max_retries=max_retries, retry_exceptions=False
+        )
         refs = {}
         for run in pending:
             refs[task.remote(configs[run.name], budget)] = run.name
-        log(f"suite: {len(refs)} runs on Ray ({cpus:g} CPUs, {gpus:g} GPUs each; cluster "
-            f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)")
+        log(
+            f"suite: {len(refs)} runs on Ray ({cpus:g} CPUs, {gpus:g} GPUs each; cluster "
+            f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)"
+        )
         results, failures = {}, {}
         waiting = list(refs)
         while waiting:
@@ -263,26 +303,41 @@ def _run_on_ray(pending, configs, *, budget, address, cpus_per_run, gpus_per_run
             name = refs[done[0]]
             try:
                 results[name] = record = ray.get(done[0])
-            except (ray.exceptions.RayTaskError, ray.exceptions.WorkerCrashedError,
-                    ray.exceptions.RayError) as err:
+            except (
+                ray.exceptions.RayTaskError,
+                ray.exceptions.WorkerCrashedError,
+                ray.exceptions.RayError,
+            ) as err:
                 failures[name] = err
                 log(f"suite: {name} failed: {str(err).strip().splitlines()[-1]}")
                 continue
             last = record.get("last_eval") or {}
             tail = f", eval return {last['eval/return']:.1f}" if last else ""
-            log(f"suite: {name} finished: {record['env_steps']} env steps in "
-                f"{record['wall_clock_s'] / 60:.1f} min{tail}")
+            log(
+                f"suite: {name} finished: {record['env_steps']} env steps in "
+                f"{record['wall_clock_s'] / 60:.1f} min{tail}"
+            )
             if on_finish is not None:
                 on_finish()
         if failures:
             names = ", ".join(failures)
-            raise SuiteError(f"{len(failures)} runs failed after their retries ({names}); rerun "
-                             "the same command to continue them")
+            raise SuiteError(
+                f"{len(failures)} runs failed after their retries ({names}); rerun "
+                "the same command to continue them"
+            )
         return results
     finally:
         if started_here:
             ray.shutdown()
 
 
-__all__ = ["run_suite", "train_run", "merge_suite", "is_finished", "SuiteError", "cpu_model",
-           "code_version", "ConfigError"]
+__all__ = [
+    "run_suite",
+    "train_run",
+    "merge_suite",
+    "is_finished",
+    "SuiteError",
+    "cpu_model",
+    "code_version",
+    "ConfigError",
+]

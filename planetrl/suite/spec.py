@@ -79,8 +79,13 @@ class Suite:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["runs"] = [
-            {"task": r.task, "seed": r.seed, "variant": r.variant,
-             "overrides": [list(kv) for kv in r.overrides], "agent": r.agent}
+            {
+                "task": r.task,
+                "seed": r.seed,
+                "variant": r.variant,
+                "overrides": [list(kv) for kv in r.overrides],
+                "agent": r.agent,
+            }
             for r in self.runs
         ]
         return data
@@ -89,8 +94,13 @@ class Suite:
     def from_dict(cls, data: dict[str, Any]) -> "Suite":
         data = dict(data)
         data["runs"] = [
-            RunSpec(r["task"], int(r["seed"]), r["variant"],
-                    tuple((k, v) for k, v in r["overrides"]), r.get("agent", "planet"))
+            RunSpec(
+                r["task"],
+                int(r["seed"]),
+                r["variant"],
+                tuple((k, v) for k, v in r["overrides"]),
+                r.get("agent", "planet"),
+            )
             for r in data["runs"]
         ]
         return cls(**data)
@@ -121,17 +131,31 @@ def merge_suite(directory: Path, suite: Suite) -> Suite:
         except (json.JSONDecodeError, KeyError, TypeError) as err:
             raise SuiteError(f"{path} is corrupt: {err}") from None
         if saved.name != suite.name:
-            raise SuiteError(f"{directory} holds suite {saved.name!r}, not {suite.name!r}; use "
-                             "another directory")
-        changed = {k: (getattr(saved, k), getattr(suite, k)) for k in _FIXED
-                   if getattr(saved, k) != getattr(suite, k)}
+            raise SuiteError(
+                f"{directory} holds suite {saved.name!r}, not {suite.name!r}; use another directory"
+            )
+        changed = {
+            k: (getattr(saved, k), getattr(suite, k))
+            for k in _FIXED
+            if getattr(saved, k) != getattr(suite, k)
+        }
         if changed:
             lines = ", ".join(f"{k}: saved {a!r} != new {b!r}" for k, (a, b) in changed.items())
-            raise SuiteError(f"{directory} holds this suite with other settings ({lines}); use "
-                             "the same options or another directory")
+            raise SuiteError(
+                f"{directory} holds this suite with other settings ({lines}); use "
+                "the same options or another directory"
+            )
         runs = list(dict.fromkeys([*saved.runs, *suite.runs]))
-        suite = Suite(suite.name, suite.preset, suite.env_steps, suite.eval_every_env_steps,
-                      suite.eval_episodes, runs, suite.description, suite.overrides)
+        suite = Suite(
+            suite.name,
+            suite.preset,
+            suite.env_steps,
+            suite.eval_every_env_steps,
+            suite.eval_episodes,
+            runs,
+            suite.description,
+            suite.overrides,
+        )
     directory.mkdir(parents=True, exist_ok=True)
     suite.save(path)
     return suite
@@ -145,15 +169,19 @@ def episode_env_steps(task: str) -> int:
     if spec.suite == "dmc":
         return DMC_EPISODE_ENV_STEPS
     if spec.suite == "fn":
-        raise ConfigError(f"{task}: a suite makes its envs by name in its own processes, so an "
-                          "env factory (fn:) cannot be used; register the env with Gymnasium in "
-                          "a module and use 'gym:<module>:<id>'")
+        raise ConfigError(
+            f"{task}: a suite makes its envs by name in its own processes, so an "
+            "env factory (fn:) cannot be used; register the env with Gymnasium in "
+            "a module and use 'gym:<module>:<id>'"
+        )
     import gymnasium
 
     limit = gymnasium.spec(spec.gym_id).max_episode_steps
     if not limit:
-        raise ConfigError(f"{task} has no episode time limit; a suite needs fixed-length episodes "
-                          "to place evaluations at env-step intervals")
+        raise ConfigError(
+            f"{task} has no episode time limit; a suite needs fixed-length episodes "
+            "to place evaluations at env-step intervals"
+        )
     return int(limit)
 
 
@@ -167,10 +195,13 @@ def run_config(suite: Suite, run: RunSpec, directory: str | Path) -> RunConfig:
         raise ConfigError(f"run {run.name}: {err}") from None
     config = _for_run(agent.preset(suite.preset), suite, run, directory)
     try:
-        return agent.budget(config, env_steps=suite.env_steps,
-                            episode_env_steps=episode_env_steps(run.task),
-                            eval_every_env_steps=suite.eval_every_env_steps,
-                            eval_episodes=suite.eval_episodes)
+        return agent.budget(
+            config,
+            env_steps=suite.env_steps,
+            episode_env_steps=episode_env_steps(run.task),
+            eval_every_env_steps=suite.eval_every_env_steps,
+            eval_episodes=suite.eval_episodes,
+        )
     except ConfigError as err:
         raise ConfigError(f"{run.name}: {err}") from None
 
@@ -187,8 +218,9 @@ def _for_run(config: RunConfig, suite: Suite, run: RunSpec, directory: str | Pat
 
 
 # ------------------------------------------------------------------------------ built-in suites
-def _check(preset_name: str, seeds: int, env_steps: int, tasks: list[str] | None,
-           accepted: tuple[str, ...]) -> list[str]:
+def _check(
+    preset_name: str, seeds: int, env_steps: int, tasks: list[str] | None, accepted: tuple[str, ...]
+) -> list[str]:
     check_preset(preset_name)
     if seeds < 1:
         raise ConfigError(f"--seeds must be a positive integer, got {seeds}")
@@ -202,44 +234,82 @@ def _check(preset_name: str, seeds: int, env_steps: int, tasks: list[str] | None
     return chosen
 
 
-def dmc100k(preset: str = "small", seeds: int = 1, env_steps: int = 100_000,
-            tasks: list[str] | None = None) -> Suite:
+def dmc100k(
+    preset: str = "small", seeds: int = 1, env_steps: int = 100_000, tasks: list[str] | None = None
+) -> Suite:
     """The paper's six tasks at the PlaNet-benchmark repeats, trained for 100k env steps (100
     episodes), evaluated every 10k env steps on 10 episodes without exploration noise, the
     random policy on the same seeds beside them: the setting of the 100k columns of CURL and
     DrQ."""
     chosen = _check(preset, seeds, env_steps, tasks, DMC_TASKS)
     runs = [RunSpec(task, seed) for task in chosen for seed in range(seeds)]
-    return Suite("dmc100k", preset, env_steps, 10_000, 10, runs,
-                 description="PlaNet on the paper's six tasks at 100k env steps")
+    return Suite(
+        "dmc100k",
+        preset,
+        env_steps,
+        10_000,
+        10,
+        runs,
+        description="PlaNet on the paper's six tasks at 100k env steps",
+    )
 
 
-def ablation_transition(preset: str = "small", seeds: int = 1, env_steps: int = 100_000,
-                        tasks: list[str] | None = None) -> Suite:
+def ablation_transition(
+    preset: str = "small", seeds: int = 1, env_steps: int = 100_000, tasks: list[str] | None = None
+) -> Suite:
     """RSSM against its purely stochastic (SSM) and purely deterministic (GRU) ablations (paper
     Figure 4) on cartpole-swingup."""
     chosen = _check(preset, seeds, env_steps, tasks, ("dmc:cartpole-swingup",))
-    runs = [RunSpec(task, seed, arm, (("model.transition", arm),))
-            for task in chosen for arm in ("rssm", "ssm", "gru") for seed in range(seeds)]
-    return Suite("ablation-transition", preset, env_steps, 10_000, 10, runs,
-                 description="transition models: RSSM / SSM / GRU")
+    runs = [
+        RunSpec(task, seed, arm, (("model.transition", arm),))
+        for task in chosen
+        for arm in ("rssm", "ssm", "gru")
+        for seed in range(seeds)
+    ]
+    return Suite(
+        "ablation-transition",
+        preset,
+        env_steps,
+        10_000,
+        10,
+        runs,
+        description="transition models: RSSM / SSM / GRU",
+    )
 
 
-def ablation_overshooting(preset: str = "small", seeds: int = 1, env_steps: int = 100_000,
-                          tasks: list[str] | None = None) -> Suite:
+def ablation_overshooting(
+    preset: str = "small", seeds: int = 1, env_steps: int = 100_000, tasks: list[str] | None = None
+) -> Suite:
     """The standard one-step ELBO (D=1) against latent overshooting over the planning horizon
     (D=12, β=1, reward overshooting 10; paper section 4) on cartpole-swingup."""
     chosen = _check(preset, seeds, env_steps, tasks, ("dmc:cartpole-swingup",))
     arms = {
-        "D1": (("loss.overshooting_distance", 1), ("loss.overshooting_kl_scale", 0.0),
-               ("loss.overshooting_reward_scale", 0.0)),
-        "D12": (("loss.overshooting_distance", 12), ("loss.overshooting_kl_scale", 1.0),
-                ("loss.overshooting_reward_scale", 10.0)),
+        "D1": (
+            ("loss.overshooting_distance", 1),
+            ("loss.overshooting_kl_scale", 0.0),
+            ("loss.overshooting_reward_scale", 0.0),
+        ),
+        "D12": (
+            ("loss.overshooting_distance", 12),
+            ("loss.overshooting_kl_scale", 1.0),
+            ("loss.overshooting_reward_scale", 10.0),
+        ),
     }
-    runs = [RunSpec(task, seed, arm, values)
-            for task in chosen for arm, values in arms.items() for seed in range(seeds)]
-    return Suite("ablation-overshooting", preset, env_steps, 10_000, 10, runs,
-                 description="one-step ELBO (D=1) against latent overshooting (D=12)")
+    runs = [
+        RunSpec(task, seed, arm, values)
+        for task in chosen
+        for arm, values in arms.items()
+        for seed in range(seeds)
+    ]
+    return Suite(
+        "ablation-overshooting",
+        preset,
+        env_steps,
+        10_000,
+        10,
+        runs,
+        description="one-step ELBO (D=1) against latent overshooting (D=12)",
+    )
 
 
 BUILTIN: dict[str, Callable[..., Suite]] = {

@@ -55,8 +55,10 @@ def _rliable():
         from rliable import library as rly
         from rliable import metrics
     except ImportError as err:  # pragma: no cover - an install without the suite extra
-        raise ImportError("the suite report's statistics use rliable: pip install "
-                          "'planetrl[suite]' (or rliable and pandas<3)") from err
+        raise ImportError(
+            "the suite report's statistics use rliable: pip install "
+            "'planetrl[suite]' (or rliable and pandas<3)"
+        ) from err
     return rly, metrics
 
 
@@ -116,10 +118,16 @@ def column_intervals(matrix: np.ndarray, reps: int = REPS) -> list[Interval]:
         return [Interval(float(v), float(v), float(v), 1) for v in matrix[0]]
     rly, _ = _rliable()
     with _seeded():
-        point, ci = rly.get_interval_estimates({"x": matrix}, lambda s: np.mean(s, axis=0),
-                                               reps=reps, confidence_interval_size=CONFIDENCE)
-    return [Interval(float(point["x"][j]), float(ci["x"][0, j]), float(ci["x"][1, j]), n)
-            for j in range(matrix.shape[1])]
+        point, ci = rly.get_interval_estimates(
+            {"x": matrix},
+            lambda s: np.mean(s, axis=0),
+            reps=reps,
+            confidence_interval_size=CONFIDENCE,
+        )
+    return [
+        Interval(float(point["x"][j]), float(ci["x"][0, j]), float(ci["x"][1, j]), n)
+        for j in range(matrix.shape[1])
+    ]
 
 
 def published_band(mean: float, std: float | None, seeds: int | None) -> tuple[float, float]:
@@ -153,15 +161,19 @@ def aggregate_intervals(matrix: np.ndarray) -> dict[str, Interval]:
     rly, metrics = _rliable()
 
     def func(s: np.ndarray) -> np.ndarray:
-        return np.array([metrics.aggregate_iqm(s), metrics.aggregate_median(s),
-                         metrics.aggregate_mean(s)])
+        return np.array(
+            [metrics.aggregate_iqm(s), metrics.aggregate_median(s), metrics.aggregate_mean(s)]
+        )
 
     with _seeded():
-        point, ci = rly.get_interval_estimates({"x": matrix}, func, reps=REPS,
-                                               confidence_interval_size=CONFIDENCE)
+        point, ci = rly.get_interval_estimates(
+            {"x": matrix}, func, reps=REPS, confidence_interval_size=CONFIDENCE
+        )
     n = matrix.shape[0]
-    return {name: Interval(float(point["x"][i]), float(ci["x"][0, i]), float(ci["x"][1, i]), n)
-            for i, name in enumerate(AGGREGATES)}
+    return {
+        name: Interval(float(point["x"][i]), float(ci["x"][0, i]), float(ci["x"][1, i]), n)
+        for i, name in enumerate(AGGREGATES)
+    }
 
 
 def performance_profile(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -170,8 +182,9 @@ def performance_profile(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     rly, _ = _rliable()
     matrix = np.asarray(matrix, dtype=float)
     with _seeded():
-        profile, ci = rly.create_performance_profile({"x": matrix}, TAUS, reps=PROFILE_REPS,
-                                                     confidence_interval_size=CONFIDENCE)
+        profile, ci = rly.create_performance_profile(
+            {"x": matrix}, TAUS, reps=PROFILE_REPS, confidence_interval_size=CONFIDENCE
+        )
     return np.asarray(profile["x"]), np.asarray(ci["x"])
 
 
@@ -183,12 +196,20 @@ def improvement(x: np.ndarray, y: np.ndarray) -> Interval:
     replication: its interval is [1 − hi, 1 − lo]."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.ndim != 2 or y.ndim != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"need two (runs × tasks) matrices on the same tasks, got {x.shape} "
-                         f"and {y.shape}")
+        raise ValueError(
+            f"need two (runs × tasks) matrices on the same tasks, got {x.shape} and {y.shape}"
+        )
     rly, metrics = _rliable()
     with _seeded():
-        point, ci = rly.get_interval_estimates({"xy": (x, y)}, metrics.probability_of_improvement,
-                                               reps=IMPROVEMENT_REPS,
-                                               confidence_interval_size=CONFIDENCE)
-    return Interval(float(point["xy"]), float(np.ravel(ci["xy"])[0]),
-                    float(np.ravel(ci["xy"])[1]), min(len(x), len(y)))
+        point, ci = rly.get_interval_estimates(
+            {"xy": (x, y)},
+            metrics.probability_of_improvement,
+            reps=IMPROVEMENT_REPS,
+            confidence_interval_size=CONFIDENCE,
+        )
+    return Interval(
+        float(point["xy"]),
+        float(np.ravel(ci["xy"])[0]),
+        float(np.ravel(ci["xy"])[1]),
+        min(len(x), len(y)),
+    )

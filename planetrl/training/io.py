@@ -55,6 +55,7 @@ def _accessors(obj: Any) -> tuple[Callable[[], Any], Callable[[Any], None]]:
 
         return lambda: obj.get_state().cpu(), set_torch
     if isinstance(obj, np.random.Generator):
+
         def set_numpy(state: dict[str, Any]) -> None:
             obj.bit_generator.state = state
 
@@ -138,8 +139,9 @@ class Checkpoint:
                 (all checked before anything is restored).
         """
         payload = load_checkpoint(self.path, map_location=map_location)
-        missing = [n for n, (_, _, optional) in self._entries.items()
-                   if n not in payload and not optional]
+        missing = [
+            n for n, (_, _, optional) in self._entries.items() if n not in payload and not optional
+        ]
         if missing:
             raise CheckpointError(f"checkpoint {self.path} lacks {missing}")
         for name, (_, set_state, _) in self._entries.items():

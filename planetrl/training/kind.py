@@ -23,9 +23,11 @@ class PlaNetKind(AgentKind):
     title = "PlaNet"
     presets = planet_config.PRESETS
     config_class = Config
-    description = ("Train PlaNet (Algorithm 1) or resume the run in --logdir. Extra flags: "
-                   "--allow-config-change (resume with changed hyperparameters), --no-progress "
-                   "(no progress bar).")
+    description = (
+        "Train PlaNet (Algorithm 1) or resume the run in --logdir. Extra flags: "
+        "--allow-config-change (resume with changed hyperparameters), --no-progress "
+        "(no progress bar)."
+    )
     non_finite_error = loop.NonFiniteLossError
 
     def preset(self, name: str) -> Config:
@@ -40,8 +42,15 @@ class PlaNetKind(AgentKind):
     def load_config(self, path: str | Path) -> Config:
         return planet_config.load_config(path)
 
-    def budget(self, config: Any, *, env_steps: int, episode_env_steps: int,
-               eval_every_env_steps: int, eval_episodes: int) -> Config:
+    def budget(
+        self,
+        config: Any,
+        *,
+        env_steps: int,
+        episode_env_steps: int,
+        eval_every_env_steps: int,
+        eval_episodes: int,
+    ) -> Config:
         """Algorithm 1 per episode: ``ceil(env_steps / episode)`` episodes capped at
         ``env_steps``, an evaluation every ``round(eval_every_env_steps / episode)`` episodes,
         no wall-clock limit."""
@@ -52,18 +61,30 @@ class PlaNetKind(AgentKind):
         config.eval.episodes = eval_episodes
         return config.validate()
 
-    def train(self, config: Any, *, allow_config_change: bool = False,
-              progress: bool = True) -> dict[str, Any]:
+    def train(
+        self, config: Any, *, allow_config_change: bool = False, progress: bool = True
+    ) -> dict[str, Any]:
         return loop.train(config, allow_config_change=allow_config_change, progress=progress)
 
     def counts(self, summary: dict[str, Any]) -> str:
-        return (f"{summary['episodes']} episodes, {summary['env_steps']} env steps, "
-                f"{summary['updates']} updates")
+        return (
+            f"{summary['episodes']} episodes, {summary['env_steps']} env steps, "
+            f"{summary['updates']} updates"
+        )
 
-    def evaluate(self, logdir: str | Path, *, episodes: int, seed: int, device: str,
-                 parallel: bool, record: bool, threads: int | None,
-                 on_step: Callable[[int], None] | None = None,
-                 log: Callable[[str], None] = print) -> Evaluation:
+    def evaluate(
+        self,
+        logdir: str | Path,
+        *,
+        episodes: int,
+        seed: int,
+        device: str,
+        parallel: bool,
+        record: bool,
+        threads: int | None,
+        on_step: Callable[[int], None] | None = None,
+        log: Callable[[str], None] = print,
+    ) -> Evaluation:
         """Batched CEM on ``episodes`` parallel envs (:func:`planetrl.training.loop.evaluate`),
         the run's fast paths (said first)."""
         config, world_model = loop.load_run(logdir, device=device)
@@ -73,14 +94,22 @@ class PlaNetKind(AgentKind):
         governor = ThreadGovernor(config.threads if threads is None else threads)
         governor.adjust()
         log(f"  {'threads':<13} {governor.threads:<3}  ({governor.reason})")
-        planner = loop.build_planner(config, torch.Generator(device=dev).manual_seed(seed), dev,
-                                     fast)
+        planner = loop.build_planner(
+            config, torch.Generator(device=dev).manual_seed(seed), dev, fast
+        )
         returns, frames, timing = loop.evaluate(
-            config, world_model, episodes=episodes, seed=seed, planner=planner,
-            parallel=parallel, record=record,
-            on_step=(lambda step, _: on_step(step)) if on_step else None)
-        return Evaluation(config.task, list(returns), frames,
-                          f"{timing['eval/ms_per_plan']:.0f} ms per plan")
+            config,
+            world_model,
+            episodes=episodes,
+            seed=seed,
+            planner=planner,
+            parallel=parallel,
+            record=record,
+            on_step=(lambda step, _: on_step(step)) if on_step else None,
+        )
+        return Evaluation(
+            config.task, list(returns), frames, f"{timing['eval/ms_per_plan']:.0f} ms per plan"
+        )
 
     def load_models(self, run_dir: Path, device: str = "cpu"):
         if not (Path(run_dir) / "checkpoint.pt").exists():
@@ -89,17 +118,25 @@ class PlaNetKind(AgentKind):
 
     def parameters(self, loaded) -> list[tuple[str, int]]:
         config, wm = loaded
-        transition = ("transition (RSSM)" if config.model.transition == "rssm"
-                      else f"transition ({config.model.transition})")
-        return [("encoder", _count(wm.encoder)), (transition, _count(wm.transition)),
-                ("decoder", _count(wm.decoder)), ("reward model", _count(wm.reward)),
-                ("planner (CEM)", 0)]
+        transition = (
+            "transition (RSSM)"
+            if config.model.transition == "rssm"
+            else f"transition ({config.model.transition})"
+        )
+        return [
+            ("encoder", _count(wm.encoder)),
+            (transition, _count(wm.transition)),
+            ("decoder", _count(wm.decoder)),
+            ("reward model", _count(wm.reward)),
+            ("planner (CEM)", 0),
+        ]
 
     def stages(self, loaded, episodes: list[tuple[int, int]]) -> list[tuple[str, int]]:
         first = loaded[0].train.seed_episodes
-        return [("random seed episodes", sum(s for i, s in episodes if i < first)),
-                ("planner episodes (exploration noise)",
-                 sum(s for i, s in episodes if i >= first))]
+        return [
+            ("random seed episodes", sum(s for i, s in episodes if i < first)),
+            ("planner episodes (exploration noise)", sum(s for i, s in episodes if i >= first)),
+        ]
 
     def open_loop(self, loaded, data: dict[str, np.ndarray], context: int, seed: int):
         """RSSM: filter ``context`` frames, imagine the rest under the true actions (prior
@@ -107,8 +144,10 @@ class PlaNetKind(AgentKind):
         (:meth:`~planetrl.models.WorldModel.open_loop`)."""
         _, wm = loaded
         device = next(wm.parameters()).device
-        image = wm.preprocess(torch.as_tensor(data["image"]).to(device),
-                              torch.Generator(device=device).manual_seed(seed))
+        image = wm.preprocess(
+            torch.as_tensor(data["image"]).to(device),
+            torch.Generator(device=device).manual_seed(seed),
+        )
         action = torch.as_tensor(data["action"], device=device)
         frames, reward = wm.open_loop_rewards_and_frames(image, action, context, seed)
         return [("RSSM imagined (prior samples)", frames, reward)]

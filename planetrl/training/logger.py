@@ -56,14 +56,17 @@ class Logger:
         Returns the mp4's path, or None where imageio-ffmpeg is missing (TensorBoard only)."""
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"video frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}")
+            raise ValueError(
+                f"video frames must be uint8 (T, H, W, 3), got {frames.dtype} {frames.shape}"
+            )
         path = None
         if mp4_available():
             path = self.logdir / "videos" / f"{name.replace('/', '_')}-{step:09d}.mp4"
             write_mp4(path, frames, fps=fps)
         else:
-            note_no_mp4("TensorBoard GIFs only" if self._writer is not None else
-                        "no video is written")
+            note_no_mp4(
+                "TensorBoard GIFs only" if self._writer is not None else "no video is written"
+            )
         if self._writer is not None:
             self._add_gif(name, frames, step, fps)
         return path
@@ -110,9 +113,12 @@ def note_no_mp4(instead: str) -> None:
     global _NO_MP4_NOTED
     if not _NO_MP4_NOTED:
         _NO_MP4_NOTED = True
-        print(f"planetrl: imageio-ffmpeg is not installed, so no mp4 videos are written "
-              f"({instead}); `pip install imageio-ffmpeg` (the `video` extra) for them",
-              file=sys.stderr, flush=True)
+        print(
+            f"planetrl: imageio-ffmpeg is not installed, so no mp4 videos are written "
+            f"({instead}); `pip install imageio-ffmpeg` (the `video` extra) for them",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def write_gif(path: Path, frames: np.ndarray, fps: int = 20) -> None:
@@ -135,7 +141,9 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = 20) -> None:
 def _ffmpeg(path: Path, frames: np.ndarray, fps: int) -> None:
     import imageio
 
-    with imageio.get_writer(path, fps=fps, codec="libx264", macro_block_size=1, format="FFMPEG") as w:
+    with imageio.get_writer(
+        path, fps=fps, codec="libx264", macro_block_size=1, format="FFMPEG"
+    ) as w:
         for frame in frames:
             w.append_data(frame)
 

@@ -47,10 +47,10 @@ from planetrl.objective import compute_loss
 from planetrl.replay import Replay
 from planetrl.speed.auto import Hardware, SpeedDecision, Workload
 from planetrl.threads import ThreadGovernor
+from planetrl.training import rundir
 from planetrl.training.io import Checkpoint, CheckpointError, load_checkpoint
 from planetrl.training.logger import Logger
 from planetrl.training.progress import Progress
-from planetrl.training import rundir
 from planetrl.training.rundir import eval_seed, resolve_device
 from planetrl.training.videos import open_loop_video
 
@@ -106,8 +106,9 @@ def expected_plans(config: Config, counters: "Counters", episode_steps: int) -> 
     return int(plans), len(shapes)
 
 
-def probe_plan_ms(config: Config, world_model: WorldModel, device: torch.device,
-                  bf16: bool, repeats: int = 2) -> float:
+def probe_plan_ms(
+    config: Config, world_model: WorldModel, device: torch.device, bf16: bool, repeats: int = 2
+) -> float:
     """Milliseconds of one plan for one environment with the run's planner options and
     ``bf16``, compile off (the timing probe of ``speed.compile: auto``). Leaves every RNG as
     it was."""
@@ -129,8 +130,13 @@ def probe_plan_ms(config: Config, world_model: WorldModel, device: torch.device,
     return min(times)
 
 
-def decide_speed(config: Config, world_model: WorldModel, device: torch.device,
-                 counters: "Counters", episode_steps: int = DEFAULT_EPISODE_STEPS) -> SpeedDecision:
+def decide_speed(
+    config: Config,
+    world_model: WorldModel,
+    device: torch.device,
+    counters: "Counters",
+    episode_steps: int = DEFAULT_EPISODE_STEPS,
+) -> SpeedDecision:
     """``config.speed`` decided for this machine and this run (see :mod:`planetrl.speed.auto`):
     ``compile: auto`` weighs the compile time against the planning time the rest of the run is
     expected to take (a timing probe x :func:`expected_plans`, capped by ``max_minutes``)."""
@@ -167,20 +173,34 @@ def evaluate(
     devices = [torch.device(d) for d in [next(world_model.parameters()).device] if d.type == "cuda"]
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
-        return _evaluate(config, world_model, episodes=episodes, seed=seed, planner=planner,
-                         parallel=parallel, record=record, on_step=on_step, env_fn=env_fn)
+        return _evaluate(
+            config,
+            world_model,
+            episodes=episodes,
+            seed=seed,
+            planner=planner,
+            parallel=parallel,
+            record=record,
+            on_step=on_step,
+            env_fn=env_fn,
+        )
 
 
-def _evaluate(config, world_model, *, episodes, seed, planner, parallel, record, on_step,
-              env_fn=None):
+def _evaluate(
+    config, world_model, *, episodes, seed, planner, parallel, record, on_step, env_fn=None
+):
     generator = torch.Generator().manual_seed(seed)
     agent = Agent(world_model, planner, generator=generator)
     with make_pool(config, episodes, parallel, env_fn) as pool:
-        out = run_episodes(pool, agent.act, [seed + i for i in range(episodes)],
-                           reset=agent.reset, record=record, on_step=on_step)
+        out = run_episodes(
+            pool,
+            agent.act,
+            [seed + i for i in range(episodes)],
+            reset=agent.reset,
+            record=record,
+            on_step=on_step,
+        )
     return out.returns, out.frames, {"eval/ms_per_plan": out.ms_per_act}
-
-
 
 
 @dataclass
@@ -221,18 +241,26 @@ class Trainer:
     :class:`planetrl.threads.ThreadGovernor` (re-checked before every phase).
     """
 
-    def __init__(self, config: Config, *, allow_config_change: bool = False, progress: bool = True,
-                 env_fn: Callable[[], Any] | None = None):
+    def __init__(
+        self,
+        config: Config,
+        *,
+        allow_config_change: bool = False,
+        progress: bool = True,
+        env_fn: Callable[[], Any] | None = None,
+    ):
         if env_fn is not None:
             if not callable(env_fn):
-                raise ValueError(f"env_fn must be a callable returning a gymnasium.Env, got "
-                                 f"{env_fn!r}")
+                raise ValueError(
+                    f"env_fn must be a callable returning a gymnasium.Env, got {env_fn!r}"
+                )
             if not config.task.startswith("fn:"):
                 config.task = factory_task_name(env_fn)
         self.env_fn = env_fn
         config.validate()
-        self.logdir, self.lock = rundir.open_run_dir(config, load_config,
-                                                     allow_config_change=allow_config_change)
+        self.logdir, self.lock = rundir.open_run_dir(
+            config, load_config, allow_config_change=allow_config_change
+        )
         self.config = config
         self.progress = progress
         self.device = resolve_device(config.device)
@@ -252,7 +280,8 @@ class Trainer:
         # The dequantisation noise of the training batches (WorldModel.preprocess).
         self.batch_generator = torch.Generator().manual_seed(config.seed + 2)
         self.replay = Replay(
-            self.logdir / rundir.EPISODES_DIR, capacity=config.train.replay_capacity,
+            self.logdir / rundir.EPISODES_DIR,
+            capacity=config.train.replay_capacity,
             seed=config.seed,
         )
         self.counters = Counters()
@@ -263,13 +292,21 @@ class Trainer:
         self._compiled: set[int] = set()  # numbers of environments planned for with compile on
         self._restore()
         episodes, steps = self._episodes_on_disk()
-        self.fast = decide_speed(config, self.world_model, self.device, self.counters,
-                                 steps // episodes if episodes else DEFAULT_EPISODE_STEPS)
+        self.fast = decide_speed(
+            config,
+            self.world_model,
+            self.device,
+            self.counters,
+            steps // episodes if episodes else DEFAULT_EPISODE_STEPS,
+        )
         speed.optimise_world_model(self.world_model, self.fast, self.device)
         self.planner = build_planner(config, self.plan_generator, self.device, self.fast)
         atomic_write_json(self.logdir / "speed.json", self.fast.to_dict())
-        print(f"{self.fast.describe()}\n  {'threads':<13} {self.threads.threads:<3}  "
-              f"({self.threads.reason})", flush=True)
+        print(
+            f"{self.fast.describe()}\n  {'threads':<13} {self.threads.threads:<3}  "
+            f"({self.threads.reason})",
+            flush=True,
+        )
 
     # ----------------------------------------------------------------- resume
     def _episodes_on_disk(self) -> tuple[int, int]:
@@ -282,15 +319,22 @@ class Trainer:
         counters = self.counters
         checkpoint = Checkpoint(self.logdir / rundir.CHECKPOINT_FILE)
         checkpoint.attach("model", self.world_model).attach("optimizer", self.optimizer)
-        checkpoint.attach("updates", get=lambda: counters.updates,
-                          set=lambda value: setattr(counters, "updates", int(value)))
+        checkpoint.attach(
+            "updates",
+            get=lambda: counters.updates,
+            set=lambda value: setattr(counters, "updates", int(value)),
+        )
         checkpoint.attach_global_rngs()
         checkpoint.attach("generator", self.generator)
         checkpoint.attach("plan_generator", self.plan_generator)
         checkpoint.attach("batch_generator", self.batch_generator, optional=True)
         checkpoint.attach("replay_rng", get=self.replay.rng_state, set=self.replay.set_rng_state)
-        checkpoint.attach("evaluated_at", get=lambda: counters.evaluated_at, optional=True,
-                          set=lambda value: setattr(counters, "evaluated_at", int(value)))
+        checkpoint.attach(
+            "evaluated_at",
+            get=lambda: counters.evaluated_at,
+            optional=True,
+            set=lambda value: setattr(counters, "evaluated_at", int(value)),
+        )
         return checkpoint
 
     def _restore(self) -> None:
@@ -301,11 +345,13 @@ class Trainer:
             self.counters.evaluated_at = self.counters.episodes
 
     def save(self) -> None:
-        self.checkpoint.save(extra={
-            "config": to_dict(self.config),
-            "episodes": self.counters.episodes,
-            "env_steps": self.counters.env_steps,
-        })
+        self.checkpoint.save(
+            extra={
+                "config": to_dict(self.config),
+                "episodes": self.counters.episodes,
+                "env_steps": self.counters.env_steps,
+            }
+        )
 
     # ------------------------------------------------------------- the loop
     def done(self) -> bool:
@@ -327,8 +373,9 @@ class Trainer:
                 f"--train.chunk-length below L={t.chunk_length} or collect more seed episodes "
                 f"(--train.seed-episodes, now S={t.seed_episodes})"
             ) from None
-        loss, metrics, _ = compute_loss(self.world_model, batch, generator=self.batch_generator,
-                                        **asdict(self.config.loss))
+        loss, metrics, _ = compute_loss(
+            self.world_model, batch, generator=self.batch_generator, **asdict(self.config.loss)
+        )
         values = {k: float(v) for k, v in metrics.items()}
         bad = [k for k, v in values.items() if not math.isfinite(v)]
         if bad or not torch.isfinite(loss):
@@ -418,14 +465,21 @@ class Trainer:
         record = e.video
         seed = eval_seed(self.config)
         eval_planner = build_planner(
-            self.config, torch.Generator(device=self.device).manual_seed(seed), self.device,
+            self.config,
+            torch.Generator(device=self.device).manual_seed(seed),
+            self.device,
             self.fast,
         )
         self.threads.adjust()
         self._announce_compile("eval", e.episodes)
         returns, frames, timing = evaluate(
-            self.config, self.world_model, episodes=e.episodes, seed=seed, planner=eval_planner,
-            parallel=e.parallel, record=record,
+            self.config,
+            self.world_model,
+            episodes=e.episodes,
+            seed=seed,
+            planner=eval_planner,
+            parallel=e.parallel,
+            record=record,
             on_step=lambda step, _: self.bar.phase(f"eval ({e.episodes} episodes): step {step}"),
             env_fn=self.env_fn,
         )
@@ -471,8 +525,9 @@ class Trainer:
         ``seed`` (the same chunks while the replay is unchanged); the replay's own generator, the
         training sample stream, is not touched. None while no chunk of ``length`` steps exists."""
         try:
-            return self.replay.sample(sequences, length, device=self.device,
-                                      rng=np.random.default_rng(seed))
+            return self.replay.sample(
+                sequences, length, device=self.device, rng=np.random.default_rng(seed)
+            )
         except ValueError:
             return None
 
@@ -525,14 +580,20 @@ class Trainer:
                     self.bar.phase(f"update {i + 1}/{C}")
                 update_ms = 1000 * (time.perf_counter() - start) / C
                 means = {f"loss/{k}": float(np.mean(v)) for k, v in losses.items()}
-                self.logger.scalars(self.counters.env_steps, {
-                    **means, "train/ms_per_update": update_ms, "train/threads": self.threads.threads,
-                })
+                self.logger.scalars(
+                    self.counters.env_steps,
+                    {
+                        **means,
+                        "train/ms_per_update": update_ms,
+                        "train/threads": self.threads.threads,
+                    },
+                )
                 episodes, timing = self.collect(random_actions=False)
                 for episode in episodes:
                     self._add_episode(episode, timing)
                 self.bar.postfix(
-                    ep=self.counters.episodes, ret=f"{float(episodes[-1]['reward'].sum()):.1f}",
+                    ep=self.counters.episodes,
+                    ret=f"{float(episodes[-1]['reward'].sum()):.1f}",
                     loss=f"{means.get('loss/loss', float('nan')):.1f}",
                     kl=f"{means.get('loss/kl', float('nan')):.2f}",
                 )
@@ -573,16 +634,22 @@ def train(config: Config, **kwargs) -> dict[str, Any]:
         trainer.close()
 
 
-def load_run(logdir: str | Path, device: str = "auto",
-             env_fn: Callable[[], Any] | None = None) -> tuple[Config, WorldModel]:
+def load_run(
+    logdir: str | Path, device: str = "auto", env_fn: Callable[[], Any] | None = None
+) -> tuple[Config, WorldModel]:
     """The config and trained world model of a run directory (for evaluation); ``env_fn``: the
     factory of a run trained with one (an ``fn:`` task)."""
     logdir = Path(logdir)
     config = load_config(logdir / rundir.CONFIG_FILE)
     config.device = device
     dev = resolve_device(device)
-    env = make_env(config.task, action_repeat=resolve_action_repeat(config), render=config.render,
-                   env_kwargs=config.env_kwargs, env_fn=env_fn)
+    env = make_env(
+        config.task,
+        action_repeat=resolve_action_repeat(config),
+        render=config.render,
+        env_kwargs=config.env_kwargs,
+        env_fn=env_fn,
+    )
     try:
         action_size = int(env.action_space.shape[0])
     finally:

@@ -17,8 +17,9 @@ class Progress:
     """``enabled=False`` makes every method a no-op except :meth:`write` (which prints)."""
 
     def __init__(self, enabled: bool, total: int | None = None, initial: int = 0) -> None:
-        self.bar = (tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True)
-                    if enabled else None)
+        self.bar = (
+            tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True) if enabled else None
+        )
         self._drawn = 0.0
 
     def phase(self, text: str, force: bool = False) -> None:

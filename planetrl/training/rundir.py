@@ -76,8 +76,12 @@ class RunLock:
             self._fd = None
 
 
-def open_run_dir(config: RunConfig, load_config: Callable[[Path], RunConfig], *,
-                 allow_config_change: bool = False) -> tuple[Path, RunLock]:
+def open_run_dir(
+    config: RunConfig,
+    load_config: Callable[[Path], RunConfig],
+    *,
+    allow_config_change: bool = False,
+) -> tuple[Path, RunLock]:
     """Create (or reopen) the run directory ``config.logdir``, lock it (:class:`RunLock`; the
     caller releases it when done) and save ``config`` in it; returns its path and the lock.
 

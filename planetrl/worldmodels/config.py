@@ -233,7 +233,9 @@ class WorldModelsConfig(RunConfig):
     eval: WMEvalConfig = field(default_factory=WMEvalConfig)
 
     RULES: ClassVar[dict[str, Rule]] = {
-        **RunConfig.RULES, "agent": one_of(AGENT), "preset": one_of(*PRESETS),
+        **RunConfig.RULES,
+        "agent": one_of(AGENT),
+        "preset": one_of(*PRESETS),
     }
     SECTIONS: ClassVar[dict[str, type[Section]]] = {
         "vae": VAEConfig,
@@ -244,11 +246,23 @@ class WorldModelsConfig(RunConfig):
     }
     #: Fields that may differ between the saved config and a resumed run: budgets, logging,
     #: hardware.
-    RESUMABLE: ClassVar[frozenset[str]] = frozenset({
-        "logdir", "device", "threads", "collect.iterations", "collect.envs", "collect.parallel",
-        "controller.generations", "controller.envs", "controller.parallel",
-        "eval.every", "eval.episodes", "eval.video", "eval.parallel",
-    })
+    RESUMABLE: ClassVar[frozenset[str]] = frozenset(
+        {
+            "logdir",
+            "device",
+            "threads",
+            "collect.iterations",
+            "collect.envs",
+            "collect.parallel",
+            "controller.generations",
+            "controller.envs",
+            "controller.parallel",
+            "eval.every",
+            "eval.episodes",
+            "eval.video",
+            "eval.parallel",
+        }
+    )
 
 
 def paper_preset() -> WorldModelsConfig:
@@ -315,13 +329,26 @@ def load_config(path: str | Path) -> WorldModelsConfig:
     path = Path(path)
     data = read_config_file(path)
     if data.get("agent") != AGENT:
-        raise ConfigError(f"{path} is not the config of a World Models run (agent "
-                          f"{data.get('agent', 'planet')!r})")
+        raise ConfigError(
+            f"{path} is not the config of a World Models run (agent "
+            f"{data.get('agent', 'planet')!r})"
+        )
     return from_dict(data)
 
 
 __all__ = [
-    "AGENT", "CollectConfig", "ControllerConfig", "MDNConfig", "VAEConfig", "WMEvalConfig",
-    "WorldModelsConfig", "diff_configs", "from_dict", "load_config", "preset",
-    "save_config", "set_field", "to_dict",
+    "AGENT",
+    "CollectConfig",
+    "ControllerConfig",
+    "MDNConfig",
+    "VAEConfig",
+    "WMEvalConfig",
+    "WorldModelsConfig",
+    "diff_configs",
+    "from_dict",
+    "load_config",
+    "preset",
+    "save_config",
+    "set_field",
+    "to_dict",
 ]

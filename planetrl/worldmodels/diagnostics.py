@@ -20,7 +20,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from planetrl.worldmodels.models import VAE, MDNOutput, MDNRNN, sample_mixture
+from planetrl.worldmodels.models import MDNRNN, VAE, MDNOutput, sample_mixture
 
 __all__ = ["OpenLoop", "mixture_mean", "open_loop_prediction"]
 
@@ -40,10 +40,17 @@ def mixture_mean(out: MDNOutput) -> torch.Tensor:
 
 
 @torch.no_grad()
-def open_loop_prediction(vae: VAE, mdn: MDNRNN, images: np.ndarray | torch.Tensor,
-                         actions: np.ndarray | torch.Tensor, *, context: int,
-                         mode: str = "sample", temperature: float = 1.0,
-                         generator: torch.Generator | None = None) -> OpenLoop:
+def open_loop_prediction(
+    vae: VAE,
+    mdn: MDNRNN,
+    images: np.ndarray | torch.Tensor,
+    actions: np.ndarray | torch.Tensor,
+    *,
+    context: int,
+    mode: str = "sample",
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> OpenLoop:
     """Open-loop predictions of chunks: ``images`` uint8 (B, T, 64, 64, 3), ``actions`` (B, T, A)
     (``actions[:, t]`` = a_{t-1}); H = T - context (see the module docstring)."""
     if mode not in ("sample", "mean"):
@@ -55,7 +62,7 @@ def open_loop_prediction(vae: VAE, mdn: MDNRNN, images: np.ndarray | torch.Tenso
     if not 1 <= context < length:
         raise ValueError(f"context must be in [1, T - 1 = {length - 1}], got {context}")
     z = vae.encode(VAE.preprocess(images[:, :context]).to(device)).mean
-    out, state = mdn(z, actions[:, 1:context + 1])
+    out, state = mdn(z, actions[:, 1 : context + 1])
     out = MDNOutput(*(x[:, -1] for x in out))
     latents, rewards = [], []
     for d in range(1, length - context + 1):

@@ -54,16 +54,29 @@ class CMAES:
         weight_decay: the L2 penalty on the fitness.
     """
 
-    def __init__(self, num_params: int, *, population: int, sigma_init: float, seed: int,
-                 x0: np.ndarray | None = None, weight_decay: float = 0.0) -> None:
+    def __init__(
+        self,
+        num_params: int,
+        *,
+        population: int,
+        sigma_init: float,
+        seed: int,
+        x0: np.ndarray | None = None,
+        weight_decay: float = 0.0,
+    ) -> None:
         import cma
 
         self.weight_decay = float(weight_decay)
         self._rng_state = np.random.RandomState(seed + 1).get_state()
         x0 = np.zeros(num_params) if x0 is None else np.asarray(x0, float)
         options = {
-            "popsize": int(population), "seed": np.nan, "randn": np.random.RandomState(seed).randn,
-            "verbose": -9, "verb_disp": 0, "verb_log": 0, **_NEVER_STOP,
+            "popsize": int(population),
+            "seed": np.nan,
+            "randn": np.random.RandomState(seed).randn,
+            "verbose": -9,
+            "verb_disp": 0,
+            "verb_log": 0,
+            **_NEVER_STOP,
         }
         with self._own_rng():
             self._es = cma.CMAEvolutionStrategy(x0, float(sigma_init), options)
@@ -127,9 +140,14 @@ class CMAES:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything, picklable: the strategy (pickled), its numpy state, the counters."""
-        return {"es": pickle.dumps(self._es), "rng": self._rng_state,
-                "generation": self.generation, "best_fitness": self.best_fitness,
-                "best_params": self.best_params, "weight_decay": self.weight_decay}
+        return {
+            "es": pickle.dumps(self._es),
+            "rng": self._rng_state,
+            "generation": self.generation,
+            "best_fitness": self.best_fitness,
+            "best_params": self.best_params,
+            "weight_decay": self.weight_decay,
+        }
 
     @classmethod
     def from_state_dict(cls, state: dict[str, Any]) -> "CMAES":

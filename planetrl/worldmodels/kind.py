@@ -25,9 +25,11 @@ class WorldModelsKind(AgentKind):
     title = "World Models"
     presets = wm_config.PRESETS
     config_class = WorldModelsConfig
-    description = ("Train World Models (V: VAE, M: MDN-RNN, C: linear controller evolved by "
-                   "CMA-ES) or resume the run in --logdir. Extra flags: --allow-config-change, "
-                   "--no-progress. (--preset paper = the original's CarRacing sizes.)")
+    description = (
+        "Train World Models (V: VAE, M: MDN-RNN, C: linear controller evolved by "
+        "CMA-ES) or resume the run in --logdir. Extra flags: --allow-config-change, "
+        "--no-progress. (--preset paper = the original's CarRacing sizes.)"
+    )
     non_finite_error = trainer.NonFiniteLossError
 
     def preset(self, name: str) -> WorldModelsConfig:
@@ -42,8 +44,15 @@ class WorldModelsKind(AgentKind):
     def load_config(self, path: str | Path) -> WorldModelsConfig:
         return wm_config.load_config(path)
 
-    def budget(self, config: Any, *, env_steps: int, episode_env_steps: int,
-               eval_every_env_steps: int, eval_episodes: int) -> WorldModelsConfig:
+    def budget(
+        self,
+        config: Any,
+        *,
+        env_steps: int,
+        episode_env_steps: int,
+        eval_every_env_steps: int,
+        eval_episodes: int,
+    ) -> WorldModelsConfig:
         """World Models trains in stages, not per episode, so its budget and curve are set so:
 
         - ``dream`` mode (the ``small`` preset): every env step is a collected episode. The
@@ -75,25 +84,39 @@ class WorldModelsKind(AgentKind):
                 raise ConfigError(
                     f"a World Models run in real mode needs {per_generation} episodes per "
                     f"generation (population × rollouts) beyond its {c.episodes} collected "
-                    f"ones; the budget of {env_steps:,} env steps pays for {total}")
+                    f"ones; the budget of {env_steps:,} env steps pays for {total}"
+                )
             config.controller.generations = generations
-            config.eval.every = max(1, round(eval_every_env_steps
-                                             / (per_generation * episode_env_steps)))
+            config.eval.every = max(
+                1, round(eval_every_env_steps / (per_generation * episode_env_steps))
+            )
         config.eval.episodes = eval_episodes
         return config.validate()
 
-    def train(self, config: Any, *, allow_config_change: bool = False,
-              progress: bool = True) -> dict[str, Any]:
+    def train(
+        self, config: Any, *, allow_config_change: bool = False, progress: bool = True
+    ) -> dict[str, Any]:
         return trainer.train(config, allow_config_change=allow_config_change, progress=progress)
 
     def counts(self, summary: dict[str, Any]) -> str:
-        return (f"{summary['iterations']} iterations, {summary['episodes']} episodes collected, "
-                f"{summary['env_steps']} env steps")
+        return (
+            f"{summary['iterations']} iterations, {summary['episodes']} episodes collected, "
+            f"{summary['env_steps']} env steps"
+        )
 
-    def evaluate(self, logdir: str | Path, *, episodes: int, seed: int, device: str,
-                 parallel: bool, record: bool, threads: int | None,
-                 on_step: Callable[[int], None] | None = None,
-                 log: Callable[[str], None] = print) -> Evaluation:
+    def evaluate(
+        self,
+        logdir: str | Path,
+        *,
+        episodes: int,
+        seed: int,
+        device: str,
+        parallel: bool,
+        record: bool,
+        threads: int | None,
+        on_step: Callable[[int], None] | None = None,
+        log: Callable[[str], None] = print,
+    ) -> Evaluation:
         """The kept controller on ``episodes`` envs (:func:`planetrl.worldmodels.trainer.
         evaluate_run`)."""
         saved = wm_config.load_config(Path(logdir) / "config.json").threads
@@ -101,8 +124,8 @@ class WorldModelsKind(AgentKind):
         governor.adjust()
         log(f"  {'threads':<13} {governor.threads:<3}  ({governor.reason})")
         config, returns, frames = trainer.evaluate_run(
-            logdir, episodes=episodes, seed=seed, device=device, parallel=parallel,
-            record=record)
+            logdir, episodes=episodes, seed=seed, device=device, parallel=parallel, record=record
+        )
         return Evaluation(config.task, list(returns), frames, "")
 
     def load_models(self, run_dir: Path, device: str = "cpu"):
@@ -110,8 +133,9 @@ class WorldModelsKind(AgentKind):
         if not (run_dir / "checkpoint.pt").exists():
             return None
         config = wm_config.load_config(run_dir / "config.json")
-        vae, mdn, controller = trainer.build_models(config, trainer.action_size_of(config),
-                                                    torch.device(device))
+        vae, mdn, controller = trainer.build_models(
+            config, trainer.action_size_of(config), torch.device(device)
+        )
         payload = load_checkpoint(run_dir / "checkpoint.pt", map_location=device)
         vae.load_state_dict(payload["vae"])
         mdn.load_state_dict(payload["mdn"])
@@ -121,19 +145,27 @@ class WorldModelsKind(AgentKind):
 
     def parameters(self, loaded) -> list[tuple[str, int]]:
         vae, mdn, controller, _ = loaded[1]
-        return [("V encoder", _count(vae.encoder, vae.mean, vae.logvar)),
-                ("V decoder", _count(vae.decoder_in, vae.decoder)),
-                ("M (MDN-RNN, reward and done heads)", _count(mdn)),
-                ("C (linear controller)", controller.num_params)]
+        return [
+            ("V encoder", _count(vae.encoder, vae.mean, vae.logvar)),
+            ("V decoder", _count(vae.decoder_in, vae.decoder)),
+            ("M (MDN-RNN, reward and done heads)", _count(mdn)),
+            ("C (linear controller)", controller.num_params),
+        ]
 
     def stages(self, loaded, episodes: list[tuple[int, int]]) -> list[tuple[str, int]]:
         config, (_, _, _, run) = loaded
         first = config.collect.episodes
-        return [("random episodes (iteration 0)", sum(s for i, s in episodes if i < first)),
-                ("controller episodes (exploration noise, iterations > 0)",
-                 sum(s for i, s in episodes if i >= first)),
-                (f"CMA-ES fitness rollouts ({config.controller.mode} mode)",
-                 int(run.get("controller_env_steps", 0)))]
+        return [
+            ("random episodes (iteration 0)", sum(s for i, s in episodes if i < first)),
+            (
+                "controller episodes (exploration noise, iterations > 0)",
+                sum(s for i, s in episodes if i >= first),
+            ),
+            (
+                f"CMA-ES fitness rollouts ({config.controller.mode} mode)",
+                int(run.get("controller_env_steps", 0)),
+            ),
+        ]
 
     def open_loop(self, loaded, data: dict[str, np.ndarray], context: int, seed: int):
         """M fed V's posterior means of the context frames, then its own predicted z: sampled at
@@ -143,12 +175,20 @@ class WorldModelsKind(AgentKind):
         device = next(mdn.parameters()).device
         tau = config.controller.temperature
         out = []
-        for name, mode, temperature in ((f"MDN-RNN sampled at τ={tau:g}", "sample", tau),
-                                        ("MDN-RNN mixture mean", "mean", 1.0)):
+        for name, mode, temperature in (
+            (f"MDN-RNN sampled at τ={tau:g}", "sample", tau),
+            ("MDN-RNN mixture mean", "mean", 1.0),
+        ):
             pred = open_loop_prediction(
-                vae, mdn, data["image"], data["action"], context=context, mode=mode,
+                vae,
+                mdn,
+                data["image"],
+                data["action"],
+                context=context,
+                mode=mode,
                 temperature=temperature,
-                generator=torch.Generator(device=device).manual_seed(seed))
+                generator=torch.Generator(device=device).manual_seed(seed),
+            )
             out.append((name, pred.frames, pred.reward))
         return out
 

@@ -35,8 +35,17 @@ import torch
 from torch import nn
 
 __all__ = [
-    "ControllerWeights", "LSTMState", "LinearController", "MDNOutput", "MDNRNN", "Posterior",
-    "VAE", "VAELoss", "mixture_nll", "sample_mixture", "vae_loss",
+    "ControllerWeights",
+    "LSTMState",
+    "LinearController",
+    "MDNOutput",
+    "MDNRNN",
+    "Posterior",
+    "VAE",
+    "VAELoss",
+    "mixture_nll",
+    "sample_mixture",
+    "vae_loss",
 ]
 
 
@@ -53,8 +62,9 @@ class Posterior(NamedTuple):
 
     def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
         """z = mean + std · ε, ε ~ N(0, I) (reparameterised)."""
-        eps = torch.randn(self.mean.shape, generator=generator, device=self.mean.device,
-                          dtype=self.mean.dtype)
+        eps = torch.randn(
+            self.mean.shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype
+        )
         return self.mean + self.std * eps
 
     def kl(self) -> torch.Tensor:
@@ -74,8 +84,9 @@ class VAELoss(NamedTuple):
     """KL before the tolerance, per frame (for logging)."""
 
 
-def vae_loss(frames: torch.Tensor, reconstruction: torch.Tensor, posterior: Posterior,
-             kl_tolerance: float) -> VAELoss:
+def vae_loss(
+    frames: torch.Tensor, reconstruction: torch.Tensor, posterior: Posterior, kl_tolerance: float
+) -> VAELoss:
     """The original's VAE loss for frames (B, 3, H, W) in [0, 1] (see the module docstring)."""
     rec = (frames - reconstruction).square().flatten(1).sum(-1).mean()
     raw = posterior.kl()
@@ -97,20 +108,28 @@ class VAE(nn.Module):
         self.z_size, self.depth = z_size, depth
         d = depth
         self.encoder = nn.Sequential(
-            nn.Conv2d(3, d, 4, 2), nn.ReLU(),
-            nn.Conv2d(d, 2 * d, 4, 2), nn.ReLU(),
-            nn.Conv2d(2 * d, 4 * d, 4, 2), nn.ReLU(),
-            nn.Conv2d(4 * d, 8 * d, 4, 2), nn.ReLU(),
+            nn.Conv2d(3, d, 4, 2),
+            nn.ReLU(),
+            nn.Conv2d(d, 2 * d, 4, 2),
+            nn.ReLU(),
+            nn.Conv2d(2 * d, 4 * d, 4, 2),
+            nn.ReLU(),
+            nn.Conv2d(4 * d, 8 * d, 4, 2),
+            nn.ReLU(),
             nn.Flatten(),
         )
         self.mean = nn.Linear(2 * 2 * 8 * d, z_size)
         self.logvar = nn.Linear(2 * 2 * 8 * d, z_size)
         self.decoder_in = nn.Linear(z_size, 32 * d)
         self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(32 * d, 4 * d, 5, 2), nn.ReLU(),
-            nn.ConvTranspose2d(4 * d, 2 * d, 5, 2), nn.ReLU(),
-            nn.ConvTranspose2d(2 * d, d, 6, 2), nn.ReLU(),
-            nn.ConvTranspose2d(d, 3, 6, 2), nn.Sigmoid(),
+            nn.ConvTranspose2d(32 * d, 4 * d, 5, 2),
+            nn.ReLU(),
+            nn.ConvTranspose2d(4 * d, 2 * d, 5, 2),
+            nn.ReLU(),
+            nn.ConvTranspose2d(2 * d, d, 6, 2),
+            nn.ReLU(),
+            nn.ConvTranspose2d(d, 3, 6, 2),
+            nn.Sigmoid(),
         )
 
     @staticmethod
@@ -124,8 +143,14 @@ class VAE(nn.Module):
     @staticmethod
     def postprocess(frames: torch.Tensor) -> np.ndarray:
         """float (..., 3, H, W) in [0, 1] → uint8 (..., H, W, 3) for display."""
-        return (frames.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).movedim(
-            -3, -1).cpu().numpy()
+        return (
+            (frames.detach().float().clamp(0, 1) * 255)
+            .round()
+            .to(torch.uint8)
+            .movedim(-3, -1)
+            .cpu()
+            .numpy()
+        )
 
     def encode(self, frames: torch.Tensor) -> Posterior:
         """q(z | o) of frames (..., 3, 64, 64) in [0, 1]."""
@@ -140,8 +165,9 @@ class VAE(nn.Module):
         out = self.decoder(h)
         return out.reshape(*lead, *out.shape[1:])
 
-    def loss(self, frames: torch.Tensor, kl_tolerance: float,
-             generator: torch.Generator | None = None) -> VAELoss:
+    def loss(
+        self, frames: torch.Tensor, kl_tolerance: float, generator: torch.Generator | None = None
+    ) -> VAELoss:
         """:func:`vae_loss` of frames (B, 3, 64, 64) in [0, 1], z sampled with ``generator``."""
         posterior = self.encode(frames)
         return vae_loss(frames, self.decode(posterior.sample(generator)), posterior, kl_tolerance)
@@ -174,8 +200,9 @@ class MDNOutput(NamedTuple):
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
-def mixture_nll(out: MDNOutput, target: torch.Tensor,
-                mask: torch.Tensor | None = None) -> torch.Tensor:
+def mixture_nll(
+    out: MDNOutput, target: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """-log Σ_k π_k N(target; μ_k, σ_k²), averaged over latent dimensions and the (masked) steps:
     the original's MDN loss. ``target`` (..., z); ``mask`` (...) of valid steps."""
     x = target.unsqueeze(-1)
@@ -187,8 +214,9 @@ def mixture_nll(out: MDNOutput, target: torch.Tensor,
     return (nll * mask).sum() / mask.sum().clamp(min=1)
 
 
-def sample_mixture(out: MDNOutput, temperature: float, uniform: torch.Tensor,
-                   normal: torch.Tensor) -> torch.Tensor:
+def sample_mixture(
+    out: MDNOutput, temperature: float, uniform: torch.Tensor, normal: torch.Tensor
+) -> torch.Tensor:
     """z_{t+1} ~ the mixture at temperature τ, from given noise (so that batched and step-by-step
     rollouts can share it): per dimension the component is the first k whose cumulative weight
     reaches ``uniform`` (..., z), weights softmax(log π / τ); then z = μ_k + σ_k sqrt(τ)
@@ -212,8 +240,9 @@ class MDNRNN(nn.Module):
         mixtures: K (original: 5).
     """
 
-    def __init__(self, z_size: int, action_size: int, hidden_size: int = 256,
-                 mixtures: int = 5) -> None:
+    def __init__(
+        self, z_size: int, action_size: int, hidden_size: int = 256, mixtures: int = 5
+    ) -> None:
         super().__init__()
         self.z_size, self.action_size = z_size, action_size
         self.hidden_size, self.mixtures = hidden_size, mixtures
@@ -233,16 +262,18 @@ class MDNRNN(nn.Module):
         log_pi = torch.log_softmax(mix[..., 0, :], dim=-1)
         return MDNOutput(log_pi, mix[..., 1, :], mix[..., 2, :], out[..., 0], out[..., 1])
 
-    def forward(self, z: torch.Tensor, action: torch.Tensor,
-                state: LSTMState | None = None) -> tuple[MDNOutput, LSTMState]:
+    def forward(
+        self, z: torch.Tensor, action: torch.Tensor, state: LSTMState | None = None
+    ) -> tuple[MDNOutput, LSTMState]:
         """Sequences z (B, T, z), a (B, T, A) from ``state`` (zeros when None) → the predictions
         for steps 1..T (B, T, ...) and the final state."""
         hx = None if state is None else (state.h.unsqueeze(0), state.c.unsqueeze(0))
         outputs, (h, c) = self.lstm(torch.cat([z, action], -1), hx)
         return self.heads(outputs), LSTMState(h.squeeze(0), c.squeeze(0))
 
-    def step(self, z: torch.Tensor, action: torch.Tensor,
-             state: LSTMState) -> tuple[MDNOutput, LSTMState]:
+    def step(
+        self, z: torch.Tensor, action: torch.Tensor, state: LSTMState
+    ) -> tuple[MDNOutput, LSTMState]:
         """One step: z_t (B, z), a_t (B, A), state → predictions for t + 1 (B, ...), new state."""
         out, state = self.forward(z.unsqueeze(1), action.unsqueeze(1), state)
         return MDNOutput(*(x.squeeze(1) for x in out)), state
@@ -266,15 +297,17 @@ class LinearController:
     def num_params(self) -> int:
         return (self.z_size + self.hidden_size) * self.action_size + self.action_size
 
-    def weights(self, params: torch.Tensor | np.ndarray,
-                device: torch.device | str = "cpu") -> ControllerWeights:
+    def weights(
+        self, params: torch.Tensor | np.ndarray, device: torch.device | str = "cpu"
+    ) -> ControllerWeights:
         """θ (N, P) or (P,) → :class:`ControllerWeights` with N rows (1 for a vector)."""
         params = torch.as_tensor(np.asarray(params), dtype=torch.float32, device=device)
         if params.ndim == 1:
             params = params.unsqueeze(0)
         if params.shape[-1] != self.num_params:
-            raise ValueError(f"a controller has {self.num_params} parameters, got "
-                             f"{params.shape[-1]}")
+            raise ValueError(
+                f"a controller has {self.num_params} parameters, got {params.shape[-1]}"
+            )
         inputs = self.z_size + self.hidden_size
         split = inputs * self.action_size
         weight = params[:, :split].reshape(-1, self.action_size, inputs)

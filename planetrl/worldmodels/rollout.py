@@ -17,11 +17,11 @@ import numpy as np
 import torch
 
 from planetrl.worldmodels.models import (
+    MDNRNN,
     VAE,
     ControllerWeights,
     LinearController,
     LSTMState,
-    MDNRNN,
     sample_mixture,
 )
 
@@ -82,12 +82,12 @@ def dream_rollout(
 
 
 @torch.no_grad()
-def initial_latents(mean: torch.Tensor, logvar: torch.Tensor, count: int,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
+def initial_latents(
+    mean: torch.Tensor, logvar: torch.Tensor, count: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
     """``count`` initial z for dreams: a first frame's q(z | o_0) chosen uniformly among the
     episodes' (``mean``, ``logvar`` (E, z)), then sampled (the original's ``initial_z``)."""
-    index = torch.randint(0, mean.shape[0], (count,), generator=generator,
-                          device=mean.device)
+    index = torch.randint(0, mean.shape[0], (count,), generator=generator, device=mean.device)
     eps = torch.randn((count, mean.shape[1]), generator=generator, device=mean.device)
     return mean[index] + torch.exp(0.5 * logvar[index]) * eps
 
@@ -105,9 +105,15 @@ class WorldModelsPolicy:
         explore_noise: std of Gaussian noise added to the actions (clipped to [-1, 1]).
     """
 
-    def __init__(self, vae: VAE, mdn: MDNRNN, controller: LinearController,
-                 weights: ControllerWeights, generator: torch.Generator | None = None,
-                 explore_noise: float = 0.0) -> None:
+    def __init__(
+        self,
+        vae: VAE,
+        mdn: MDNRNN,
+        controller: LinearController,
+        weights: ControllerWeights,
+        generator: torch.Generator | None = None,
+        explore_noise: float = 0.0,
+    ) -> None:
         self.vae, self.mdn, self.controller = vae, mdn, controller
         self.weights, self.generator, self.explore_noise = weights, generator, explore_noise
         self.device = next(mdn.parameters()).device

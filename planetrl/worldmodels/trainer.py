@@ -24,7 +24,8 @@ tenth of the V and M updates and every generation, so a kill loses at most that 
 
 A resumed run ends with exactly the V, M and controller of an uninterrupted one when every
 episode in the replay was collected with uniform random actions (the original's procedure): an
-episode's actions come from a stream seeded by its own seed (:func:`planetrl.driver.uniform_policy`),
+episode's actions come from a stream seeded by its own seed
+(:func:`planetrl.driver.uniform_policy`),
 so a batch cut short by a kill is finished with the same episodes. Episodes collected by the
 controller (iterations after the first) sample z_t and the exploration noise from one generator
 for the batch, saved after the batch; such a batch cut short is finished with valid episodes that
@@ -43,17 +44,17 @@ import numpy as np
 import torch
 
 from planetrl.driver import make_pool, resolve_action_repeat, run_episodes, uniform_policy
-from planetrl.threads import ThreadGovernor
 from planetrl.envs import make_env
 from planetrl.episodes import list_episode_files
 from planetrl.replay import Replay
+from planetrl.threads import ThreadGovernor
+from planetrl.training import rundir
 from planetrl.training.io import Checkpoint, CheckpointError, load_checkpoint
 from planetrl.training.logger import Logger
 from planetrl.training.progress import Progress
-from planetrl.training import rundir
 from planetrl.worldmodels.config import WorldModelsConfig, load_config, to_dict
 from planetrl.worldmodels.es import CMAES
-from planetrl.worldmodels.models import VAE, LinearController, MDNRNN, Posterior, mixture_nll
+from planetrl.worldmodels.models import MDNRNN, VAE, LinearController, Posterior, mixture_nll
 from planetrl.worldmodels.rollout import WorldModelsPolicy, dream_rollout, initial_latents
 
 __all__ = ["NonFiniteLossError", "RunState", "WorldModelsTrainer", "evaluate_run", "train"]
@@ -95,19 +96,25 @@ class EncodedEpisode(NamedTuple):
 
 
 def action_size_of(config: WorldModelsConfig) -> int:
-    env = make_env(config.task, action_repeat=resolve_action_repeat(config), render=config.render,
-                   env_kwargs=config.env_kwargs)
+    env = make_env(
+        config.task,
+        action_repeat=resolve_action_repeat(config),
+        render=config.render,
+        env_kwargs=config.env_kwargs,
+    )
     try:
         return int(env.action_space.shape[0])
     finally:
         env.close()
 
 
-def build_models(config: WorldModelsConfig, action_size: int,
-                 device: torch.device) -> tuple[VAE, MDNRNN, LinearController]:
+def build_models(
+    config: WorldModelsConfig, action_size: int, device: torch.device
+) -> tuple[VAE, MDNRNN, LinearController]:
     vae = VAE(config.vae.z_size, config.vae.depth).to(device)
-    mdn = MDNRNN(config.vae.z_size, action_size, config.mdn.hidden_size,
-                 config.mdn.mixtures).to(device)
+    mdn = MDNRNN(config.vae.z_size, action_size, config.mdn.hidden_size, config.mdn.mixtures).to(
+        device
+    )
     return vae, mdn, LinearController(config.vae.z_size, config.mdn.hidden_size, action_size)
 
 
@@ -121,12 +128,14 @@ class WorldModelsTrainer:
         progress: show a progress line naming the phase.
     """
 
-    def __init__(self, config: WorldModelsConfig, *, allow_config_change: bool = False,
-                 progress: bool = True) -> None:
+    def __init__(
+        self, config: WorldModelsConfig, *, allow_config_change: bool = False, progress: bool = True
+    ) -> None:
         config.validate()
         self.config = config
-        self.logdir, self.lock = rundir.open_run_dir(config, load_config,
-                                                     allow_config_change=allow_config_change)
+        self.logdir, self.lock = rundir.open_run_dir(
+            config, load_config, allow_config_change=allow_config_change
+        )
         self.progress = progress
         self.device = rundir.resolve_device(config.device)
         self.repeat = resolve_action_repeat(config)
@@ -162,13 +171,22 @@ class WorldModelsTrainer:
         checkpoint.attach("vae", self.vae).attach("mdn", self.mdn)
         checkpoint.attach("vae_optimizer", self.vae_optimizer)
         checkpoint.attach("mdn_optimizer", self.mdn_optimizer)
-        checkpoint.attach("run", get=lambda: asdict(self.state),
-                          set=lambda value: setattr(self, "state", RunState(**value)))
-        checkpoint.attach("es", get=lambda: None if self.es is None else self.es.state_dict(),
-                          set=self._set_es)
+        checkpoint.attach(
+            "run",
+            get=lambda: asdict(self.state),
+            set=lambda value: setattr(self, "state", RunState(**value)),
+        )
+        checkpoint.attach(
+            "es", get=lambda: None if self.es is None else self.es.state_dict(), set=self._set_es
+        )
         checkpoint.attach_global_rngs()
-        for name in ("vae_generator", "mdn_generator", "dream_generator", "policy_generator",
-                     "mdn_rng"):
+        for name in (
+            "vae_generator",
+            "mdn_generator",
+            "dream_generator",
+            "policy_generator",
+            "mdn_rng",
+        ):
             checkpoint.attach(name, getattr(self, name))
         checkpoint.attach("replay_rng", get=self.replay.rng_state, set=self.replay.set_rng_state)
         return checkpoint
@@ -177,8 +195,13 @@ class WorldModelsTrainer:
         self.es = None if value is None else CMAES.from_state_dict(value)
 
     def save(self) -> None:
-        self.checkpoint.save(extra={"config": to_dict(self.config), "agent": "worldmodels",
-                                    "env_steps": self.env_steps()})
+        self.checkpoint.save(
+            extra={
+                "config": to_dict(self.config),
+                "agent": "worldmodels",
+                "env_steps": self.env_steps(),
+            }
+        )
 
     def collected(self) -> tuple[int, int]:
         """(episodes, env steps) collected, from the episode files (the source of truth)."""
@@ -207,13 +230,20 @@ class WorldModelsTrainer:
         if bad:
             raise NonFiniteLossError(
                 f"non-finite {what} loss ({', '.join(f'{k}={values[k]}' for k in bad)}); stopped, "
-                f"the last good checkpoint is kept in {self.logdir}")
+                f"the last good checkpoint is kept in {self.logdir}"
+            )
 
     # ---------------------------------------------------------------- collect
     def _controller_policy(self, params, explore_noise: float = 0.0) -> WorldModelsPolicy:
         weights = self.controller.weights(params, self.device)
-        return WorldModelsPolicy(self.vae, self.mdn, self.controller, weights,
-                                 generator=self.policy_generator, explore_noise=explore_noise)
+        return WorldModelsPolicy(
+            self.vae,
+            self.mdn,
+            self.controller,
+            weights,
+            generator=self.policy_generator,
+            explore_noise=explore_noise,
+        )
 
     def collect(self) -> None:
         c = self.config.collect
@@ -231,15 +261,22 @@ class WorldModelsTrainer:
             else:
                 policy = self._controller_policy(self.state.controller, c.explore_noise)
                 act, reset = policy.act, policy.reset
-            self.bar.phase(f"iteration {self.state.iteration}: collect episodes {have + 1}-"
-                           f"{have + count} of {target}", force=True)
+            self.bar.phase(
+                f"iteration {self.state.iteration}: collect episodes {have + 1}-"
+                f"{have + count} of {target}",
+                force=True,
+            )
             self.threads.adjust()
             out = run_episodes(pool, act, seeds, reset=reset, keep=True)
             for episode in out.episodes:
                 self.replay.add(episode)
-                self._log({"train/return": float(episode["reward"].sum()),
-                           "train/episodes": self.replay.total_episodes,
-                           "train/env_steps_per_s": out.env_steps_per_s})
+                self._log(
+                    {
+                        "train/return": float(episode["reward"].sum()),
+                        "train/episodes": self.replay.total_episodes,
+                        "train/env_steps_per_s": out.env_steps_per_s,
+                    }
+                )
             self.save()
         self._advance("vae")
 
@@ -247,8 +284,9 @@ class WorldModelsTrainer:
         self.state.stage = stage
         self.save()
 
-    def _updates(self, part: str, model: str, total: int,
-                 update: Callable[[], dict[str, float]]) -> tuple[dict[str, float], int] | None:
+    def _updates(
+        self, part: str, model: str, total: int, update: Callable[[], dict[str, float]]
+    ) -> tuple[dict[str, float], int] | None:
         """Run ``update`` (one gradient step; returns its loss terms) until this iteration's
         counter ``state.<part>_updates`` reaches ``total``. Every tenth of ``total`` updates and
         at the last: one row of each term's mean over the n updates since the previous row
@@ -270,10 +308,14 @@ class WorldModelsTrainer:
             if done % every == 0 or done == total:
                 n = (done - 1) % every + 1
                 last = ({k: x / n for k, x in sums.items()}, n)
-                self._log({**{f"{part}/{k}": x for k, x in last[0].items()},
-                           f"{part}/updates": done,
-                           f"{part}/ms_per_update": 1000 * (time.perf_counter() - start) / n,
-                           f"{part}/threads": self.threads.threads})
+                self._log(
+                    {
+                        **{f"{part}/{k}": x for k, x in last[0].items()},
+                        f"{part}/updates": done,
+                        f"{part}/ms_per_update": 1000 * (time.perf_counter() - start) / n,
+                        f"{part}/threads": self.threads.threads,
+                    }
+                )
                 self.save()
                 self.threads.adjust()
                 sums, start = {}, time.perf_counter()
@@ -319,10 +361,11 @@ class WorldModelsTrainer:
         posterior = self.vae.encode(x)
         recon = self.vae.decode(posterior.mean)
         self.vae.train()
-        row = {"vae/recon_mse_per_pixel": float((recon - x).square().mean()),
-               "vae/mean_frame_mse_per_pixel": float((x - x.mean(0)).square().mean()),
-               "vae/informative_dims": float(
-                   (posterior.mean.std(0) > posterior.std.mean(0)).sum())}
+        row = {
+            "vae/recon_mse_per_pixel": float((recon - x).square().mean()),
+            "vae/mean_frame_mse_per_pixel": float((x - x.mean(0)).square().mean()),
+            "vae/informative_dims": float((posterior.mean.std(0) > posterior.std.mean(0)).sum()),
+        }
         self._log(row)
         if row["vae/recon_mse_per_pixel"] >= 0.9 * row["vae/mean_frame_mse_per_pixel"]:
             self.bar.write(
@@ -330,7 +373,8 @@ class WorldModelsTrainer:
                 f"pixel {row['vae/recon_mse_per_pixel']:.5f} against "
                 f"{row['vae/mean_frame_mse_per_pixel']:.5f}; {row['vae/informative_dims']:.0f} "
                 "informative latent dimensions): z carries little of the state, so M and the "
-                "dream will be nearly flat; train V longer (--vae.epochs, --vae.learning-rate)")
+                "dream will be nearly flat; train V longer (--vae.epochs, --vae.learning-rate)"
+            )
         return row
 
     @torch.no_grad()
@@ -340,8 +384,9 @@ class WorldModelsTrainer:
         images = np.array(episode["image"][:length])
         frames = VAE.preprocess(torch.from_numpy(images)).to(self.device)
         recon = VAE.postprocess(self.vae.decode(self.vae.encode(frames).mean))
-        self.logger.video(self.env_steps(), "vae/reconstruction",
-                          np.concatenate([images, recon], axis=2), fps=10)
+        self.logger.video(
+            self.env_steps(), "vae/reconstruction", np.concatenate([images, recon], axis=2), fps=10
+        )
 
     # -------------------------------------------------------------------- M
     @torch.no_grad()
@@ -355,15 +400,19 @@ class WorldModelsTrainer:
         for episode in self.replay.episodes():
             means, logvars = [], []
             for start in range(0, len(episode["image"]), 256):
-                frames = VAE.preprocess(torch.tensor(episode["image"][start:start + 256]))
+                frames = VAE.preprocess(torch.tensor(episode["image"][start : start + 256]))
                 posterior = self.vae.encode(frames.to(self.device))
                 means.append(posterior.mean)
                 logvars.append(posterior.logvar)
-            out.append(EncodedEpisode(
-                torch.cat(means), torch.cat(logvars),
-                torch.tensor(episode["action"], device=self.device),
-                torch.tensor(episode["reward"], device=self.device),
-                torch.tensor(episode["is_terminal"], device=self.device)))
+            out.append(
+                EncodedEpisode(
+                    torch.cat(means),
+                    torch.cat(logvars),
+                    torch.tensor(episode["action"], device=self.device),
+                    torch.tensor(episode["reward"], device=self.device),
+                    torch.tensor(episode["is_terminal"], device=self.device),
+                )
+            )
         self.vae.train()
         self._encoded = (key, out)
         return out
@@ -389,11 +438,10 @@ class WorldModelsTrainer:
             e, n = episodes[index], min(L, int(lengths[index]))
             start = int(self.mdn_rng.integers(0, lengths[index] - n + 1))
             window = slice(start, start + n + 1)
-            z[row, :n + 1] = Posterior(e.mean[window], e.logvar[window]).sample(
-                self.mdn_generator)
-            action[row, :n] = e.action[start + 1:start + n + 1]
-            reward[row, :n] = e.reward[start + 1:start + n + 1]
-            done[row, :n] = e.terminal[start + 1:start + n + 1].float()
+            z[row, : n + 1] = Posterior(e.mean[window], e.logvar[window]).sample(self.mdn_generator)
+            action[row, :n] = e.action[start + 1 : start + n + 1]
+            reward[row, :n] = e.reward[start + 1 : start + n + 1]
+            done[row, :n] = e.terminal[start + 1 : start + n + 1].float()
             mask[row, :n] = 1
         return {"z": z, "action": action, "reward": reward, "done": done, "mask": mask}
 
@@ -408,21 +456,28 @@ class WorldModelsTrainer:
         reward = ((out.reward - batch["reward"]).square() * mask).sum() / count
         weight = 1 + batch["done"] * (m.done_weight - 1)
         bce = torch.nn.functional.binary_cross_entropy_with_logits(
-            out.done_logit, batch["done"], reduction="none")
+            out.done_logit, batch["done"], reduction="none"
+        )
         done = (bce * weight * mask).sum() / count
         loss = nll + m.reward_scale * reward + m.done_scale * done
         target_mean = (batch["reward"] * mask).sum() / count
         variance = ((batch["reward"] - target_mean).square() * mask).sum() / count
-        values = {"loss": loss, "z_nll": nll, "reward_mse": reward, "done_bce": done,
-                  "reward_var": variance}
+        values = {
+            "loss": loss,
+            "z_nll": nll,
+            "reward_mse": reward,
+            "done_bce": done,
+            "reward_var": variance,
+        }
         return loss, {k: float(v.detach()) for k, v in values.items()}
 
     def train_mdn(self) -> None:
         m = self.config.mdn
         episodes: list[EncodedEpisode] = []
         if self.state.mdn_updates < m.updates:
-            self.bar.phase(f"iteration {self.state.iteration}: encoding the replay with V",
-                           force=True)
+            self.bar.phase(
+                f"iteration {self.state.iteration}: encoding the replay with V", force=True
+            )
             episodes = self.encoded()
 
         def update() -> dict[str, float]:
@@ -442,7 +497,8 @@ class WorldModelsTrainer:
                     f"warning: M's reward head predicts no better than a constant (squared "
                     f"error {means['reward_mse']:.3g} against the reward variance "
                     f"{means['reward_var']:.3g} over the last {n} updates): the dream's "
-                    "returns will hardly depend on the controller")
+                    "returns will hardly depend on the controller"
+                )
         self._advance("controller")
 
     # -------------------------------------------------------------------- C
@@ -451,7 +507,9 @@ class WorldModelsTrainer:
         """q(z | o_0) of every episode's first frame (mean, logvar (E, z)) and the dream horizon."""
         first = np.stack([e["image"][0] for e in self.replay.episodes()])
         posterior = self.vae.encode(VAE.preprocess(torch.from_numpy(first)).to(self.device))
-        horizon = self.config.controller.dream_horizon or int(self.replay.episode_lengths().max()) - 1
+        horizon = (
+            self.config.controller.dream_horizon or int(self.replay.episode_lengths().max()) - 1
+        )
         return posterior.mean, posterior.logvar, max(1, horizon)
 
     def dream_returns(self, candidates: np.ndarray) -> np.ndarray:
@@ -462,8 +520,15 @@ class WorldModelsTrainer:
         mean, logvar, horizon = self._latents
         weights = self.controller.weights(np.repeat(candidates, c.rollouts, axis=0), self.device)
         z0 = initial_latents(mean, logvar, len(candidates) * c.rollouts, self.dream_generator)
-        result = dream_rollout(self.mdn, self.controller, weights, z0, horizon=horizon,
-                               temperature=c.temperature, generator=self.dream_generator)
+        result = dream_rollout(
+            self.mdn,
+            self.controller,
+            weights,
+            z0,
+            horizon=horizon,
+            temperature=c.temperature,
+            generator=self.dream_generator,
+        )
         return result.returns.view(len(candidates), c.rollouts).mean(1).cpu().numpy()
 
     def real_returns(self, candidates: np.ndarray, generation: int) -> np.ndarray:
@@ -472,15 +537,23 @@ class WorldModelsTrainer:
         from the same env seed (common random numbers within a generation)."""
         c = self.config.controller
         rows = np.repeat(candidates, c.rollouts, axis=0)
-        seeds_all = [500_000_000 + self.config.seed * 100_003
-                     + generation * c.rollouts + r for _ in candidates for r in range(c.rollouts)]
+        seeds_all = [
+            500_000_000 + self.config.seed * 100_003 + generation * c.rollouts + r
+            for _ in candidates
+            for r in range(c.rollouts)
+        ]
         pool = self._pool("controller", c.envs, c.parallel)
         returns: list[float] = []
         for start in range(0, len(rows), c.envs):
-            chunk = rows[start:start + c.envs]
+            chunk = rows[start : start + c.envs]
             policy = self._controller_policy(chunk)
-            out = run_episodes(pool, policy.act, seeds_all[start:start + len(chunk)],
-                               reset=policy.reset, on_step=self._count_controller_steps)
+            out = run_episodes(
+                pool,
+                policy.act,
+                seeds_all[start : start + len(chunk)],
+                reset=policy.reset,
+                on_step=self._count_controller_steps,
+            )
             returns.extend(out.returns)
         return np.asarray(returns).reshape(len(candidates), c.rollouts).mean(1)
 
@@ -490,19 +563,25 @@ class WorldModelsTrainer:
     def evolve(self) -> None:
         c, e = self.config.controller, self.config.eval
         if self.es is None:
-            self.es = CMAES(self.controller.num_params, population=c.population,
-                            sigma_init=c.sigma_init, weight_decay=c.weight_decay,
-                            seed=(self.config.seed * 7919 + self.state.iteration) % 2**31 + 1,
-                            x0=None if self.state.controller is None else np.asarray(
-                                self.state.controller))
+            self.es = CMAES(
+                self.controller.num_params,
+                population=c.population,
+                sigma_init=c.sigma_init,
+                weight_decay=c.weight_decay,
+                seed=(self.config.seed * 7919 + self.state.iteration) % 2**31 + 1,
+                x0=None if self.state.controller is None else np.asarray(self.state.controller),
+            )
             self.state.evaluated_at = -1
             self.save()
         self.vae.eval()
         self.mdn.eval()
         while self.es.generation < c.generations:
             generation = self.es.generation + 1
-            self.bar.phase(f"iteration {self.state.iteration}: generation {generation}/"
-                           f"{c.generations} ({c.mode})", force=True)
+            self.bar.phase(
+                f"iteration {self.state.iteration}: generation {generation}/"
+                f"{c.generations} ({c.mode})",
+                force=True,
+            )
             self.threads.adjust()
             start = time.perf_counter()
             candidates = self.es.ask()
@@ -513,13 +592,19 @@ class WorldModelsTrainer:
             seconds = time.perf_counter() - start
             fitness = self.es.tell(candidates, returns)
             self.state.controller = self.es.mean.tolist()
-            self._log({"es/generation": generation, "es/return_mean": float(np.mean(returns)),
-                       "es/return_max": float(np.max(returns)),
-                       "es/return_min": float(np.min(returns)),
-                       "es/return_std": float(np.std(returns)),
-                       "es/fitness_best": self.es.best_fitness, "es/sigma": self.es.sigma,
-                       "es/seconds_per_generation": seconds,
-                       "es/fitness_mean": float(np.mean(fitness))})
+            self._log(
+                {
+                    "es/generation": generation,
+                    "es/return_mean": float(np.mean(returns)),
+                    "es/return_max": float(np.max(returns)),
+                    "es/return_min": float(np.min(returns)),
+                    "es/return_std": float(np.std(returns)),
+                    "es/fitness_best": self.es.best_fitness,
+                    "es/sigma": self.es.sigma,
+                    "es/seconds_per_generation": seconds,
+                    "es/fitness_mean": float(np.mean(fitness)),
+                }
+            )
             self.bar.postfix(gen=generation, ret=f"{np.mean(returns):.1f}")
             if e.every and generation % e.every == 0:
                 self.evaluate_now(generation)
@@ -531,31 +616,54 @@ class WorldModelsTrainer:
         self.state.iteration += 1
         self.state.vae_updates = self.state.mdn_updates = 0
         self.es = None
-        self._advance("collect" if self.state.iteration < self.config.collect.iterations
-                      else "done")
+        self._advance(
+            "collect" if self.state.iteration < self.config.collect.iterations else "done"
+        )
 
     # ------------------------------------------------------------------ eval
     def evaluate_now(self, generation: int) -> dict[str, float]:
         e = self.config.eval
-        params = self.state.controller if self.state.controller is not None else np.zeros(
-            self.controller.num_params)
-        self.bar.phase(f"iteration {self.state.iteration}: evaluating ({e.episodes} episodes)",
-                       force=True)
+        params = (
+            self.state.controller
+            if self.state.controller is not None
+            else np.zeros(self.controller.num_params)
+        )
+        self.bar.phase(
+            f"iteration {self.state.iteration}: evaluating ({e.episodes} episodes)", force=True
+        )
         pool = self._pool("eval", e.episodes, e.parallel)
         self.threads.adjust()
         returns, frames = evaluate_controller(
-            self.config, self.vae, self.mdn, self.controller, params, pool, episodes=e.episodes,
-            record=e.video)
-        row = {"eval/return": float(np.mean(returns)), "eval/return_std": float(np.std(returns)),
-               "eval/episodes": len(returns), "eval/generation": generation,
-               "eval/iteration": self.state.iteration}
+            self.config,
+            self.vae,
+            self.mdn,
+            self.controller,
+            params,
+            pool,
+            episodes=e.episodes,
+            record=e.video,
+        )
+        row = {
+            "eval/return": float(np.mean(returns)),
+            "eval/return_std": float(np.std(returns)),
+            "eval/episodes": len(returns),
+            "eval/generation": generation,
+            "eval/iteration": self.state.iteration,
+        }
         self._log(row)
-        self.bar.write(f"iteration {self.state.iteration} generation {generation}: eval return "
-                       f"{row['eval/return']:.1f} ± {row['eval/return_std']:.1f}")
+        self.bar.write(
+            f"iteration {self.state.iteration} generation {generation}: eval return "
+            f"{row['eval/return']:.1f} ± {row['eval/return_std']:.1f}"
+        )
         if e.video and frames is not None:
-            self.logger.video(self.env_steps(), "eval/real_vae_dream",
-                              eval_video(self.config, self.vae, self.mdn, self.controller, params,
-                                         frames, self.device), fps=10)
+            self.logger.video(
+                self.env_steps(),
+                "eval/real_vae_dream",
+                eval_video(
+                    self.config, self.vae, self.mdn, self.controller, params, frames, self.device
+                ),
+                fps=10,
+            )
         self.state.evaluated_at = generation
         return row
 
@@ -563,8 +671,12 @@ class WorldModelsTrainer:
     def run(self) -> dict[str, Any]:
         """Run the stages to the end of the last iteration; returns a summary."""
         self.bar = Progress(self.progress)
-        steps = {"collect": self.collect, "vae": self.train_vae, "mdn": self.train_mdn,
-                 "controller": self.evolve}
+        steps = {
+            "collect": self.collect,
+            "vae": self.train_vae,
+            "mdn": self.train_mdn,
+            "controller": self.evolve,
+        }
         try:
             if self.state.stage == "done" and self.state.iteration < self.config.collect.iterations:
                 self._advance("collect")  # more iterations asked for on resume
@@ -576,8 +688,12 @@ class WorldModelsTrainer:
             self.bar.close()
             self.logger.flush()
         rows = [r for r in _rows(self.logdir) if "eval/return" in r]
-        return {"iterations": self.state.iteration, "env_steps": self.env_steps(),
-                "episodes": self.collected()[0], "eval": rows[-1] if rows else None}
+        return {
+            "iterations": self.state.iteration,
+            "env_steps": self.env_steps(),
+            "episodes": self.collected()[0],
+            "eval": rows[-1] if rows else None,
+        }
 
     def close(self) -> None:
         for pool in self._pools.values():
@@ -595,26 +711,44 @@ def _rows(logdir: Path) -> list[dict[str, Any]]:
 
 
 @torch.no_grad()
-def evaluate_controller(config: WorldModelsConfig, vae: VAE, mdn: MDNRNN,
-                        controller: LinearController, params, pool, *, episodes: int,
-                        seed: int | None = None, record: bool = False,
-                        ) -> tuple[list[float], np.ndarray | None]:
+def evaluate_controller(
+    config: WorldModelsConfig,
+    vae: VAE,
+    mdn: MDNRNN,
+    controller: LinearController,
+    params,
+    pool,
+    *,
+    episodes: int,
+    seed: int | None = None,
+    record: bool = False,
+) -> tuple[list[float], np.ndarray | None]:
     """Returns of the controller θ = ``params`` in ``episodes`` real episodes (seeds
     ``eval_seed + i``), z_t sampled by a generator of its own (the run's streams are untouched);
     with ``record`` the frames (T, 64, 64·E, 3)."""
     device = next(mdn.parameters()).device
     seed = rundir.eval_seed(config) if seed is None else seed
     generator = torch.Generator(device=device).manual_seed(seed)
-    policy = WorldModelsPolicy(vae, mdn, controller, controller.weights(params, device),
-                               generator=generator)
-    out = run_episodes(pool, policy.act, [seed + i for i in range(episodes)],
-                       reset=policy.reset, record=record)
+    policy = WorldModelsPolicy(
+        vae, mdn, controller, controller.weights(params, device), generator=generator
+    )
+    out = run_episodes(
+        pool, policy.act, [seed + i for i in range(episodes)], reset=policy.reset, record=record
+    )
     return out.returns, out.frames
 
 
 @torch.no_grad()
-def eval_video(config: WorldModelsConfig, vae: VAE, mdn: MDNRNN, controller: LinearController,
-               params, frames: np.ndarray, device: torch.device, seed: int = 0) -> np.ndarray:
+def eval_video(
+    config: WorldModelsConfig,
+    vae: VAE,
+    mdn: MDNRNN,
+    controller: LinearController,
+    params,
+    frames: np.ndarray,
+    device: torch.device,
+    seed: int = 0,
+) -> np.ndarray:
     """(T, 64, 3·64, 3): the first evaluation episode's real frames | V's reconstruction | a
     dream of M from the same first frame, driven by the same controller, decoded by V (held at
     its last frame once the dream's episode ended)."""
@@ -623,10 +757,16 @@ def eval_video(config: WorldModelsConfig, vae: VAE, mdn: MDNRNN, controller: Lin
     posterior = vae.encode(x)
     recon = VAE.postprocess(vae.decode(posterior.mean))
     generator = torch.Generator(device=device).manual_seed(seed)
-    dream = dream_rollout(mdn, controller, controller.weights(params, device),
-                          posterior.mean[:1], horizon=len(real) - 1,
-                          temperature=config.controller.temperature, generator=generator,
-                          record=True)
+    dream = dream_rollout(
+        mdn,
+        controller,
+        controller.weights(params, device),
+        posterior.mean[:1],
+        horizon=len(real) - 1,
+        temperature=config.controller.temperature,
+        generator=generator,
+        record=True,
+    )
     dreamt = VAE.postprocess(vae.decode(dream.latents[:, 0]))
     if len(dreamt) < len(real):
         dreamt = np.concatenate([dreamt, np.repeat(dreamt[-1:], len(real) - len(dreamt), 0)])
@@ -642,9 +782,15 @@ def train(config: WorldModelsConfig, **kwargs) -> dict[str, Any]:
         trainer.close()
 
 
-def evaluate_run(logdir: str | Path, *, episodes: int, seed: int, device: str = "auto",
-                 parallel: bool = True, record: bool = False,
-                 ) -> tuple[WorldModelsConfig, list[float], np.ndarray | None]:
+def evaluate_run(
+    logdir: str | Path,
+    *,
+    episodes: int,
+    seed: int,
+    device: str = "auto",
+    parallel: bool = True,
+    record: bool = False,
+) -> tuple[WorldModelsConfig, list[float], np.ndarray | None]:
     """Evaluate the controller of the World Models run in ``logdir`` (for ``planetrl eval``)."""
     logdir = Path(logdir)
     config = load_config(logdir / rundir.CONFIG_FILE)
@@ -658,11 +804,14 @@ def evaluate_run(logdir: str | Path, *, episodes: int, seed: int, device: str = 
     except (KeyError, RuntimeError, TypeError) as err:
         raise CheckpointError(f"checkpoint in {logdir} does not match its config: {err}") from None
     if params is None:
-        raise CheckpointError(f"the run in {logdir} has no controller yet (stage "
-                              f"{payload['run'].get('stage')!r}); train it further first")
+        raise CheckpointError(
+            f"the run in {logdir} has no controller yet (stage "
+            f"{payload['run'].get('stage')!r}); train it further first"
+        )
     vae.eval()
     mdn.eval()
     with make_pool(config, episodes, parallel) as pool:
-        returns, frames = evaluate_controller(config, vae, mdn, controller, params, pool,
-                                              episodes=episodes, seed=seed, record=record)
+        returns, frames = evaluate_controller(
+            config, vae, mdn, controller, params, pool, episodes=episodes, seed=seed, record=record
+        )
     return config, returns, frames
