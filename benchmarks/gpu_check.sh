@@ -185,7 +185,7 @@ run_step worldmodels "${WM_CAP:-75}" train.txt "$PY" -m planetrl train --agent w
 "$PY" - "$WORK/wm" <<'EOF' 2>&1 | tee -a "$OUTDIR/train.txt"
 import sys
 from pathlib import Path
-from planetrl.training.logger import read_metrics
+from planetrl.run.logger import read_metrics
 path = Path(sys.argv[1]) / "metrics.jsonl"
 rows = read_metrics(path) if path.exists() else []
 keys = sorted({k for r in rows for k in r if k.split("/")[0] in ("vae", "mdn", "es", "eval")})
@@ -236,7 +236,7 @@ from pathlib import Path
 logdir, out, steps, start, cuda = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], float(sys.argv[4]), sys.argv[5] == "1"
 rows = []
 if (logdir / "metrics.jsonl").exists():
-    from planetrl.training.logger import read_metrics
+    from planetrl.run.logger import read_metrics
     rows = read_metrics(logdir / "metrics.jsonl")
 t0 = rows[0]["time"] if rows else 0
 print("\nepisodes (train/return; ms per plan; env steps/s):")

@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from planetrl.config import preset  # noqa: E402
 from planetrl.driver import random_policy_returns  # noqa: E402
-from planetrl.training.logger import read_metrics  # noqa: E402
+from planetrl.run.logger import read_metrics  # noqa: E402
 from planetrl.training.loop import Trainer  # noqa: E402
 
 

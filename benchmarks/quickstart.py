@@ -29,9 +29,9 @@ sys.path.insert(0, str(ROOT))
 
 from planetrl.config import from_dict  # noqa: E402
 from planetrl.driver import random_policy_returns  # noqa: E402
+from planetrl.run.directory import eval_seed  # noqa: E402
+from planetrl.run.logger import read_metrics  # noqa: E402
 from planetrl.suite.runner import code_version, cpu_model  # noqa: E402
-from planetrl.training.logger import read_metrics  # noqa: E402
-from planetrl.training.rundir import eval_seed  # noqa: E402
 
 TASK = "dmc:cartpole-balance"
 

@@ -5,7 +5,7 @@ Shared by any agent:
 - ``planetrl.episodes``: the episode format and the step convention (o_t, a_{t-1}, r_t, ...).
 - ``planetrl.driver``: runs any policy on E environments in lockstep, returns episodes.
 - ``planetrl.replay``: the episode replay (one .npz per episode in the run directory, uint8).
-- ``planetrl.atomic``, ``planetrl.training.io`` (``Checkpoint``), ``planetrl.training.logger``:
+- ``planetrl.atomic``, ``planetrl.run.checkpoint`` (``Checkpoint``), ``planetrl.run.logger``:
   atomic writes, checkpoints of what is attached, scalars and videos.
 - ``planetrl.config``: typed configuration (a leaf of the import graph).
 

@@ -195,7 +195,7 @@ def _train(argv: list[str]) -> int:
         return _fail(str(err))
 
     from planetrl.replay import EpisodeFileError
-    from planetrl.training.io import CheckpointError
+    from planetrl.run.checkpoint import CheckpointError
 
     try:
         summary = agent.train(
@@ -252,8 +252,8 @@ def _eval(argv: list[str]) -> int:
 
     from planetrl.agents import kind, read_agent
     from planetrl.config import ConfigError
-    from planetrl.training.io import CheckpointError
-    from planetrl.training.progress import Progress
+    from planetrl.run.checkpoint import CheckpointError
+    from planetrl.run.progress import Progress
 
     bar = Progress(args.progress)
     try:
@@ -289,7 +289,7 @@ def _save_eval_video(args: EvalArgs, frames) -> None:
     """<logdir>/videos/eval-seed<seed>.mp4, or a GIF where imageio-ffmpeg is missing."""
     from pathlib import Path
 
-    from planetrl.training.logger import mp4_available, note_no_mp4, write_gif, write_mp4
+    from planetrl.run.logger import mp4_available, note_no_mp4, write_gif, write_mp4
 
     mp4 = mp4_available()
     path = Path(args.logdir) / "videos" / f"eval-seed{args.seed}.{'mp4' if mp4 else 'gif'}"

@@ -22,7 +22,7 @@ import numpy as np
 
 from planetrl.envs import EnvPool, default_action_repeat
 from planetrl.episodes import EpisodeRecorder
-from planetrl.training.videos import tile_frames
+from planetrl.run.frames import tile_frames
 
 __all__ = [
     "Rollouts",

@@ -1,4 +1,5 @@
-"""The import graph of planetrl: no cycles, and ``config`` at the bottom (a leaf).
+"""The import graph of planetrl: no cycles, ``config`` at the bottom (a leaf), and at folder
+level the rooms on floors, every import going down.
 
 Imports are read from the source with ``ast`` (nothing is imported), per module: those at module
 level (also inside a top-level ``if`` / ``try``), and separately all of them, function bodies
@@ -144,8 +145,82 @@ def test_config_and_atomic_are_leaves():
     for shared in (
         "planetrl.driver",
         "planetrl.replay",
-        "planetrl.training.io",
-        "planetrl.training.logger",
+        "planetrl.run.checkpoint",
+        "planetrl.run.logger",
         "planetrl.threads",
     ):
         assert not reachable(shared) & planet, (shared, reachable(shared) & planet)
+
+
+# ---------------------------------------------------------------------------- folder level
+# The rooms of planetrl (a top-level module, or a folder with everything below it) on floors,
+# the basic ones low: an import goes to a lower floor only, never up or sideways. The shared run
+# infrastructure (``run``) sits below every agent; each agent (``training`` for PlaNet,
+# ``worldmodels``) below the suites; the command line on top.
+FLOORS = {
+    "atomic": 0,
+    "config": 1,
+    "episodes": 1,
+    "preprocess": 1,
+    "threads": 1,
+    "envs": 2,
+    "run": 2,
+    "replay": 2,
+    "agents": 2,
+    "models": 2,
+    "driver": 3,
+    "planning": 3,
+    "objective": 3,
+    "agent": 3,
+    "speed": 4,
+    "training": 5,
+    "worldmodels": 5,
+    "suite": 6,
+    "cli": 7,
+    "__main__": 8,
+}
+
+
+def room(module: str) -> str:
+    """The room of a planetrl module: ``planetrl.suite.report`` -> ``suite``."""
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else "planetrl"
+
+
+def room_graph(deferred: bool) -> dict[str, set[str]]:
+    graph: dict[str, set[str]] = {}
+    for module, targets in import_graph(deferred).items():
+        for target in targets:
+            if room(module) != room(target) and room(target) != "planetrl":
+                graph.setdefault(room(module), set()).add(room(target))
+    return graph
+
+
+def test_every_room_has_a_floor():
+    rooms = {room(m) for m in MODULES} - {"planetrl"}
+    assert rooms == set(FLOORS), (
+        f"rooms without a floor: {sorted(rooms - set(FLOORS))}; "
+        f"floors of no room: {sorted(set(FLOORS) - rooms)}"
+    )
+
+
+def upward(graph: dict[str, set[str]]) -> list[tuple[str, str]]:
+    """The room-to-room imports that go up or sideways."""
+    return sorted((a, b) for a, targets in graph.items() for b in targets if FLOORS[b] >= FLOORS[a])
+
+
+@pytest.mark.parametrize("deferred", [False, True], ids=["module-level", "all"])
+def test_rooms_import_downward_only(deferred):
+    graph = room_graph(deferred)
+    cycle = find_cycle(graph)
+    assert cycle is None, "cycle between rooms: " + " -> ".join(cycle)
+    wrong = upward(graph)
+    assert not wrong, "imports up or sideways (room -> room): " + ", ".join(
+        f"{a} (floor {FLOORS[a]}) -> {b} (floor {FLOORS[b]})" for a, b in wrong
+    )
+
+
+def test_the_room_check_finds_upward_and_sideways_arrows():
+    graph = {"run": {"training", "config"}, "driver": {"planning"}, "suite": {"training"}}
+    assert upward(graph) == [("driver", "planning"), ("run", "training")]
+    assert room("planetrl.suite.report") == "suite" and room("planetrl.cli") == "cli"

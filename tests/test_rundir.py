@@ -10,11 +10,11 @@ import sys
 import pytest
 
 from planetrl.config import ConfigError, load_config, preset
-from planetrl.training import rundir
+from planetrl.run import directory as rundir
 
 HOLDER = (
     "import sys, time\n"
-    "from planetrl.training.rundir import RunLock\n"
+    "from planetrl.run.directory import RunLock\n"
     "RunLock(sys.argv[1])\n"
     "print('locked', flush=True)\n"
     "time.sleep(120)\n"

@@ -26,7 +26,7 @@ from torch import nn
 from planetrl.atomic import atomic_write_json
 from planetrl.driver import make_pool, run_episodes
 from planetrl.replay import Replay
-from planetrl.training.io import Checkpoint
+from planetrl.run.checkpoint import Checkpoint
 
 ENV = SimpleNamespace(task="dmc:cartpole-balance", action_repeat=50, render="fast")  # 20 steps
 PLANET = (

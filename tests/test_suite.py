@@ -15,6 +15,7 @@ import pytest
 
 from planetrl.config import ConfigError, preset, set_field
 from planetrl.envs import PAPER_ACTION_REPEAT, default_action_repeat
+from planetrl.run.logger import read_metrics
 from planetrl.suite import (
     DMC_TASKS,
     PublishedDataError,
@@ -28,7 +29,6 @@ from planetrl.suite import (
 )
 from planetrl.suite.report import write_report
 from planetrl.suite.runner import SuiteError, merge_suite
-from planetrl.training.logger import read_metrics
 
 TINY = {
     "render": "fast",

@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from planetrl.config import Config, ConfigError, preset
-from planetrl.training.io import CheckpointError, load_checkpoint
-from planetrl.training.logger import read_metrics
+from planetrl.run.checkpoint import CheckpointError, load_checkpoint
+from planetrl.run.logger import read_metrics
 from planetrl.training.loop import NonFiniteLossError, Trainer, train
 
 TASK = "dmc:cartpole-balance"
@@ -432,7 +432,7 @@ def test_expected_plans_follow_the_budget(tmp_path):
 
 
 def test_progress_shows_every_phase(tmp_path, monkeypatch):
-    from planetrl.training import progress
+    from planetrl.run import progress
 
     phases: list[str] = []
     monkeypatch.setattr(
@@ -484,7 +484,7 @@ def test_eval_command_honours_threads(tmp_path):
 
 
 def test_a_row_cut_by_a_kill_does_not_swallow_the_next_one(tmp_path):
-    from planetrl.training.logger import Logger
+    from planetrl.run.logger import Logger
 
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "a": 1.0}\n{"step": 2, "a"')  # torn
     logger = Logger(tmp_path, tensorboard=False)
@@ -555,7 +555,7 @@ def test_videos_are_optional_without_imageio_ffmpeg(tmp_path, monkeypatch, capsy
     """imageio-ffmpeg missing (the offline bundle leaves it out): one message, training and eval
     go on, videos reach TensorBoard as GIFs and `eval --video` writes a GIF instead of an mp4."""
     from planetrl import cli
-    from planetrl.training import logger
+    from planetrl.run import logger
 
     monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # `import imageio_ffmpeg` fails
     monkeypatch.setattr(logger, "_NO_MP4_NOTED", False)

@@ -18,8 +18,8 @@ import pytest
 import torch
 from torch import distributions as D
 
-from planetrl.training.io import load_checkpoint
-from planetrl.training.logger import read_metrics
+from planetrl.run.checkpoint import load_checkpoint
+from planetrl.run.logger import read_metrics
 from planetrl.worldmodels.config import ConfigError, preset
 from planetrl.worldmodels.es import CMAES
 from planetrl.worldmodels.models import (

@@ -34,7 +34,7 @@ from planetrl.config import (
 )
 from planetrl.driver import make_pool, run_episodes
 from planetrl.episodes import list_episode_files, save_episode
-from planetrl.training.rundir import eval_seed
+from planetrl.run.directory import eval_seed
 
 
 @dataclass

@@ -99,7 +99,7 @@ def compare_suite(
 # ------------------------------------------------------------------------------ reading runs
 def _attempt_spans(run_dir: Path) -> list[tuple[float, float]]:
     """(start, seconds) of each attempt of a run (a killed one: until its last metrics row)."""
-    from planetrl.training.logger import read_metrics
+    from planetrl.run.logger import read_metrics
 
     path = run_dir / layout.ATTEMPTS_FILE
     if not path.exists():
@@ -136,7 +136,7 @@ def curve_rows(directory: Path, suite: Suite) -> list[dict[str, Any]]:
     """One row per evaluation of every run: agent, seed, env steps, wall-clock, return (the
     last evaluation logged at an env-step count, for an agent that evaluates more than once
     there)."""
-    from planetrl.training.logger import read_metrics
+    from planetrl.run.logger import read_metrics
 
     rows = []
     for run in suite.runs:
@@ -178,7 +178,7 @@ def stage_rows(directory: Path, run: RunSpec, loaded) -> list[dict[str, Any]]:
     """Env steps per stage of a run (see the module docstring)."""
     from planetrl.driver import resolve_action_repeat
     from planetrl.episodes import list_episode_files
-    from planetrl.training.logger import read_metrics
+    from planetrl.run.logger import read_metrics
 
     run_dir = layout.run_dir(directory, run.name)
     repeat = resolve_action_repeat(loaded[0])

@@ -120,7 +120,7 @@ def load_sources(directory: str | Path, merge: tuple[str | Path, ...] | list = (
 
 
 def read_run(directory: Path, run: RunSpec, label: str | None = None) -> RunResult:
-    from planetrl.training.logger import read_metrics
+    from planetrl.run.logger import read_metrics
 
     run_dir = layout.run_dir(directory, run.name)
     result = RunResult(run.name, run.task, label or run.variant, run.seed, directory=directory)

@@ -119,7 +119,7 @@ def train_run(config_data: dict[str, Any], budget: int | None = None) -> dict[st
     from planetrl.agents import kind
     from planetrl.atomic import atomic_write_text
     from planetrl.driver import random_policy_returns
-    from planetrl.training.rundir import eval_seed
+    from planetrl.run.directory import eval_seed
 
     agent = str(config_data.get("agent", "planet"))
     trainer = kind(agent)
@@ -168,7 +168,7 @@ def _append_line(path: Path, row: dict[str, Any]) -> None:
 def wall_clock(run_dir: Path) -> float:
     """Seconds spent on a run over all its attempts (``attempts.jsonl``): a completed attempt
     counts its duration; one that was killed counts until the last row it logged."""
-    from planetrl.training.logger import read_metrics
+    from planetrl.run.logger import read_metrics
 
     rows = []
     for line in (run_dir / ATTEMPTS_FILE).read_text().splitlines():

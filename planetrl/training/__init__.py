@@ -1,1 +1,3 @@
-"""Algorithm 1 of the paper: the run loop, checkpoints and logs."""
+"""PlaNet's Algorithm 1 (:mod:`planetrl.training.loop`), its agent kind
+(:mod:`planetrl.training.kind`) and its open-loop video; the run infrastructure it uses is
+:mod:`planetrl.run`."""

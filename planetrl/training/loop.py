@@ -1,7 +1,7 @@
 """Algorithm 1 of the paper (arXiv 1811.04551): data collection and model fitting, resumable.
-PlaNet's part only: the run directory's setup (:mod:`planetrl.training.rundir`), the episode
+PlaNet's part only: the run directory's setup (:mod:`planetrl.run.directory`), the episode
 driver (:mod:`planetrl.driver`), the replay (:mod:`planetrl.replay`), the checkpoint
-(:class:`planetrl.training.io.Checkpoint`) and the logger are shared with any other agent.
+(:class:`planetrl.run.checkpoint.Checkpoint`) and the logger are shared with any other agent.
 
     collect S seed episodes with uniformly random actions
     while the budget is not spent:
@@ -45,13 +45,13 @@ from planetrl.envs import make_env
 from planetrl.models import WorldModel
 from planetrl.objective import compute_loss
 from planetrl.replay import Replay
+from planetrl.run import directory as rundir
+from planetrl.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from planetrl.run.directory import eval_seed, resolve_device
+from planetrl.run.logger import Logger
+from planetrl.run.progress import Progress
 from planetrl.speed.auto import Hardware, SpeedDecision, Workload
 from planetrl.threads import ThreadGovernor
-from planetrl.training import rundir
-from planetrl.training.io import Checkpoint, CheckpointError, load_checkpoint
-from planetrl.training.logger import Logger
-from planetrl.training.progress import Progress
-from planetrl.training.rundir import eval_seed, resolve_device
 from planetrl.training.videos import open_loop_video
 
 

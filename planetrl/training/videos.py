@@ -1,5 +1,4 @@
-"""Frames for videos: several environments side by side, and the paper's open-loop figure
-(truth / model / error)."""
+"""PlaNet's open-loop video: the paper's figure (truth / model / error) as frames."""
 
 from __future__ import annotations
 
@@ -7,12 +6,6 @@ import numpy as np
 import torch
 
 from planetrl.preprocess import postprocess
-
-
-def tile_frames(obs: np.ndarray) -> np.ndarray:
-    """(E, H, W, 3) → one frame (H, E·W, 3), environments side by side."""
-    obs = np.asarray(obs)
-    return np.concatenate(list(obs), axis=1)
 
 
 def open_loop_video(truth: torch.Tensor, model: torch.Tensor, bits: int = 5) -> np.ndarray:

@@ -12,8 +12,8 @@ import torch
 
 from planetrl.agents import AgentKind, Evaluation
 from planetrl.config import ConfigError
+from planetrl.run.checkpoint import load_checkpoint
 from planetrl.threads import ThreadGovernor
-from planetrl.training.io import load_checkpoint
 from planetrl.worldmodels import config as wm_config
 from planetrl.worldmodels import trainer
 from planetrl.worldmodels.config import WorldModelsConfig

@@ -12,12 +12,12 @@
                  environments of batched driver runs); evaluate the mean controller in the real
                  environment every ``eval.every`` generations and at the end
 
-The run directory is the shared layout, set up as PlaNet's (:mod:`planetrl.training.rundir`):
+The run directory is the shared layout, set up as PlaNet's (:mod:`planetrl.run.directory`):
 ``config.json`` (with ``agent: worldmodels``), ``checkpoint.pt`` (V, M, their optimisers, the
 CMA-ES state, the stage and its counters, every RNG: the entries attached to a shared
-:class:`~planetrl.training.io.Checkpoint`, written atomically), ``episodes/`` (the shared
+:class:`~planetrl.run.checkpoint.Checkpoint`, written atomically), ``episodes/`` (the shared
 :class:`~planetrl.replay.Replay`; the source of truth for the collected episodes),
-``metrics.jsonl`` and ``tb/`` (the shared :class:`~planetrl.training.logger.Logger`; every row's
+``metrics.jsonl`` and ``tb/`` (the shared :class:`~planetrl.run.logger.Logger`; every row's
 ``step`` is the env steps so far: collection plus, in ``real`` mode, the controller's fitness
 rollouts), ``videos/``. The checkpoint is saved after every collected batch of episodes, every
 tenth of the V and M updates and every generation, so a kill loses at most that much work.
@@ -47,11 +47,11 @@ from planetrl.driver import make_pool, resolve_action_repeat, run_episodes, unif
 from planetrl.envs import make_env
 from planetrl.episodes import list_episode_files
 from planetrl.replay import Replay
+from planetrl.run import directory as rundir
+from planetrl.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from planetrl.run.logger import Logger
+from planetrl.run.progress import Progress
 from planetrl.threads import ThreadGovernor
-from planetrl.training import rundir
-from planetrl.training.io import Checkpoint, CheckpointError, load_checkpoint
-from planetrl.training.logger import Logger
-from planetrl.training.progress import Progress
 from planetrl.worldmodels.config import WorldModelsConfig, load_config, to_dict
 from planetrl.worldmodels.es import CMAES
 from planetrl.worldmodels.models import MDNRNN, VAE, LinearController, Posterior, mixture_nll
@@ -704,7 +704,7 @@ class WorldModelsTrainer:
 
 
 def _rows(logdir: Path) -> list[dict[str, Any]]:
-    from planetrl.training.logger import read_metrics
+    from planetrl.run.logger import read_metrics
 
     path = logdir / "metrics.jsonl"
     return read_metrics(path) if path.exists() else []

@@ -4,13 +4,13 @@
 
     <logdir>/config.json     the merged config (a :class:`~planetrl.config.RunConfig`); a resumed
                              run is checked against it
-    <logdir>/checkpoint.pt   the run's state (:class:`~planetrl.training.io.Checkpoint`)
+    <logdir>/checkpoint.pt   the run's state (:class:`~planetrl.run.checkpoint.Checkpoint`)
     <logdir>/episodes/       the replay, one file per episode (the source of truth for the
                              collected episodes and env steps)
     <logdir>/videos/         mp4s of the logger and of ``planetrl eval``
     <logdir>/lock            held by the process that trains the run (:class:`RunLock`)
 
-plus the logger's ``metrics.jsonl`` and ``tb/`` (:class:`~planetrl.training.logger.Logger`).
+plus the logger's ``metrics.jsonl`` and ``tb/`` (:class:`~planetrl.run.logger.Logger`).
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def open_run_dir(
 
 def seed_global_rngs(seed: int) -> None:
     """Seed Python's, numpy's and torch's global RNGs (those that
-    :meth:`~planetrl.training.io.Checkpoint.attach_global_rngs` saves)."""
+    :meth:`~planetrl.run.checkpoint.Checkpoint.attach_global_rngs` saves)."""
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)

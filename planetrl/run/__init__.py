@@ -1,0 +1,4 @@
+"""The run infrastructure every agent shares: the run directory (:mod:`planetrl.run.directory`),
+the checkpoint of attached state (:mod:`planetrl.run.checkpoint`), the scalar and video logger
+(:mod:`planetrl.run.logger`), the progress line (:mod:`planetrl.run.progress`) and frame tiling
+(:mod:`planetrl.run.frames`). Nothing here imports an agent's code."""
