@@ -165,7 +165,8 @@ def registered() -> dict[str, str]:
     try:
         points = metadata.entry_points(group=ENTRY_POINTS)
     except TypeError:  # pragma: no cover - Python < 3.10
-        points = metadata.entry_points().get(ENTRY_POINTS, [])
+        # Python < 3.10 only: the stubs (3.10) have no dict of lists here, hence the ignore.
+        points = metadata.entry_points().get(ENTRY_POINTS, [])  # type: ignore[arg-type]
     for point in points:
         found.setdefault(point.name, point.value)
     for item in filter(None, (s.strip() for s in os.environ.get(ENVIRONMENT, "").split(","))):

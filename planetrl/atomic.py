@@ -18,7 +18,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any, Iterator
+from typing import IO, Any, Callable, Iterator
 
 import numpy as np
 
@@ -128,7 +128,7 @@ def atomic_write_json(path: str | Path, data: Any) -> None:
 
 def atomic_savez(path: str | Path, arrays: dict[str, np.ndarray], compressed: bool = True) -> None:
     """``np.savez_compressed`` (or ``np.savez``) of ``arrays`` to ``path`` atomically."""
-    save = np.savez_compressed if compressed else np.savez
+    save: Callable[..., None] = np.savez_compressed if compressed else np.savez
     with atomic_write(path) as handle:
         save(handle, **arrays)
 

@@ -108,19 +108,19 @@ def run_episodes(
         for i in np.flatnonzero(was_active):
             returns[i] += reward[i]
             steps[i] += int(infos[i].get("env_steps", 1))
-            if keep:
+            if recorders is not None:  # keep
                 recorders[i].step(next_obs[i], actions[i], reward[i], terminated[i])
         active[:count] &= ~(np.asarray(terminated[:count]) | np.asarray(truncated[:count]))
         obs = next_obs
-        if record:
+        if frames is not None:  # record
             frames.append(tile_frames(obs))
         if on_step is not None:
             on_step(acts, int(steps.sum()) - before)
     elapsed = time.perf_counter() - start_time
     return Rollouts(
         returns=returns.tolist(),
-        episodes=[r.episode() for r in recorders] if keep else None,
-        frames=np.stack(frames) if record else None,
+        episodes=[r.episode() for r in recorders] if recorders is not None else None,
+        frames=np.stack(frames) if frames is not None else None,
         ms_per_act=1000 * act_time / max(acts, 1),
         env_steps_per_s=float(steps.sum()) / max(elapsed, 1e-9),
     )

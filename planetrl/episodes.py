@@ -214,7 +214,7 @@ def load_episode(path: str | Path) -> dict[str, np.ndarray]:
 class EpisodeFile(NamedTuple):
     """An episode file found in a folder: its index, its length (from the name) and path."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # a field may shadow tuple.index
     length: int
     path: Path
 

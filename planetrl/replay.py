@@ -63,7 +63,7 @@ class ReplayWarning(UserWarning):
 
 
 class _FileEntry(NamedTuple):
-    index: int
+    index: int  # type: ignore[assignment]  # a field may shadow tuple.index
     length: int
     path: Path
 
@@ -396,7 +396,7 @@ class Replay:
         return path
 
     # ---------------------------------------------------------------------------------- sample
-    def rng_state(self) -> dict[str, Any]:
+    def rng_state(self) -> Mapping[str, Any]:
         """The sampling generator's state (a plain dict), to checkpoint with the model."""
         with self._lock:
             return self._rng.bit_generator.state
@@ -474,6 +474,7 @@ class Replay:
             starts, first_episode = self._draw_starts(layout, batch_size, length, rng)
             height, width, _ = self._image_shape  # type: ignore[misc]
             action_dim = self._action_dim
+            assert action_dim is not None  # set by the first episode; _draw_starts needs one
         if out is None:
             out = {
                 "image": np.empty((batch_size, length, height, width, 3), dtype=np.uint8),

@@ -37,7 +37,7 @@ Classic-control envs (``Pendulum-v1``, ...) need ``pygame`` to render, Box2D env
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import gymnasium
 import mujoco
@@ -353,7 +353,7 @@ def make_gym_pixel_env(
             seed=seed,
             gym_id=gym_id,
             render=render,
-            source=frame_source(env),
+            source=cast(str, frame_source(env)),  # not None: rgb_array rendering (above)
         )
     except BaseException:
         env.close()

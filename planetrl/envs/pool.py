@@ -40,7 +40,7 @@ import threading
 import traceback
 from collections.abc import Sequence
 from multiprocessing.connection import Connection
-from typing import Any
+from typing import Any, cast
 
 import gymnasium
 import numpy as np
@@ -182,7 +182,12 @@ class EnvPool:
         timeout: float | None = None,
         **make_kwargs: Any,
     ) -> None:
-        if isinstance(num_envs, bool) or not isinstance(num_envs, numbers.Integral) or num_envs < 1:
+        # cast: numpy integers pass too (to mypy, no int is an Integral)
+        if (
+            isinstance(num_envs, bool)
+            or not isinstance(cast(object, num_envs), numbers.Integral)
+            or num_envs < 1
+        ):
             raise ValueError(f"num_envs must be an integer >= 1, got {num_envs!r}")
         if start_method not in ("spawn", "forkserver"):
             raise ValueError(

@@ -13,7 +13,7 @@ Both follow Gymnasium's wrapper conventions: they record their constructor argum
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, SupportsFloat, cast
 
 import gymnasium
 import numpy as np
@@ -46,7 +46,12 @@ class ActionRepeat(gymnasium.Wrapper, RecordConstructorArgs):
     """
 
     def __init__(self, env: gymnasium.Env, repeat: int) -> None:
-        if isinstance(repeat, bool) or not isinstance(repeat, numbers.Integral) or repeat < 1:
+        # cast: numpy integers pass too (to mypy, no int is an Integral)
+        if (
+            isinstance(repeat, bool)
+            or not isinstance(cast(object, repeat), numbers.Integral)
+            or repeat < 1
+        ):
             raise ValueError(f"action repeat must be an integer >= 1, got {repeat!r}")
         RecordConstructorArgs.__init__(self, repeat=int(repeat))
         gymnasium.Wrapper.__init__(self, env)
@@ -66,9 +71,11 @@ class ActionRepeat(gymnasium.Wrapper, RecordConstructorArgs):
             last = k == self.action_repeat - 1
             steps += 1
             if self._skip_render and not last:
-                reward, terminated, truncated, info = self.env.step_without_observation(action)
+                # cast: _skip_render says the wrapped env has both methods
+                inner = cast(Any, self.env)
+                reward, terminated, truncated, info = inner.step_without_observation(action)
                 if terminated or truncated:
-                    obs = self.env.observation()
+                    obs = inner.observation()
             else:
                 obs, reward, terminated, truncated, info = self.env.step(action)
             total += float(reward)
@@ -137,6 +144,6 @@ class ValidateAction(gymnasium.Wrapper, RecordConstructorArgs):
             )
         return np.clip(array, box.low, box.high).astype(np.float32)
 
-    def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
+    def step(self, action: Any) -> tuple[Any, SupportsFloat, bool, bool, dict[str, Any]]:
         """Validate ``action`` (see the class docstring), then step the wrapped env."""
         return self.env.step(self.action(action))

@@ -86,7 +86,8 @@ class Decoder(nn.Module):
             nn.ConvTranspose2d(d, 3, 6, stride=2),
         )
         if self.channels_last:
-            self.deconvs.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format=, which torch's stubs leave out.
+            self.deconvs.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def forward(self, features: Tensor) -> Tensor:
         """features (..., F) -> image mean (..., 3, 64, 64)."""
@@ -105,7 +106,8 @@ class Decoder(nn.Module):
         """Switch the channels_last memory format on or off (parameters keep their identity)."""
         self.channels_last = bool(on)
         fmt = torch.channels_last if on else torch.contiguous_format
-        self.deconvs.to(memory_format=fmt)
+        # Module.to takes memory_format=, which torch's stubs leave out.
+        self.deconvs.to(memory_format=fmt)  # type: ignore[call-overload]
 
     def _forward(self, features: Tensor) -> Tensor:
         lead = features.shape[:-1]

@@ -74,13 +74,15 @@ class Encoder(nn.Module):
             self.proj = nn.Linear(conv_size, int(embed_size))
             self.embed_size = int(embed_size)
         if self.channels_last:
-            self.convs.to(memory_format=torch.channels_last)
+            # Module.to takes memory_format=, which torch's stubs leave out.
+            self.convs.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def set_channels_last(self, on: bool = True) -> None:
         """Switch the channels_last memory format on or off (parameters keep their identity)."""
         self.channels_last = bool(on)
         fmt = torch.channels_last if on else torch.contiguous_format
-        self.convs.to(memory_format=fmt)
+        # Module.to takes memory_format=, which torch's stubs leave out.
+        self.convs.to(memory_format=fmt)  # type: ignore[call-overload]
 
     def forward(self, image: Tensor) -> Tensor:
         """image (..., 3, 64, 64) float, preprocessed -> embedding (..., embed_size)."""

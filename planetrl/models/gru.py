@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -79,7 +81,7 @@ class DeterministicGRU(TransitionModel):
         self.cell = nn.GRUCell(self.hidden_size, self.belief_size)
 
     def initial(self, batch: int, device: torch.device | None = None) -> State:
-        kw = dict(device=self._device(device), dtype=self._dtype())
+        kw: dict[str, Any] = dict(device=self._device(device), dtype=self._dtype())
         empty = torch.zeros(batch, 0, **kw)
         return State(torch.zeros(batch, self.deter_size, **kw), empty, empty.clone(), empty.clone())
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -43,7 +43,7 @@ class PriorWeights(NamedTuple):
             t = t.detach()
             return (t.to(dtype) if dtype is not None else t).contiguous()
 
-        return PriorWeights(*(get(t) for t in self[:-1]), self.min_std)
+        return PriorWeights._make([*(get(t) for t in self[:-1]), self.min_std])
 
     def actions(self, actions: Tensor) -> Tensor:
         """W_a a_{t-1} + b for actions (..., A): the action's part of the transition's input
@@ -143,7 +143,7 @@ class RSSM(TransitionModel):
         self.post_head = GaussianHead(self.hidden_size, self.stoch_size, min_std)
 
     def initial(self, batch: int, device: torch.device | None = None) -> State:
-        kw = dict(device=self._device(device), dtype=self._dtype())
+        kw: dict[str, Any] = dict(device=self._device(device), dtype=self._dtype())
         z = torch.zeros(batch, self.stoch_size, **kw)
         return State(torch.zeros(batch, self.deter_size, **kw), z, z.clone(), z.clone())
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -62,7 +64,7 @@ class SSM(TransitionModel):
         self.post_head = GaussianHead(self.hidden_size, s, min_std)
 
     def initial(self, batch: int, device: torch.device | None = None) -> State:
-        kw = dict(device=self._device(device), dtype=self._dtype())
+        kw: dict[str, Any] = dict(device=self._device(device), dtype=self._dtype())
         z = torch.zeros(batch, self.stoch_size, **kw)
         return State(torch.zeros(batch, 0, **kw), z, z.clone(), z.clone())
 

@@ -47,12 +47,13 @@ class Planner(Protocol):
 # Registry
 # ---------------------------------------------------------------------------------------------
 
-_PLANNERS: dict[str, Callable[..., Tensor]] = {}
+# Callable[..., Any]: what a planner returns depends on its options (return_stats=, ...).
+_PLANNERS: dict[str, Callable[..., Any]] = {}
 _WARM_START: dict[str, bool] = {}
 _POSITIONAL = ("transition", "reward_model", "state")
 
 
-def register_planner(name: str, fn: Callable[..., Tensor], *, warm_start: bool = False) -> None:
+def register_planner(name: str, fn: Callable[..., Any], *, warm_start: bool = False) -> None:
     """Make ``fn`` (with the :class:`Planner` call) available to :func:`make_planner`.
 
     ``warm_start``: whether the planner is meant to run warm-started from its previous plan
@@ -68,7 +69,7 @@ def register_planner(name: str, fn: Callable[..., Tensor], *, warm_start: bool =
     _WARM_START[name] = bool(warm_start)
 
 
-def planner_function(name: str) -> Callable[..., Tensor]:
+def planner_function(name: str) -> Callable[..., Any]:
     """The function registered as ``name`` (ValueError listing the known names otherwise)."""
     if name not in _PLANNERS:
         known = ", ".join(available_planners())
@@ -143,7 +144,7 @@ def make_planner(name: str, **kwargs: Any) -> Planner:
         values.update(kwargs)
         check_int_options(values)
         check_cem_options(values)
-    return functools.partial(fn, **kwargs)  # type: ignore[return-value]
+    return functools.partial(fn, **kwargs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -340,7 +341,8 @@ def rollout_returns(
             f"transition.imagine returned leading shape {tuple(priors.shape)}, "
             f"expected ({num}, {horizon})"
         )
-    rewards = reward_model(transition.features(priors))
+    # A reward model that returns a distribution is scored by its mean.
+    rewards: Tensor | torch.distributions.Distribution = reward_model(transition.features(priors))
     if isinstance(rewards, torch.distributions.Distribution):
         rewards = rewards.mean
     if rewards.dim() == 3 and rewards.shape[-1] == 1:

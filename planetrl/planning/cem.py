@@ -18,7 +18,7 @@ from __future__ import annotations
 import inspect
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 import torch
 from torch import Tensor
@@ -37,6 +37,10 @@ from planetrl.planning.base import (
     standard_normal,
     tile_state,
 )
+
+_Bound = TypeVar("_Bound", float, Tensor)
+"""The action bounds of :func:`cem_loop`: both floats or both tensors (``torch.clamp`` takes no
+mix)."""
 
 Score = Callable[[Tensor], Tensor]
 """Maps candidate action sequences (E, N, H, A) to their predicted returns (E, N), env-major
@@ -177,8 +181,8 @@ def cem_loop(
     iterations: int,
     candidates: int,
     top_k: int,
-    low: float | Tensor,
-    high: float | Tensor,
+    low: _Bound,
+    high: _Bound,
     dtype: torch.dtype,
     device: torch.device,
     options: CEMOptions = CEMOptions(),
@@ -254,6 +258,7 @@ def cem_loop(
         actions = torch.clamp(mean.unsqueeze(1) + std.unsqueeze(1) * z, low, high)
         if extra:
             # The previous step's elites, shifted: their first H - 1 steps, then a fresh last step.
+            assert shifted_elites is not None  # extra > 0 only with them
             shifted = torch.cat([shifted_elites, actions[:, fresh:, H - 1 :]], dim=2)
             actions = torch.cat([actions[:, :fresh], shifted], dim=1)
         if options.mean_candidate and i == iterations - 1:

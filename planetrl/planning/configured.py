@@ -8,7 +8,7 @@ it. The fast paths (:func:`planetrl.speed.accelerate`) wrap what it returns.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -52,4 +52,5 @@ def planner_from_config(planner_cfg: Any, *, generator: torch.Generator | None =
         ValueError: an unknown planner name (the message lists the known ones) or a bad value.
     """
     planner = make_planner(planner_cfg.name, generator=generator, **planner_options(planner_cfg))
-    return WarmStart(planner) if uses_warm_start(planner_cfg) else planner
+    # cast: WarmStart's call returns the action as Planner's does (a tuple only on request)
+    return cast(Planner, WarmStart(planner)) if uses_warm_start(planner_cfg) else planner

@@ -42,7 +42,7 @@ class Logger:
         (self.logdir / "videos").mkdir(exist_ok=True)
 
     def scalars(self, step: int, values: Mapping[str, Any]) -> None:
-        row = {"step": int(step), "time": time.time()}
+        row: dict[str, Any] = {"step": int(step), "time": time.time()}
         for key, value in values.items():
             value = float(value)
             row[key] = value if math.isfinite(value) else str(value)
@@ -81,6 +81,7 @@ class Logger:
             height=frames.shape[1], width=frames.shape[2], colorspace=3, encoded_image_string=data
         )
         summary = Summary(value=[Summary.Value(tag=tag, image=image)])
+        assert self._writer is not None  # video() calls it only with a writer
         self._writer._get_file_writer().add_summary(summary, step)
 
     def flush(self) -> None:
@@ -145,7 +146,8 @@ def _ffmpeg(path: Path, frames: np.ndarray, fps: int) -> None:
         path, fps=fps, codec="libx264", macro_block_size=1, format="FFMPEG"
     ) as w:
         for frame in frames:
-            w.append_data(frame)
+            # imageio's stubs type __enter__ as the base class, which lacks append_data.
+            w.append_data(frame)  # type: ignore[attr-defined]
 
 
 def _last_byte(path: Path) -> bytes:

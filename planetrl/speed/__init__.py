@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 import torch
 from torch import Tensor
@@ -142,7 +142,7 @@ def accelerate(planner: Callable[..., Any], speed_cfg: Any, device: Any = "cpu")
     device = torch.device(device)
     speed_cfg = resolve(speed_cfg, device) if speed_cfg is not None else None
     warm = isinstance(planner, WarmStart)
-    eager = planner.planner if warm else planner
+    eager = cast(WarmStart, planner).planner if warm else planner
     graphs = device.type == "cuda" and _on(speed_cfg, "cuda_graphs")
     if not (_on(speed_cfg, "bf16") or _on(speed_cfg, "compile") or graphs):
         return planner
@@ -180,7 +180,9 @@ def accelerate(planner: Callable[..., Any], speed_cfg: Any, device: Any = "cpu")
         **bounds,
     )
     if graphs and plain:
-        return StaticPlanner(fast, eager, sizes, generator=generator, use_graphs=True)
+        # cast: StaticPlanner calls it without return_stats or return_plan (an action back)
+        fast_action = cast(Callable[..., Tensor], fast)
+        return StaticPlanner(fast_action, eager, sizes, generator=generator, use_graphs=True)
     accelerated = _Fallback(fast, eager, dtype)
     return WarmStart(accelerated) if warm else accelerated
 
@@ -284,6 +286,7 @@ class StaticPlanner:
     def _fill_noise(self, entry: dict[str, Any]) -> None:
         noise = entry["noise"]
         gen = self.generator
+        assert gen is not None  # a noise buffer only with a generator (_noise_inside)
         fresh = torch.randn(noise.shape, dtype=noise.dtype, device=gen.device, generator=gen)
         noise.copy_(fresh)
 

@@ -120,6 +120,7 @@ class Hardware:
 @functools.lru_cache(maxsize=1)
 def _cpu_info() -> tuple[str, frozenset[str]]:
     """(model name, flags) of the CPU; flags are empty where /proc/cpuinfo does not exist."""
+    flags: frozenset[str]
     model, flags = platform.processor() or platform.machine(), frozenset()
     try:
         text = Path("/proc/cpuinfo").read_text()

@@ -164,7 +164,7 @@ def lean_cem(
     rew, cont = layers
     # The continuation layers only when there are any: without the head the rollout is called
     # exactly as before (one compiled graph, the same function).
-    extra = {} if cont is None else {"continuation": cont}
+    extra: dict[str, Any] = {} if cont is None else {"continuation": cont}
     run = rollout_returns if rollout is None else rollout
     cdtype = prior.w_ih.dtype
     E, H, A, S = state.shape[0], horizon, transition.action_size, transition.stoch_size

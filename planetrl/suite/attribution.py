@@ -175,7 +175,8 @@ def heldout_open_loop_error(
             pool, agent.act, [seed + i for i in range(episodes)], reset=agent.reset, keep=True
         )
     length = context + H
-    chunks = {k: [] for k in ("image", "action", "reward", "is_first")}
+    chunks: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "action", "reward", "is_first")}
+    assert out.episodes is not None  # keep=True
     for episode in out.episodes:
         for start in range(0, len(episode["reward"]) - length + 1, H):
             for key in chunks:
@@ -247,6 +248,7 @@ def attribute_suite(
             continue  # the planner's ceiling and the reward error below are a CEM planner's
         config = run_config(suite, run, directory)
         p = kind(run.agent).planner(config)
+        assert p is not None  # a run of planned
         path = ceiling_path(directory, task, p.horizon, p.iterations, p.candidates, p.top_k)
         if not path.exists():
             log(f"{task}: planner ceiling, {episodes} episodes with the simulator as the model")

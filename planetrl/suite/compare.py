@@ -138,7 +138,7 @@ def curve_rows(directory: Path, suite: Suite) -> list[dict[str, Any]]:
     there)."""
     from planetrl.run.logger import read_metrics
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for run in suite.runs:
         run_dir = layout.run_dir(directory, run.name)
         metrics = run_dir / "metrics.jsonl"
@@ -230,6 +230,7 @@ def heldout_episodes(
             out = run_episodes(pool, act, seeds, keep=True)
         for f in files:
             f.path.unlink()
+        assert out.episodes is not None  # keep=True
         for i, episode in enumerate(out.episodes):
             save_episode(folder, i, episode)
         files = list_episode_files(folder)
@@ -404,7 +405,10 @@ def write_compare_report(
 
     def write(name: str, text: str | bytes) -> None:
         path = directory / name
-        (atomic_write_bytes if isinstance(text, bytes) else atomic_write_text)(path, text)
+        if isinstance(text, bytes):
+            atomic_write_bytes(path, text)
+        else:
+            atomic_write_text(path, text)
         paths.append(path)
 
     curves = curve_rows(directory, suite)

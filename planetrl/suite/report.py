@@ -36,6 +36,7 @@ import math
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -295,13 +296,10 @@ def final_table(
                 episodes = [x for r in runs if r.random for x in r.random]
                 row["random_mean"], row["random_std"], _ = _stats(randoms, float(np.std(episodes)))
             if done:
-                row["wall_clock_min"] = float(
-                    np.mean([r.finished["wall_clock_s"] for r in done]) / 60
-                )
-                row["cpu"] = "; ".join(sorted({r.finished.get("cpu", "?") for r in done}))
-                row["commit"] = "; ".join(
-                    sorted({_short(r.finished.get("commit", "?")) for r in done})
-                )
+                records = [cast(dict, r.finished) for r in done]  # done: each has its record
+                row["wall_clock_min"] = float(np.mean([f["wall_clock_s"] for f in records]) / 60)
+                row["cpu"] = "; ".join(sorted({f.get("cpu", "?") for f in records}))
+                row["commit"] = "; ".join(sorted({_short(f.get("commit", "?")) for f in records}))
             for p in published_at(task, env_steps, published):
                 if p.agent in COMPARED:
                     row[f"{p.agent} mean"], row[f"{p.agent} std"] = p.mean, p.std

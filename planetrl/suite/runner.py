@@ -19,7 +19,7 @@ import platform
 import subprocess
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, cast
 
 from planetrl.config import ConfigError
 from planetrl.suite.layout import (
@@ -132,8 +132,9 @@ def train_run(config_data: dict[str, Any], budget: int | None = None) -> dict[st
     random_path = run_dir / RANDOM_FILE
     if not random_path.exists():
         seed = eval_seed(config)
+        evaluation = cast(Any, config).eval  # every agent's config has one (RunConfig has not)
         returns = random_policy_returns(
-            config, episodes=config.eval.episodes, seed=seed, parallel=config.eval.parallel
+            config, episodes=evaluation.episodes, seed=seed, parallel=evaluation.parallel
         )
         atomic_write_text(
             random_path,

@@ -433,6 +433,7 @@ class Trainer:
         timing = {"train/env_steps_per_s": out.env_steps_per_s}
         if not random_actions:
             timing["train/ms_per_plan"] = out.ms_per_act
+        assert out.episodes is not None  # keep=True
         return out.episodes, timing
 
     def _announce_compile(self, label: str, num_envs: int) -> None:
@@ -495,6 +496,7 @@ class Trainer:
         }
         self.logger.scalars(self.counters.env_steps, row)
         if record:
+            assert frames is not None  # evaluate(record=True)
             self.logger.video(self.counters.env_steps, "eval/policy", frames)
             self.log_open_loop()
         self.world_model.train()
@@ -651,7 +653,9 @@ def load_run(
         env_fn=env_fn,
     )
     try:
-        action_size = int(env.action_space.shape[0])
+        shape = env.action_space.shape
+        assert shape is not None  # a Box: every env of make_env has continuous actions
+        action_size = int(shape[0])
     finally:
         env.close()
     world_model = speed.optimise_world_model(

@@ -74,11 +74,11 @@ def dream_rollout(
         returns += torch.where(alive, out.reward, torch.zeros_like(out.reward))
         lengths += alive.long()
         alive &= ~(out.done_logit > 0)
-        if record:
+        if latents is not None:  # record
             latents.append(z)
         if not bool(alive.any()):
             break
-    return DreamResult(returns, lengths, torch.stack(latents) if record else None)
+    return DreamResult(returns, lengths, torch.stack(latents) if latents is not None else None)
 
 
 @torch.no_grad()
@@ -135,6 +135,7 @@ class WorldModelsPolicy:
             w = ControllerWeights(w.weight.expand(e, -1, -1), w.bias.expand(e, -1))
         else:
             w = ControllerWeights(w.weight[:e], w.bias[:e])
+        assert self.state is not None  # reset(num_envs) first, as the episode driver does
         action = self.controller.act(w, z, self.state.h)
         _, self.state = self.mdn.step(z, action, self.state)
         if self.explore_noise:

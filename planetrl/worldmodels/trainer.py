@@ -103,7 +103,9 @@ def action_size_of(config: WorldModelsConfig) -> int:
         env_kwargs=config.env_kwargs,
     )
     try:
-        return int(env.action_space.shape[0])
+        shape = env.action_space.shape
+        assert shape is not None  # a Box: every env of make_env has continuous actions
+        return int(shape[0])
     finally:
         env.close()
 
@@ -162,7 +164,7 @@ class WorldModelsTrainer:
             self.checkpoint.load(map_location=self.device)
         self.logger = Logger(self.logdir)
         self.bar = Progress(False)
-        self._encoded: tuple[tuple[int, int], list[EncodedEpisode]] | None = None
+        self._encoded: tuple[tuple[int, int, int], list[EncodedEpisode]] | None = None
         self._pools: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ state
@@ -268,6 +270,7 @@ class WorldModelsTrainer:
             )
             self.threads.adjust()
             out = run_episodes(pool, act, seeds, reset=reset, keep=True)
+            assert out.episodes is not None  # keep=True
             for episode in out.episodes:
                 self.replay.add(episode)
                 self._log(
@@ -767,6 +770,7 @@ def eval_video(
         generator=generator,
         record=True,
     )
+    assert dream.latents is not None  # record=True
     dreamt = VAE.postprocess(vae.decode(dream.latents[:, 0]))
     if len(dreamt) < len(real):
         dreamt = np.concatenate([dreamt, np.repeat(dreamt[-1:], len(real) - len(dreamt), 0)])
