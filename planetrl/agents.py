@@ -68,22 +68,35 @@ class AgentKind:
     non_finite_error: ClassVar[type[Exception]] = ArithmeticError
     """The exception training raises on a non-finite loss (exit status 3)."""
 
+    config_module: ClassVar[Any] = None
+    """A module with ``preset(name)``, ``from_dict(data)``, ``to_dict(config)`` and
+    ``load_config(path)`` (as :mod:`planetrl.config` has): the configuration methods below
+    delegate to it; an agent without one overrides them."""
+
     # ------------------------------------------------------------------ configuration
+    def _config_module(self) -> Any:
+        if self.config_module is None:
+            raise NotImplementedError(
+                f"{type(self).__name__}: set config_module or override "
+                "preset, from_dict, to_dict and load_config"
+            )
+        return self.config_module
+
     def preset(self, name: str) -> RunConfig:
         """The default configuration of preset ``name``."""
-        raise NotImplementedError
+        return self._config_module().preset(name)
 
     def from_dict(self, data: dict[str, Any]) -> RunConfig:
         """A configuration from :meth:`to_dict`'s output; unknown keys are an error."""
-        raise NotImplementedError
+        return self._config_module().from_dict(data)
 
     def to_dict(self, config: RunConfig) -> dict[str, Any]:
         """``config`` as the plain dict saved in ``config.json``."""
-        raise NotImplementedError
+        return self._config_module().to_dict(config)
 
     def load_config(self, path: str | Path) -> RunConfig:
         """The saved configuration at ``path``; errors name the file."""
-        raise NotImplementedError
+        return self._config_module().load_config(path)
 
     def budget(
         self,

@@ -5,7 +5,7 @@ training loop (:mod:`planetrl.training.loop`)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -28,19 +28,8 @@ class PlaNetKind(AgentKind):
         "--allow-config-change (resume with changed hyperparameters), --no-progress "
         "(no progress bar)."
     )
+    config_module: ClassVar[Any] = planet_config
     non_finite_error = loop.NonFiniteLossError
-
-    def preset(self, name: str) -> Config:
-        return planet_config.preset(name)
-
-    def from_dict(self, data: dict[str, Any]) -> Config:
-        return planet_config.from_dict(data)
-
-    def to_dict(self, config: Any) -> dict[str, Any]:
-        return planet_config.to_dict(config)
-
-    def load_config(self, path: str | Path) -> Config:
-        return planet_config.load_config(path)
 
     def budget(
         self,

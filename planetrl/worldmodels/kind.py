@@ -5,7 +5,7 @@ its budget within a suite, and its parts for the comparison."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 import torch
@@ -30,19 +30,8 @@ class WorldModelsKind(AgentKind):
         "CMA-ES) or resume the run in --logdir. Extra flags: --allow-config-change, "
         "--no-progress. (--preset paper = the original's CarRacing sizes.)"
     )
+    config_module: ClassVar[Any] = wm_config
     non_finite_error = trainer.NonFiniteLossError
-
-    def preset(self, name: str) -> WorldModelsConfig:
-        return wm_config.preset(name)
-
-    def from_dict(self, data: dict[str, Any]) -> WorldModelsConfig:
-        return wm_config.from_dict(data)
-
-    def to_dict(self, config: Any) -> dict[str, Any]:
-        return wm_config.to_dict(config)
-
-    def load_config(self, path: str | Path) -> WorldModelsConfig:
-        return wm_config.load_config(path)
 
     def budget(
         self,
