@@ -26,6 +26,7 @@ from planetrl.run.frames import tile_frames
 
 __all__ = [
     "Rollouts",
+    "brownian_policy",
     "make_pool",
     "random_policy_returns",
     "resolve_action_repeat",
@@ -172,6 +173,37 @@ def uniform_policy(action_size: int, seeds: Sequence[int]) -> Act:
                 f"uniform_policy was made for {len(rngs)} episodes, got {len(obs)} observations"
             )
         return np.stack([rng.uniform(-1.0, 1.0, action_size) for rng in rngs]).astype(np.float32)
+
+    return act
+
+
+#: Tag of the action streams of :func:`brownian_policy`.
+_BROWNIAN_ACTIONS = 0xB120_AC71
+
+
+def brownian_policy(action_size: int, seeds: Sequence[int], dt: float) -> Act:
+    """Brownian actions (ctallec/world-models' data collection): a_0 ~ U[-1, 1]^A, then
+    a_{t+1} = clip(a_t + sqrt(dt) ε, -1, 1), ε ~ N(0, I), one generator per episode seeded by
+    its reset seed (an episode's actions depend on its seed only, as :func:`uniform_policy`'s).
+    The steps are taken in the normalised [-1, 1] action space."""
+    if not dt > 0:
+        raise ValueError(f"brownian_policy: dt must be > 0, got {dt}")
+    rngs = [np.random.default_rng([int(seed), _BROWNIAN_ACTIONS]) for seed in seeds]
+    actions = [rng.uniform(-1.0, 1.0, action_size) for rng in rngs]
+    first = [True] * len(rngs)
+    step = float(np.sqrt(dt))
+
+    def act(obs: np.ndarray) -> np.ndarray:
+        if len(obs) != len(rngs):
+            raise ValueError(
+                f"brownian_policy was made for {len(rngs)} episodes, got {len(obs)} observations"
+            )
+        for i, rng in enumerate(rngs):
+            if first[i]:
+                first[i] = False
+            else:
+                actions[i] = np.clip(actions[i] + step * rng.standard_normal(action_size), -1, 1)
+        return np.stack(actions).astype(np.float32)
 
     return act
 

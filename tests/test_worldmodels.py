@@ -275,6 +275,7 @@ def tiny_config(logdir: Path, mode: str = "dream", **controller):
     c.controller.mode, c.controller.population, c.controller.rollouts = mode, 4, 2
     c.controller.generations, c.controller.envs, c.controller.parallel = 2, 4, False
     c.eval.every, c.eval.episodes, c.eval.parallel, c.eval.video = 0, 2, False, False
+    c.eval.retest_episodes = 3
     for key, value in controller.items():
         setattr(c.controller, key, value)
     return c
@@ -360,7 +361,13 @@ def test_iterative_procedure_collects_with_the_controller(tmp_path):
     summary = train(config, progress=False)
     assert summary["iterations"] == 2 and summary["episodes"] == 4
     evals = [r for r in read_metrics(tmp_path / "metrics.jsonl") if "eval/return" in r]
-    assert [r["eval/iteration"] for r in evals] == [0, 1]
+    # one evaluation per iteration (eval.every = 0), then the re-test of the kept controller
+    assert [(r["eval/iteration"], r.get("eval/retest", 0)) for r in evals] == [
+        (0, 0),
+        (1, 0),
+        (1, 1),
+    ]
+    assert evals[-1]["eval/episodes"] == 3
 
 
 def test_resume_refuses_a_changed_config(tmp_path):
@@ -425,6 +432,8 @@ def _cmd(logdir: Path, generations: int) -> list[str]:
         "0",
         "--eval.episodes",
         "1",
+        "--eval.retest-episodes",
+        "2",
         "--eval.no-parallel",
         "--eval.no-video",
     ]

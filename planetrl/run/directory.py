@@ -131,11 +131,61 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+#: Env seeds are reset seeds: ``np.random.RandomState`` (DMC) needs them below 2**32.
+ENV_SEED_LIMIT = 2**32
+#: Room for a run's evaluation seeds: episode i of an evaluation uses ``eval_seed + i``, i below
+#: this; a run's collection seeds (:func:`collect_seed`) never enter it.
+EVAL_SEED_ROOM = 2000
+#: Where :func:`collect_seed` moves a collection seed that would enter the evaluation room.
+MOVED_COLLECT_SEED_BASE = 2_000_000_000
+#: First seed of the streams of World Models' CMA-ES fitness rollouts and of its final re-test
+#: (:func:`fitness_seed`, :func:`retest_seed`): apart from a run's collection and evaluation
+#: seeds.
+FITNESS_SEED_BASE = 500_000_000
+RETEST_SEED_BASE = 3_000_000_000
+
+
 def eval_seed(config: Any) -> int:
     """Seed of a run's evaluation episodes (episode i uses ``eval_seed + i``) from the run's
     ``config.seed``: the same for every evaluation of a run, for both agents given the same run
     seed, and for the random-policy baseline of the suite."""
     return 1_000_000 + 1000 * config.seed
+
+
+def collect_seed(config: Any, index: int) -> int:
+    """Reset seed of a run's training episode ``index`` (0-based, both agents):
+    ``seed · 100,003 + index``, except that a seed inside the run's own evaluation room
+    ``[eval_seed, eval_seed + EVAL_SEED_ROOM)`` moves to ``MOVED_COLLECT_SEED_BASE + seed ·
+    EVAL_SEED_ROOM + (its place in the room)``. That happens only for run seeds up to 10, after
+    ~10^4 to 10^6 episodes (run seed 10 from episode 9,970 on: World Models' 10,000 rollouts);
+    without the move those training episodes would replay evaluation episodes. Every other seed
+    is what it always was, so older runs resume with the same episodes."""
+    seed = config.seed * 100_003 + index
+    start = eval_seed(config)
+    if start <= seed < start + EVAL_SEED_ROOM:
+        return MOVED_COLLECT_SEED_BASE + config.seed * EVAL_SEED_ROOM + (seed - start)
+    return seed
+
+
+def fitness_seed(config: Any, index: int) -> int:
+    """Reset seed ``index`` of World Models' CMA-ES fitness rollouts in the real environment
+    (a stream of the run's own, disjoint from its collection and evaluation seeds)."""
+    return _below(FITNESS_SEED_BASE + config.seed * 1_000_030 + index, RETEST_SEED_BASE, config)
+
+
+def retest_seed(config: Any) -> int:
+    """First seed of the final re-test of a kept controller (episode i uses ``retest_seed +
+    i``): fresh seeds, none of them an evaluation, collection or fitness seed of the run."""
+    return _below(RETEST_SEED_BASE + 10_000 * config.seed, ENV_SEED_LIMIT - 10_000, config)
+
+
+def _below(seed: int, limit: int, config: Any) -> int:
+    if seed >= limit:
+        raise ConfigError(
+            f"run seed {config.seed} is too large for World Models' env-seed streams (its "
+            f"seeds would pass {limit:,}); use a run seed below 2,500"
+        )
+    return seed
 
 
 def episodes_on_disk(logdir: str | Path, action_repeat: int) -> tuple[int, int]:

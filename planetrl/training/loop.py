@@ -47,7 +47,7 @@ from planetrl.objective import compute_loss
 from planetrl.replay import Replay
 from planetrl.run import directory as rundir
 from planetrl.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from planetrl.run.directory import eval_seed, resolve_device
+from planetrl.run.directory import collect_seed, eval_seed, resolve_device
 from planetrl.run.logger import Logger
 from planetrl.run.progress import Progress
 from planetrl.speed.auto import Hardware, SpeedDecision, Workload
@@ -405,7 +405,7 @@ class Trainer:
         if random_actions:
             count = min(count, t.seed_episodes - self.counters.episodes)
         count = max(count, 1)
-        seeds = [self.config.seed * 100_003 + self.counters.episodes + i for i in range(count)]
+        seeds = [collect_seed(self.config, self.counters.episodes + i) for i in range(count)]
         reset = None
         if random_actions:
             act = uniform_policy(self.action_size, seeds)

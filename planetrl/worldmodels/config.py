@@ -4,11 +4,15 @@ dataclass per part, a docstring per field.
 Two presets:
 
 - ``paper``: the sizes of the original CarRacing experiment (hardmaru/WorldModelsExperiments,
-  ``carracing/``): 10,000 random rollouts, V with z = 32 trained 10 epochs at batch 100 and
-  learning rate 1e-4 with KL tolerance 0.5, M an LSTM of 256 units with 5 Gaussians per latent
-  dimension trained 4,000 steps on batches of 100 sequences of 999 steps at learning rate 1e-3
-  with gradients clipped to [-1, 1], C evolved by CMA-ES with a population of 64, 16 rollouts per
-  candidate, σ_0 = 0.1, weight decay 0.01, in the real environment.
+  ``carracing/``): 10,000 rollouts of random controllers, V with z = 32 trained 10 epochs (the
+  released code's; the paper says 1) at batch 100 and learning rate 1e-4 with KL tolerance 0.5, M an
+  LSTM of 256 units with 5 Gaussians per latent dimension trained 4,000 steps on batches of 100
+  sequences of 999 steps at learning rate 1e-3 with gradients clipped to [-1, 1], C evolved by
+  CMA-ES with a population of 64, 16 rollouts per candidate, σ_0 = 0.1, weight decay 0.01, in the
+  real environment, each generation on fresh tracks; the CMA-ES mean evaluated every 25 generations
+  on 1,024 episodes (the original: its 64 workers × 16 episodes, on the same seeds every time), the
+  best-evaluated mean kept and re-tested at the end on 100 fresh tracks (the original's reported 906
+  ± 21).
 - ``small``: a run that finishes in minutes on a 2-core CPU; every difference is listed in
   :func:`small_preset` with its reason.
 
@@ -68,7 +72,7 @@ class VAEConfig(Section):
     """Frames per update, drawn uniformly from the replay (original: 100)."""
     epochs: float = 10.0
     """Passes over the frames in the replay per iteration: updates = ceil(epochs · frames /
-    batch_size) (original: 10)."""
+    batch_size) (the original's released code: 10; its paper says 1)."""
 
     RULES: ClassVar[dict[str, Rule]] = {
         "z_size": POSITIVE_INT,
@@ -140,7 +144,9 @@ class ControllerConfig(Section):
     sigma_init: float = 0.1
     """σ_0, CMA-ES's initial step size (original: 0.1)."""
     weight_decay: float = 0.01
-    """The fitness is the mean return minus weight_decay · mean(θ²) (original: 0.01)."""
+    """The fitness is the mean return minus weight_decay · mean(θ²) (original: 0.01; its code
+    adds the term with the opposite sign, a bonus for large θ, see
+    :mod:`planetrl.worldmodels.es`)."""
     temperature: float = 1.0
     """τ of the dream: mixture logits are divided by τ, the std multiplied by sqrt(τ) (original
     Doom: 1.15 for the best controller)."""
@@ -151,6 +157,12 @@ class ControllerConfig(Section):
     in batches of this many, one batched policy call per step."""
     parallel: bool = True
     """`real` mode: step the environments in worker processes."""
+    action_map: Literal["auto", "tanh", "carracing"] = "auto"
+    """How C's tanh outputs become the env's actions. `tanh`: as they are (the env's actions are
+    [-1, 1], rescaled affinely to its bounds). `carracing`: the original's CarRacing mapping,
+    steer = a_0, gas = (a_1 + 1) / 2, brake = clip(a_2, 0, 1), so θ = 0 drives at half gas
+    without braking (the affine rescale would brake at 0.5 on every step). `auto`: `carracing`
+    for gym:CarRacing tasks, `tanh` otherwise."""
 
     RULES: ClassVar[dict[str, Rule]] = {
         "mode": one_of("dream", "real"),
@@ -163,6 +175,7 @@ class ControllerConfig(Section):
         "dream_horizon": NON_NEGATIVE_INT,
         "envs": POSITIVE_INT,
         "parallel": BOOL,
+        "action_map": one_of("auto", "tanh", "carracing"),
     }
 
 
@@ -171,8 +184,23 @@ class CollectConfig(Section):
     """Rollouts in the real environment that V and M learn from."""
 
     episodes: int = 10_000
-    """Episodes collected per iteration: uniformly random actions in the first iteration
-    (original CarRacing: 10,000 random rollouts), the current controller afterwards."""
+    """Episodes collected per iteration: by `policy` in the first iteration (original CarRacing:
+    10,000 random rollouts), by the current controller afterwards."""
+    policy: Literal["uniform", "random-controller", "brownian"] = "uniform"
+    """The first iteration's policy. `random-controller` (the original's extract.py): per episode a
+    controller C with weights drawn from a Cauchy distribution of scale s ~ U(0, random_scale),
+    acting through V and M with weights drawn the same way, and C's action map; the original's V and
+    M were random too, so z_t is close to N(0, I) noise and h_t to 0. The `paper` preset uses
+    `random-controller`; `small` and runs made before this option existed use `uniform`. `brownian`
+    (ctallec/world-models): a_0 ~ U[-1, 1], a_{t+1} = clip(a_t + sqrt(brownian_dt) ε), ε ~ N(0, I),
+    in the env's [-1, 1] action space. `uniform`: a_t ~ U[-1, 1] (PlaNet's seed episodes). Each
+    episode's actions depend on its own seed only."""
+    random_scale: float = 0.01
+    """`random-controller`: the upper end of the per-episode Cauchy scale (original: 0.01)."""
+    brownian_dt: float = 0.02
+    """`brownian`: the time step of the Brownian motion (ctallec: 1/50). ctallec steps the
+    env's own action bounds; here the steps are taken in [-1, 1], so for an action of range 1
+    (CarRacing's gas and brake) they are half as large relative to that range."""
     iterations: int = 1
     """Iterations of collect → train V → train M → evolve C (1 = the original's CarRacing and
     Doom procedure; more = the paper's iterative training procedure, section 5)."""
@@ -186,6 +214,9 @@ class CollectConfig(Section):
 
     RULES: ClassVar[dict[str, Rule]] = {
         "episodes": POSITIVE_INT,
+        "policy": one_of("uniform", "random-controller", "brownian"),
+        "random_scale": POSITIVE,
+        "brownian_dt": POSITIVE,
         "iterations": POSITIVE_INT,
         "explore_noise": NON_NEGATIVE,
         "envs": POSITIVE_INT,
@@ -195,13 +226,24 @@ class CollectConfig(Section):
 
 @dataclass
 class WMEvalConfig(Section):
-    """Evaluation of the controller (the CMA-ES mean) in the real environment."""
+    """Evaluation of the controller (the CMA-ES mean, no exploration noise) in the real
+    environment, and the final re-test of the kept controller."""
 
     every: int = 25
     """Evaluate every N generations, and at the end of each iteration (0 = only at the end;
-    original: every 25)."""
+    original: every 25). Of an iteration's evaluated means, the best-evaluated one is kept as
+    the controller (the original's ``best.json``), not the last."""
     episodes: int = 16
-    """Evaluation episodes (environments stepped together)."""
+    """Episodes per evaluation, on the same seeds at every evaluation of a run (original: its 64
+    workers × 16 episodes = 1,024; the `paper` preset's)."""
+    envs: int = 16
+    """Environments stepped together by an evaluation or the re-test (episodes run in batches
+    of this many)."""
+    retest_episodes: int = 100
+    """After the last iteration, the kept controller is re-tested on this many fresh seeds, none
+    used by any evaluation, collection or fitness rollout (original: 100 random tracks, its
+    reported 906 ± 21); that is the run's last evaluation row (``eval/retest`` = 1), the figure
+    the suite and the comparison report. 0 = no re-test."""
     video: bool = True
     """Write videos: real frames beside V's reconstruction (after V is trained and at each
     evaluation) and a dream rollout of M decoded by V."""
@@ -210,7 +252,14 @@ class WMEvalConfig(Section):
 
     RULES: ClassVar[dict[str, Rule]] = {
         "every": NON_NEGATIVE_INT,
-        "episodes": POSITIVE_INT,
+        "episodes": Rule(
+            "an integer in 1..2000 (the room of a run's evaluation seeds)",
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 2000,
+        ),
+        "envs": POSITIVE_INT,
+        "retest_episodes": Rule(
+            "an integer in 0..10000", lambda v: isinstance(v, int) and 0 <= v <= 10_000
+        ),
         "video": BOOL,
         "parallel": BOOL,
     }
@@ -259,6 +308,8 @@ class WorldModelsConfig(RunConfig):
             "controller.parallel",
             "eval.every",
             "eval.episodes",
+            "eval.envs",
+            "eval.retest_episodes",
             "eval.video",
             "eval.parallel",
         }
@@ -266,8 +317,11 @@ class WorldModelsConfig(RunConfig):
 
 
 def paper_preset() -> WorldModelsConfig:
-    """The original's CarRacing sizes (see the module docstring)."""
-    return WorldModelsConfig(preset="paper")
+    """The original's CarRacing sizes and procedure (see the module docstring)."""
+    cfg = WorldModelsConfig(preset="paper")
+    cfg.collect.policy = "random-controller"
+    cfg.eval.episodes = 1024
+    return cfg
 
 
 def small_preset() -> WorldModelsConfig:
@@ -309,6 +363,16 @@ def small_preset() -> WorldModelsConfig:
     return cfg
 
 
+def action_map_of(config: WorldModelsConfig) -> str:
+    """The controller's action map (:data:`planetrl.worldmodels.models.ACTION_MAPS`) with `auto`
+    resolved: `carracing` for a gym:CarRacing task (any version), `tanh` otherwise."""
+    name = config.controller.action_map
+    if name != "auto":
+        return name
+    gym_id = config.task.split(":")[-1] if config.task.startswith("gym:") else ""
+    return "carracing" if gym_id.startswith("CarRacing") else "tanh"
+
+
 def preset(name: str) -> WorldModelsConfig:
     """The default :class:`WorldModelsConfig` of preset ``name``."""
     return paper_preset() if check_preset(name, PRESETS) == "paper" else small_preset()
@@ -338,6 +402,7 @@ def load_config(path: str | Path) -> WorldModelsConfig:
 
 __all__ = [
     "AGENT",
+    "action_map_of",
     "CollectConfig",
     "ControllerConfig",
     "MDNConfig",

@@ -15,9 +15,12 @@ that maximises returns, with the three traps of the package handled:
   early: they are switched off, the number of generations is the budget. :meth:`CMAES.stop`
   reports what would have stopped it.
 
-The fitness of candidate θ is its mean return minus ``weight_decay · mean(θ²)`` (the original's
-L2 penalty). The whole state pickles (``state_dict``), and is saved in the run's checkpoint,
-which is written atomically.
+The fitness of candidate θ is its mean return minus ``weight_decay · mean(θ²)``, an L2 penalty. A
+deliberate departure: the original (hardmaru/WorldModelsExperiments, ``es.py``, ``CMAES.tell``)
+negates the returns for the minimiser and then *adds* ``-weight_decay · mean(θ²)`` to them, so its
+term rewards large θ; with 0.01 · mean(θ²) against returns of hundreds either sign is negligible
+there, and the penalty is what the term's name intends. The whole state pickles (``state_dict``),
+and is saved in the run's checkpoint, which is written atomically.
 """
 
 from __future__ import annotations

@@ -16,10 +16,12 @@
   controller trained in the dream needs on these tasks) and an episode-end head (the original's
   Doom model had it as "restart", with the positive class weighted 10; its CarRacing model not);
   a dream episode ends where its logit is > 0 (as in the original's Doom dream). Done here with
-  true terminations only: a time limit is not an episode end. Adam at a constant learning rate
-  (the original decayed it by 0.99999 per step to 1e-5).
-- **C**, :class:`LinearController`: a_t = tanh(W [z_t, h_t] + b) in the action bounds [-1, 1]
-  (the env layer normalises every action space to it); (z + h)·A + A parameters, 867 for
+  true terminations only: a time limit is not an episode end. Adam at a constant learning rate,
+  as the original's CarRacing M (``decay_rate=1.0``; only its Doom M decayed it by 0.99999 per
+  step to 1e-5).
+- **C**, :class:`LinearController`: a_t = map(tanh(W [z_t, h_t] + b)) in the action bounds
+  [-1, 1] (the env layer normalises every action space to it, affinely); ``map`` is the identity
+  or the original's CarRacing mapping (:data:`ACTION_MAPS`); (z + h)·A + A parameters, 867 for
   z = 32, h = 256, A = 3. Stateless: its parameters are a flat vector θ, as CMA-ES sees them,
   and a population of them is evaluated at once (:meth:`LinearController.weights` of a (N, P)
   matrix of vectors).
@@ -35,6 +37,7 @@ import torch
 from torch import nn
 
 __all__ = [
+    "ACTION_MAPS",
     "ControllerWeights",
     "LSTMState",
     "LinearController",
@@ -287,11 +290,39 @@ class ControllerWeights(NamedTuple):
     bias: torch.Tensor
 
 
-class LinearController:
-    """C: a_t = tanh(W [z_t, h_t] + b), θ = (W row-major, b) flat of :attr:`num_params`."""
+def carracing_actions(a: torch.Tensor) -> torch.Tensor:
+    """The original's CarRacing mapping (hardmaru/WorldModelsExperiments, ``carracing/model.py``,
+    ``get_action``) of tanh outputs a (..., 3) to the env's actions steer = a_0, gas =
+    (a_1 + 1) / 2, brake = clip(a_2, 0, 1), written in the [-1, 1] space that the env layer
+    rescales affinely (x ↦ low + (x + 1) / 2 · (high - low)): steer and gas pass as they are,
+    brake becomes 2 · clip(a_2, 0, 1) - 1."""
+    if a.shape[-1] != 3:
+        raise ValueError(
+            f"the CarRacing action map needs 3 actions (steer, gas, brake), got {a.shape[-1]}"
+        )
+    return torch.cat([a[..., :2], 2 * a[..., 2:].clamp(0, 1) - 1], -1)
 
-    def __init__(self, z_size: int, hidden_size: int, action_size: int) -> None:
+
+#: How C's tanh outputs become actions in [-1, 1]: by name (``controller.action_map``).
+ACTION_MAPS = {"tanh": lambda a: a, "carracing": carracing_actions}
+
+
+class LinearController:
+    """C: a_t = map(tanh(W [z_t, h_t] + b)), θ = (W row-major, b) flat of :attr:`num_params`;
+    ``action_map`` names ``map`` in :data:`ACTION_MAPS`."""
+
+    def __init__(
+        self, z_size: int, hidden_size: int, action_size: int, action_map: str = "tanh"
+    ) -> None:
+        if action_map not in ACTION_MAPS:
+            raise ValueError(f"action_map {action_map!r}: expected one of {sorted(ACTION_MAPS)}")
+        if action_map == "carracing" and action_size != 3:
+            raise ValueError(
+                f"the CarRacing action map needs 3 actions (steer, gas, brake), the env has "
+                f"{action_size}"
+            )
         self.z_size, self.hidden_size, self.action_size = z_size, hidden_size, action_size
+        self.action_map = action_map
 
     @property
     def num_params(self) -> int:
@@ -313,8 +344,8 @@ class LinearController:
         weight = params[:, :split].reshape(-1, self.action_size, inputs)
         return ControllerWeights(weight, params[:, split:])
 
-    @staticmethod
-    def act(weights: ControllerWeights, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        """a = tanh(W_n [z_n, h_n] + b_n) per row n: z (N, z), h (N, h) → (N, A)."""
+    def act(self, weights: ControllerWeights, z: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """a = map(tanh(W_n [z_n, h_n] + b_n)) per row n: z (N, z), h (N, h) → (N, A)."""
         x = torch.cat([z, h], -1)
-        return torch.tanh(torch.einsum("nai,ni->na", weights.weight, x) + weights.bias)
+        a = torch.tanh(torch.einsum("nai,ni->na", weights.weight, x) + weights.bias)
+        return ACTION_MAPS[self.action_map](a)

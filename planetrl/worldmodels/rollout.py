@@ -11,7 +11,9 @@ together (one LSTM call per step for all of them).
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -25,7 +27,13 @@ from planetrl.worldmodels.models import (
     sample_mixture,
 )
 
-__all__ = ["DreamResult", "WorldModelsPolicy", "dream_rollout", "initial_latents"]
+__all__ = [
+    "DreamResult",
+    "RandomControllerPolicy",
+    "WorldModelsPolicy",
+    "dream_rollout",
+    "initial_latents",
+]
 
 
 @dataclass
@@ -137,8 +145,81 @@ class WorldModelsPolicy:
             w = ControllerWeights(w.weight[:e], w.bias[:e])
         assert self.state is not None  # reset(num_envs) first, as the episode driver does
         action = self.controller.act(w, z, self.state.h)
-        _, self.state = self.mdn.step(z, action, self.state)
         if self.explore_noise:
             noise = torch.randn(action.shape, generator=self.generator, device=action.device)
             action = (action + self.explore_noise * noise).clamp(-1, 1)
+        # M steps on the action the env is given (with its noise), as the replay records it.
+        _, self.state = self.mdn.step(z, action, self.state)
         return action.cpu().numpy()
+
+
+#: Tag of the streams of :class:`RandomControllerPolicy` (apart from the env's own reset).
+_RANDOM_CONTROLLER = 0xC0A7_C4B1
+
+
+class RandomControllerPolicy:
+    """The original's data collection (hardmaru/WorldModelsExperiments, ``carracing/extract.py``):
+    every episode acts with an agent of its own whose V, M and C weights are all drawn from a
+    Cauchy distribution of scale s ~ U(0, ``scale``) (``init_random_model_params(stdev=
+    np.random.rand() * 0.01)``, ``np.random.standard_cauchy · stdev``), z_t sampled from that
+    V's q(z | o_t), a_t = C(z_t, h_t) through C's action map, M stepped on (z_t, a_t). With such
+    small weights z_t is close to N(0, I) noise and h_t to 0, and the few large Cauchy draws
+    decide how strongly each action dimension follows that noise, episode by episode. V's
+    decoder is not drawn (it is not used); z is clamped to ±1e6 and a NaN replaced by 0 (a huge draw
+    can overflow V's outputs), where the original's NumPy would have passed it on.
+
+    Episode i draws everything (its scale, weights, z samples) from a generator seeded by its
+    reset seed ``seeds[i]``, so its actions depend on its seed only (a batch cut short by a kill
+    is finished with the same episodes). ``vae`` and ``mdn`` give the architecture (their
+    weights are not used or changed).
+    """
+
+    def __init__(
+        self,
+        vae: VAE,
+        mdn: MDNRNN,
+        controller: LinearController,
+        seeds: Sequence[int],
+        scale: float,
+    ) -> None:
+        self.controller = controller
+        self.device = next(mdn.parameters()).device
+        self.agents = []
+        for seed in seeds:
+            rng = np.random.default_rng([int(seed), _RANDOM_CONTROLLER])
+            stdev = float(rng.uniform(0.0, scale))
+            v, m = copy.deepcopy(vae).eval(), copy.deepcopy(mdn).eval()
+            used = [*v.encoder.parameters(), *v.mean.parameters(), *v.logvar.parameters()]
+            with torch.no_grad():
+                for p in [*used, *m.parameters()]:
+                    p.copy_(torch.from_numpy(rng.standard_cauchy(tuple(p.shape)) * stdev))
+            theta = rng.standard_cauchy(controller.num_params) * stdev
+            generator = torch.Generator(device=self.device).manual_seed(int(rng.integers(2**62)))
+            self.agents.append((v, m, controller.weights(theta, self.device), generator))
+        self.states: list[LSTMState] = []
+
+    def reset(self, num_envs: int) -> None:
+        if num_envs != len(self.agents):
+            raise ValueError(
+                f"RandomControllerPolicy was made for {len(self.agents)} episodes, got "
+                f"{num_envs} environments"
+            )
+        self.states = [m.initial(1, device=self.device) for _, m, _, _ in self.agents]
+
+    @torch.no_grad()
+    def act(self, obs: np.ndarray) -> np.ndarray:
+        if len(obs) != len(self.agents) or len(self.states) != len(self.agents):
+            raise ValueError(
+                f"RandomControllerPolicy was made for {len(self.agents)} episodes, got "
+                f"{len(obs)} observations (reset(num_envs) first)"
+            )
+        actions = []
+        for i, (v, m, weights, generator) in enumerate(self.agents):
+            frame = VAE.preprocess(torch.as_tensor(np.asarray(obs[i : i + 1]))).to(self.device)
+            z = v.encode(frame).sample(generator)
+            # A large Cauchy draw can overflow q's std; keep z finite so actions stay numbers.
+            z = torch.nan_to_num(z, nan=0.0).clamp(-1e6, 1e6)
+            action = self.controller.act(weights, z, self.states[i].h)
+            _, self.states[i] = m.step(z, action, self.states[i])
+            actions.append(action)
+        return torch.cat(actions).cpu().numpy()

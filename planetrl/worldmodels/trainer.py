@@ -2,15 +2,18 @@
 
     for each iteration (``collect.iterations``; 1 = the original's procedure):
         collect: episodes in the real environment through the shared episode driver into the
-                 shared replay (uniform random actions in the first iteration, the current
-                 controller with exploration noise afterwards)
+                 shared replay (``collect.policy`` in the first iteration: the original's random
+                 controllers, Brownian or uniform actions; the current controller with
+                 exploration noise afterwards)
         vae:     train V on frames drawn uniformly from the replay
         mdn:     encode every episode with V, train M on sequences of (z_t, a_t) → z_{t+1}, r, done
         controller: evolve C with CMA-ES; a candidate's fitness is its mean return over
                  ``controller.rollouts`` rollouts, in the dream (one batched rollout of M for the
                  whole population) or in the real environment (the population's rollouts as the
-                 environments of batched driver runs); evaluate the mean controller in the real
-                 environment every ``eval.every`` generations and at the end
+                 environments of batched driver runs, fresh tracks every generation); evaluate
+                 the mean controller in the real environment every ``eval.every`` generations
+                 and at the end, and keep the best-evaluated mean as the controller
+    retest: the kept controller on ``eval.retest_episodes`` fresh seeds (the reported figure)
 
 The run directory is the shared layout, set up as PlaNet's (:mod:`planetrl.run.directory`):
 ``config.json`` (with ``agent: worldmodels``), ``checkpoint.pt`` (V, M, their optimisers, the
@@ -23,10 +26,11 @@ rollouts), ``videos/``. The checkpoint is saved after every collected batch of e
 tenth of the V and M updates and every generation, so a kill loses at most that much work.
 
 A resumed run ends with exactly the V, M and controller of an uninterrupted one when every
-episode in the replay was collected with uniform random actions (the original's procedure): an
-episode's actions come from a stream seeded by its own seed
-(:func:`planetrl.driver.uniform_policy`),
-so a batch cut short by a kill is finished with the same episodes. Episodes collected by the
+episode in the replay was collected by the first iteration's policy (the original's procedure):
+an episode's actions come from streams seeded by its own seed
+(:func:`planetrl.driver.uniform_policy`, :func:`planetrl.driver.brownian_policy`,
+:class:`~planetrl.worldmodels.rollout.RandomControllerPolicy`), so a batch cut short by a kill is
+finished with the same episodes. Episodes collected by the
 controller (iterations after the first) sample z_t and the exploration noise from one generator
 for the batch, saved after the batch; such a batch cut short is finished with valid episodes that
 differ from the uninterrupted run's.
@@ -43,7 +47,13 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 
-from planetrl.driver import make_pool, resolve_action_repeat, run_episodes, uniform_policy
+from planetrl.driver import (
+    brownian_policy,
+    make_pool,
+    resolve_action_repeat,
+    run_episodes,
+    uniform_policy,
+)
 from planetrl.envs import make_env
 from planetrl.episodes import list_episode_files
 from planetrl.replay import Replay
@@ -52,14 +62,26 @@ from planetrl.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from planetrl.run.logger import Logger
 from planetrl.run.progress import Progress
 from planetrl.threads import ThreadGovernor
-from planetrl.worldmodels.config import WorldModelsConfig, load_config, to_dict
+from planetrl.worldmodels.config import WorldModelsConfig, action_map_of, load_config, to_dict
 from planetrl.worldmodels.es import CMAES
 from planetrl.worldmodels.models import MDNRNN, VAE, LinearController, Posterior, mixture_nll
-from planetrl.worldmodels.rollout import WorldModelsPolicy, dream_rollout, initial_latents
+from planetrl.worldmodels.rollout import (
+    RandomControllerPolicy,
+    WorldModelsPolicy,
+    dream_rollout,
+    initial_latents,
+)
 
-__all__ = ["NonFiniteLossError", "RunState", "WorldModelsTrainer", "evaluate_run", "train"]
+__all__ = [
+    "NonFiniteLossError",
+    "RunState",
+    "WorldModelsTrainer",
+    "evaluate_run",
+    "fitness_seeds",
+    "train",
+]
 
-STAGES = ("collect", "vae", "mdn", "controller", "done")
+STAGES = ("collect", "vae", "mdn", "controller", "retest", "done")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -82,7 +104,15 @@ class RunState:
     evaluated_at: int = -1
     """The generation of this iteration last evaluated (-1: none)."""
     controller: list[float] | None = None
-    """θ of the current controller (the CMA-ES mean); None before the first generation."""
+    """θ of the current controller: the CMA-ES mean during an iteration's evolution, the kept
+    (best-evaluated) mean after it; None before the first generation."""
+    kept: list[float] | None = None
+    """θ of this iteration's best-evaluated CMA-ES mean so far (None before its first
+    evaluation)."""
+    kept_return: float | None = None
+    """Its evaluation return."""
+    kept_generation: int = -1
+    """The generation it was evaluated at."""
 
 
 class EncodedEpisode(NamedTuple):
@@ -117,7 +147,10 @@ def build_models(
     mdn = MDNRNN(config.vae.z_size, action_size, config.mdn.hidden_size, config.mdn.mixtures).to(
         device
     )
-    return vae, mdn, LinearController(config.vae.z_size, config.mdn.hidden_size, action_size)
+    controller = LinearController(
+        config.vae.z_size, config.mdn.hidden_size, action_size, action_map_of(config)
+    )
+    return vae, mdn, controller
 
 
 class WorldModelsTrainer:
@@ -256,10 +289,10 @@ class WorldModelsTrainer:
             if have >= target:
                 break
             count = min(c.envs, target - have)
-            seeds = [self.config.seed * 100_003 + have + i for i in range(count)]
+            seeds = [rundir.collect_seed(self.config, have + i) for i in range(count)]
             reset = None
             if self.state.iteration == 0 or self.state.controller is None:
-                act = uniform_policy(self.action_size, seeds)
+                act, reset = self._first_policy(seeds)
             else:
                 policy = self._controller_policy(self.state.controller, c.explore_noise)
                 act, reset = policy.act, policy.reset
@@ -282,6 +315,18 @@ class WorldModelsTrainer:
                 )
             self.save()
         self._advance("vae")
+
+    def _first_policy(self, seeds: list[int]):
+        """(act, reset) of the first iteration's policy (``collect.policy``) for ``seeds``."""
+        c = self.config.collect
+        if c.policy == "brownian":
+            return brownian_policy(self.action_size, seeds, c.brownian_dt), None
+        if c.policy == "random-controller":
+            policy = RandomControllerPolicy(
+                self.vae, self.mdn, self.controller, seeds, c.random_scale
+            )
+            return policy.act, policy.reset
+        return uniform_policy(self.action_size, seeds), None
 
     def _advance(self, stage: str) -> None:
         self.state.stage = stage
@@ -536,15 +581,13 @@ class WorldModelsTrainer:
 
     def real_returns(self, candidates: np.ndarray, generation: int) -> np.ndarray:
         """Mean real return per candidate: the population's rollouts as the environments of
-        batched driver runs (``controller.envs`` at a time). Rollout r of every candidate starts
-        from the same env seed (common random numbers within a generation)."""
+        batched driver runs (``controller.envs`` at a time). Fresh env seeds every generation,
+        ``rollouts`` different ones per candidate, candidates i and i + ceil(λ/2) on the same
+        ones (the original's train.py: ``seeds = seeder.next_batch(popsize / 2)`` twice, each
+        worker's 16 episodes on successive tracks from its seed)."""
         c = self.config.controller
         rows = np.repeat(candidates, c.rollouts, axis=0)
-        seeds_all = [
-            500_000_000 + self.config.seed * 100_003 + generation * c.rollouts + r
-            for _ in candidates
-            for r in range(c.rollouts)
-        ]
+        seeds_all = fitness_seeds(self.config, generation, len(candidates)).ravel().tolist()
         pool = self._pool("controller", c.envs, c.parallel)
         returns: list[float] = []
         for start in range(0, len(rows), c.envs):
@@ -575,6 +618,7 @@ class WorldModelsTrainer:
                 x0=None if self.state.controller is None else np.asarray(self.state.controller),
             )
             self.state.evaluated_at = -1
+            self.state.kept, self.state.kept_return, self.state.kept_generation = None, None, -1
             self.save()
         self.vae.eval()
         self.mdn.eval()
@@ -614,27 +658,91 @@ class WorldModelsTrainer:
             self.save()
         if self.state.evaluated_at != self.es.generation:
             self.evaluate_now(self.es.generation)
+        # The kept controller: the best-evaluated mean (the original's best.json), not the last.
+        if self.state.kept is not None:
+            self.state.controller = list(self.state.kept)
+            self._log(
+                {
+                    "es/kept_generation": self.state.kept_generation,
+                    "es/kept_return": float(self.state.kept_return or 0.0),
+                }
+            )
         self.vae.train()
         self.mdn.train()
         self.state.iteration += 1
         self.state.vae_updates = self.state.mdn_updates = 0
         self.es = None
         self._advance(
-            "collect" if self.state.iteration < self.config.collect.iterations else "done"
+            "collect" if self.state.iteration < self.config.collect.iterations else "retest"
         )
 
     # ------------------------------------------------------------------ eval
     def evaluate_now(self, generation: int) -> dict[str, float]:
+        """Evaluate the current controller (the CMA-ES mean) on the run's evaluation seeds; the
+        best-evaluated mean of the iteration becomes the one it keeps."""
         e = self.config.eval
         params = (
             self.state.controller
             if self.state.controller is not None
             else np.zeros(self.controller.num_params)
         )
-        self.bar.phase(
-            f"iteration {self.state.iteration}: evaluating ({e.episodes} episodes)", force=True
+        row = self._evaluate(params, episodes=e.episodes, seed=rundir.eval_seed(self.config))
+        row.update({"eval/generation": generation, "eval/iteration": self.state.iteration})
+        self._log(row)
+        self.bar.write(
+            f"iteration {self.state.iteration} generation {generation}: eval return "
+            f"{row['eval/return']:.1f} ± {row['eval/return_std']:.1f}"
         )
-        pool = self._pool("eval", e.episodes, e.parallel)
+        if self.state.kept_return is None or row["eval/return"] > self.state.kept_return:
+            self.state.kept = [float(x) for x in params]
+            self.state.kept_return = row["eval/return"]
+            self.state.kept_generation = generation
+        self.state.evaluated_at = generation
+        return row
+
+    def retest(self) -> None:
+        """After the last iteration: the kept controller on ``eval.retest_episodes`` fresh seeds
+        (:func:`planetrl.run.directory.retest_seed`), the run's last evaluation row
+        (``eval/retest`` = 1), as the original's reported figure re-tests its best.json on 100
+        random tracks."""
+        e = self.config.eval
+        if e.retest_episodes and self.state.controller is not None:
+            self.vae.eval()
+            self.mdn.eval()
+            row = self._evaluate(
+                self.state.controller,
+                episodes=e.retest_episodes,
+                seed=rundir.retest_seed(self.config),
+                video=False,
+            )
+            self.vae.train()
+            self.mdn.train()
+            row.update(
+                {
+                    "eval/retest": 1,
+                    "eval/generation": self.state.kept_generation,
+                    "eval/iteration": self.state.iteration - 1,
+                }
+            )
+            self._log(row)
+            self.bar.write(
+                f"re-test of the kept controller (generation {self.state.kept_generation}) on "
+                f"{e.retest_episodes} fresh episodes: {row['eval/return']:.1f} ± "
+                f"{row['eval/return_std']:.1f}"
+            )
+        self._advance("done")
+
+    def _evaluate(
+        self, params, *, episodes: int, seed: int, video: bool | None = None
+    ) -> dict[str, float]:
+        """Returns of controller θ = ``params`` on episodes seeded ``seed + i``, as a row (and
+        the evaluation video when ``eval.video``)."""
+        e = self.config.eval
+        video = e.video if video is None else video
+        self.bar.phase(
+            f"iteration {self.state.iteration}: evaluating ({episodes} episodes)", force=True
+        )
+        pool = self._pool("eval", min(e.envs, episodes), e.parallel)
         self.threads.adjust()
         returns, frames = evaluate_controller(
             self.config,
@@ -643,22 +751,11 @@ class WorldModelsTrainer:
             self.controller,
             params,
             pool,
-            episodes=e.episodes,
-            record=e.video,
+            episodes=episodes,
+            seed=seed,
+            record=video,
         )
-        row = {
-            "eval/return": float(np.mean(returns)),
-            "eval/return_std": float(np.std(returns)),
-            "eval/episodes": len(returns),
-            "eval/generation": generation,
-            "eval/iteration": self.state.iteration,
-        }
-        self._log(row)
-        self.bar.write(
-            f"iteration {self.state.iteration} generation {generation}: eval return "
-            f"{row['eval/return']:.1f} ± {row['eval/return_std']:.1f}"
-        )
-        if e.video and frames is not None:
+        if video and frames is not None:
             self.logger.video(
                 self.env_steps(),
                 "eval/real_vae_dream",
@@ -667,8 +764,11 @@ class WorldModelsTrainer:
                 ),
                 fps=10,
             )
-        self.state.evaluated_at = generation
-        return row
+        return {
+            "eval/return": float(np.mean(returns)),
+            "eval/return_std": float(np.std(returns)),
+            "eval/episodes": len(returns),
+        }
 
     # ------------------------------------------------------------------- run
     def run(self) -> dict[str, Any]:
@@ -679,6 +779,7 @@ class WorldModelsTrainer:
             "vae": self.train_vae,
             "mdn": self.train_mdn,
             "controller": self.evolve,
+            "retest": self.retest,
         }
         try:
             if self.state.stage == "done" and self.state.iteration < self.config.collect.iterations:
@@ -706,6 +807,18 @@ class WorldModelsTrainer:
         self.lock.release()
 
 
+def fitness_seeds(config: WorldModelsConfig, generation: int, population: int) -> np.ndarray:
+    """(population, rollouts) env seeds of generation ``generation`` (1-based)'s fitness
+    rollouts in ``real`` mode: fresh every generation, different for each rollout of a
+    candidate, candidates i and i + ceil(λ/2) on the same ones (the original's train.py draws
+    λ/2 seeds per generation and gives each to two workers)."""
+    rollouts = config.controller.rollouts
+    groups = -(-population // 2)
+    first = (generation - 1) * groups * rollouts
+    index = first + (np.arange(population) % groups)[:, None] * rollouts + np.arange(rollouts)
+    return np.vectorize(lambda i: rundir.fitness_seed(config, int(i)), otypes=[np.int64])(index)
+
+
 def _rows(logdir: Path) -> list[dict[str, Any]]:
     from planetrl.run.logger import read_metrics
 
@@ -727,18 +840,25 @@ def evaluate_controller(
     record: bool = False,
 ) -> tuple[list[float], np.ndarray | None]:
     """Returns of the controller θ = ``params`` in ``episodes`` real episodes (seeds
-    ``eval_seed + i``), z_t sampled by a generator of its own (the run's streams are untouched);
-    with ``record`` the frames (T, 64, 64·E, 3)."""
+    ``eval_seed + i``), run in batches of the pool's size; z_t sampled by a generator of its own
+    (the run's streams are untouched); with ``record`` the first batch's frames (T, 64, 64·E,
+    3)."""
     device = next(mdn.parameters()).device
     seed = rundir.eval_seed(config) if seed is None else seed
     generator = torch.Generator(device=device).manual_seed(seed)
     policy = WorldModelsPolicy(
         vae, mdn, controller, controller.weights(params, device), generator=generator
     )
-    out = run_episodes(
-        pool, policy.act, [seed + i for i in range(episodes)], reset=policy.reset, record=record
-    )
-    return out.returns, out.frames
+    returns: list[float] = []
+    frames = None
+    for start in range(0, episodes, pool.num_envs):
+        seeds = [seed + i for i in range(start, min(episodes, start + pool.num_envs))]
+        out = run_episodes(
+            pool, policy.act, seeds, reset=policy.reset, record=record and start == 0
+        )
+        returns.extend(out.returns)
+        frames = out.frames if start == 0 else frames
+    return returns, frames
 
 
 @torch.no_grad()
@@ -814,7 +934,7 @@ def evaluate_run(
         )
     vae.eval()
     mdn.eval()
-    with make_pool(config, episodes, parallel) as pool:
+    with make_pool(config, min(episodes, config.eval.envs), parallel) as pool:
         returns, frames = evaluate_controller(
             config, vae, mdn, controller, params, pool, episodes=episodes, seed=seed, record=record
         )
