@@ -251,3 +251,62 @@ def test_the_best_evaluated_mean_is_kept_and_re_tested_on_fresh_seeds(tmp_path):
             seed=rundir.retest_seed(config),
         )
     assert np.mean(fresh) == pytest.approx(retest[0]["eval/return"])
+
+
+# ------------------------------------------------------------- D2: bounded memory
+@pytest.mark.parametrize("memory_steps", [0, 50, 7])
+def test_v_sees_every_frame_once_per_epoch_in_blocks_within_memory(memory_steps):
+    from planetrl.worldmodels.data import FrameSchedule
+
+    lengths = [21, 30, 5, 44, 21, 12]
+    schedule = FrameSchedule(lengths, memory_steps, batch_size=8, key=(3, 0))
+    starts = np.cumsum([0, *lengths])
+    for epoch in range(3):
+        seen: list[int] = []
+        first = sum(schedule.batches_per_epoch(e) for e in range(epoch))
+        for update in range(first, first + schedule.batches_per_epoch(epoch)):
+            (e, number), files, frames = schedule.batch(update)
+            assert e == epoch
+            block = sum(lengths[p] for p in files)
+            assert len(files) == 1 or block <= (memory_steps or sum(lengths))
+            assert len(frames) == min(8, block) and frames.max() < block
+            offsets = np.cumsum([0, *(lengths[p] for p in files)])
+            which = np.searchsorted(offsets, frames, side="right") - 1
+            seen += [int(starts[files[w]] + f - offsets[w]) for w, f in zip(which, frames)]
+        # every frame at most once; all but each block's remainder (< one batch) seen
+        assert len(seen) == len(set(seen))
+        blocks = schedule.blocks(epoch)
+        assert sum(lengths) - len(seen) < 8 * len(blocks)
+    again = FrameSchedule(lengths, memory_steps, batch_size=8, key=(3, 0))
+    last = sum(schedule.batches_per_epoch(e) for e in range(3)) - 1
+    assert np.array_equal(again.batch(last)[2], schedule.batch(last)[2])  # a function of k
+    other = FrameSchedule(lengths, memory_steps, batch_size=8, key=(3, 1))
+    assert not all(np.array_equal(other.batch(k)[2], schedule.batch(k)[2]) for k in range(6))
+
+
+def test_a_run_in_bounded_memory_streams_the_episode_files(tmp_path):
+    """With collect.memory_steps below the replay's size, the replay keeps only its newest
+    episodes in memory, V's batches come from the files in blocks (the same batches for a
+    resumed trainer), M encodes every episode, and the run ends as usual."""
+    from planetrl.worldmodels.trainer import WorldModelsTrainer
+
+    config = tiny_config(tmp_path, "dream")
+    config.collect.episodes, config.collect.memory_steps = 4, 25  # 4 episodes of 21 frames
+    config.vae.epochs = 2
+    summary = train(config, progress=False)
+    assert summary["episodes"] == 4
+    rows = read_metrics(tmp_path / "metrics.jsonl")
+    assert any("vae/loss" in r for r in rows) and any("mdn/z_nll" in r for r in rows)
+    fresh = WorldModelsTrainer(config, progress=False)
+    try:
+        assert fresh.replay.num_episodes == 1 and fresh.replay.total_episodes == 4
+        assert len(fresh.encoded()) == 4 and all(len(e.mean) == 21 for e in fresh.encoded())
+        batches = [fresh.vae_batch(k) for k in range(6)]
+        assert all(b.shape == (8, 64, 64, 3) for b in batches)
+    finally:
+        fresh.close()
+    resumed = WorldModelsTrainer(config, allow_config_change=True, progress=False)
+    try:
+        assert np.array_equal(resumed.vae_batch(5), batches[5])
+    finally:
+        resumed.close()

@@ -204,6 +204,14 @@ class CollectConfig(Section):
     iterations: int = 1
     """Iterations of collect → train V → train M → evolve C (1 = the original's CarRacing and
     Doom procedure; more = the paper's iterative training procedure, section 5)."""
+    memory_steps: int = 0
+    """Most steps (frames) of the replay held in memory at once; 0 = all of them. With a limit,
+    the replay keeps its newest episodes in memory, V trains epoch by epoch on blocks of at most
+    this many frames read from the episode files, and M's encoding reads them one at a time
+    (:mod:`planetrl.worldmodels.data`); peak memory is about twice this many frames (12 KB each)
+    plus the encoded series (256 bytes per frame at z = 32). The `paper` preset: 100,000 (its
+    10,000 rollouts would be ~123 GB in memory). Changing it on resume changes the batches of the
+    rest of V's stage (the blocks are cut by it)."""
     explore_noise: float = 0.1
     """Std of the Gaussian noise added to the controller's actions when collecting after the
     first iteration (clipped to [-1, 1])."""
@@ -216,6 +224,7 @@ class CollectConfig(Section):
         "episodes": POSITIVE_INT,
         "policy": one_of("uniform", "random-controller", "brownian"),
         "random_scale": POSITIVE,
+        "memory_steps": NON_NEGATIVE_INT,
         "brownian_dt": POSITIVE,
         "iterations": POSITIVE_INT,
         "explore_noise": NON_NEGATIVE,
@@ -303,6 +312,7 @@ class WorldModelsConfig(RunConfig):
             "collect.iterations",
             "collect.envs",
             "collect.parallel",
+            "collect.memory_steps",
             "controller.generations",
             "controller.envs",
             "controller.parallel",
@@ -320,6 +330,7 @@ def paper_preset() -> WorldModelsConfig:
     """The original's CarRacing sizes and procedure (see the module docstring)."""
     cfg = WorldModelsConfig(preset="paper")
     cfg.collect.policy = "random-controller"
+    cfg.collect.memory_steps = 100_000
     cfg.eval.episodes = 1024
     return cfg
 

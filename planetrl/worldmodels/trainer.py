@@ -55,7 +55,7 @@ from planetrl.driver import (
     uniform_policy,
 )
 from planetrl.envs import make_env
-from planetrl.episodes import list_episode_files
+from planetrl.episodes import EpisodeFile, list_episode_files
 from planetrl.replay import Replay
 from planetrl.run import directory as rundir
 from planetrl.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
@@ -63,6 +63,7 @@ from planetrl.run.logger import Logger
 from planetrl.run.progress import Progress
 from planetrl.threads import ThreadGovernor
 from planetrl.worldmodels.config import WorldModelsConfig, action_map_of, load_config, to_dict
+from planetrl.worldmodels.data import FrameSchedule, episode_loader, iter_episodes
 from planetrl.worldmodels.es import CMAES
 from planetrl.worldmodels.models import MDNRNN, VAE, LinearController, Posterior, mixture_nll
 from planetrl.worldmodels.rollout import (
@@ -189,7 +190,9 @@ class WorldModelsTrainer:
         self.dream_generator = torch.Generator(device=self.device).manual_seed(s + 3)
         self.policy_generator = torch.Generator(device=self.device).manual_seed(s + 4)
         self.mdn_rng = np.random.default_rng(s + 5)
-        self.replay = Replay(self.logdir / rundir.EPISODES_DIR, capacity=None, seed=s)
+        self.replay = Replay(
+            self.logdir / rundir.EPISODES_DIR, capacity=config.collect.memory_steps or None, seed=s
+        )
         self.state = RunState()
         self.es: CMAES | None = None
         self.checkpoint = self._attach_checkpoint()
@@ -198,6 +201,8 @@ class WorldModelsTrainer:
         self.logger = Logger(self.logdir)
         self.bar = Progress(False)
         self._encoded: tuple[tuple[int, int, int], list[EncodedEpisode]] | None = None
+        self._schedule: tuple[tuple[int, int], FrameSchedule] | None = None
+        self._block: tuple[tuple[int, int], list[np.ndarray], np.ndarray] | None = None
         self._pools: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ state
@@ -372,13 +377,42 @@ class WorldModelsTrainer:
     # -------------------------------------------------------------------- V
     def vae_updates_per_iteration(self) -> int:
         v = self.config.vae
-        return max(1, math.ceil(v.epochs * self.replay.num_steps / v.batch_size))
+        return max(1, math.ceil(v.epochs * self.replay.total_steps / v.batch_size))
+
+    def episode_files(self) -> list[EpisodeFile]:
+        """The replay's episode files, in index order (the source of truth)."""
+        return list_episode_files(self.logdir / rundir.EPISODES_DIR)
+
+    def vae_batch(self, update: int) -> np.ndarray:
+        """uint8 frames (B, H, W, 3) of V's update ``update`` of this iteration: every frame
+        once per epoch, in blocks of at most ``collect.memory_steps`` frames
+        (:class:`~planetrl.worldmodels.data.FrameSchedule`)."""
+        files = self.episode_files()
+        key = (self.state.iteration, len(files))
+        if self._schedule is None or self._schedule[0] != key:
+            schedule = FrameSchedule(
+                [f.length for f in files],
+                self.config.collect.memory_steps,
+                self.config.vae.batch_size,
+                key=(self.config.seed, self.state.iteration),
+            )
+            self._schedule, self._block = (key, schedule), None
+        schedule = self._schedule[1]
+        block, positions, frames = schedule.batch(update)
+        if self._block is None or self._block[0] != block:
+            self._block = None  # free the previous block before reading the next
+            load = episode_loader(self.replay, files)
+            images = [load(p)["image"] for p in positions]
+            self._block = (block, images, np.cumsum([0] + [len(x) for x in images]))
+        _, images, starts = self._block
+        which = np.searchsorted(starts, frames, side="right") - 1
+        return np.stack([images[e][f - starts[e]] for e, f in zip(which, frames)])
 
     def train_vae(self) -> None:
         v = self.config.vae
 
         def update() -> dict[str, float]:
-            images = self.replay.sample_raw(v.batch_size, 1)["image"][:, 0]
+            images = self.vae_batch(self.state.vae_updates)
             frames = VAE.preprocess(torch.from_numpy(images)).to(self.device)
             terms = self.vae.loss(frames, v.kl_tolerance, self.vae_generator)
             values = {k: float(x.detach()) for k, x in terms._asdict().items()}
@@ -389,6 +423,7 @@ class WorldModelsTrainer:
             return values
 
         self._updates("vae", "V", self.vae_updates_per_iteration(), update)
+        self._block = None
         if self.config.eval.video:
             self.reconstruction_video()
         if self.state.vae_updates:
@@ -439,13 +474,15 @@ class WorldModelsTrainer:
     # -------------------------------------------------------------------- M
     @torch.no_grad()
     def encoded(self) -> list[EncodedEpisode]:
-        """Every episode in the replay through V (cached while V and the replay are unchanged)."""
+        """Every episode in the replay through V (cached while V and the replay are unchanged),
+        read one at a time when the replay is not all in memory."""
         key = (self.state.iteration, self.state.vae_updates, self.replay.total_episodes)
         if self._encoded is not None and self._encoded[0] == key:
             return self._encoded[1]
+        self._encoded = None
         self.vae.eval()
         out = []
-        for episode in self.replay.episodes():
+        for episode in iter_episodes(self.replay, self.episode_files()):
             means, logvars = [], []
             for start in range(0, len(episode["image"]), 256):
                 frames = VAE.preprocess(torch.tensor(episode["image"][start : start + 256]))
@@ -553,12 +590,12 @@ class WorldModelsTrainer:
     @torch.no_grad()
     def _first_latents(self) -> tuple[torch.Tensor, torch.Tensor, int]:
         """q(z | o_0) of every episode's first frame (mean, logvar (E, z)) and the dream horizon."""
-        first = np.stack([e["image"][0] for e in self.replay.episodes()])
-        posterior = self.vae.encode(VAE.preprocess(torch.from_numpy(first)).to(self.device))
-        horizon = (
-            self.config.controller.dream_horizon or int(self.replay.episode_lengths().max()) - 1
-        )
-        return posterior.mean, posterior.logvar, max(1, horizon)
+        encoded = self.encoded()
+        mean = torch.stack([e.mean[0] for e in encoded])
+        logvar = torch.stack([e.logvar[0] for e in encoded])
+        longest = max(len(e.mean) for e in encoded)
+        horizon = self.config.controller.dream_horizon or longest - 1
+        return mean, logvar, max(1, horizon)
 
     def dream_returns(self, candidates: np.ndarray) -> np.ndarray:
         """Mean dream return per candidate: population × rollouts as one batched rollout."""
