@@ -88,7 +88,9 @@ def measure(logdir: str, episodes: int, memory_steps: int, vae_updates: int) -> 
         encoded = trainer.encoded()
         m_seconds = time.time() - start
         encoded_bytes = sum(
-            t.element_size() * t.numel() for e in encoded for t in e  # mean, logvar, ...
+            t.element_size() * t.numel()
+            for e in encoded
+            for t in e  # mean, logvar, ...
         )
     finally:
         trainer.close()
