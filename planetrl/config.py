@@ -22,20 +22,33 @@ edited and saved by the same functions as PlaNet's :class:`Config`.
 The sections go to their constructors whole (``WorldModel(A, **asdict(config.model))``,
 ``compute_loss(..., **asdict(config.loss))``), so a field's name is its argument's name.
 
-This module is a leaf of planetrl's import graph: it imports only :mod:`planetrl.atomic`.
+It imports only :mod:`planetrl.atomic` and :mod:`planetrl.rules` of planetrl.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
-import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Literal, NamedTuple, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from planetrl.atomic import atomic_write_json
+from planetrl.rules import (
+    BOOL,
+    CEM_OPTION_RULES,
+    DEVICE,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    PLANNER_NAMES,
+    POSITIVE,
+    POSITIVE_INT,
+    Rule,
+    is_int,
+    is_json_object,
+    is_real,
+    one_of,
+)
 
 #: PlaNet's presets (World Models has its own, :data:`planetrl.worldmodels.config.PRESETS`).
 PRESETS = ("paper", "small", "quick")
@@ -43,69 +56,6 @@ PRESETS = ("paper", "small", "quick")
 
 class ConfigError(ValueError):
     """A configuration value is out of its accepted range."""
-
-
-class Rule(NamedTuple):
-    """What a field accepts: ``accepted`` in words (for the error), ``ok(value)`` the test,
-    ``symbol`` the paper's symbol named in the error (optional)."""
-
-    accepted: str
-    ok: Callable[[Any], bool]
-    symbol: str | None = None
-
-    def named(self, symbol: str) -> "Rule":
-        return self._replace(symbol=symbol)
-
-    def or_none(self) -> "Rule":
-        """The same rule for an optional field (None = the default of whoever reads it)."""
-        return Rule(self.accepted, lambda v: v is None or self.ok(v), self.symbol)
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
-
-
-def _is_json_object(value: Any) -> bool:
-    if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-        return False
-    try:
-        return json.loads(json.dumps(value, allow_nan=False)) == value
-    except (TypeError, ValueError):
-        return False
-
-
-POSITIVE_INT = Rule("a positive integer", lambda v: _is_int(v) and v >= 1)
-NON_NEGATIVE_INT = Rule("an integer >= 0", lambda v: _is_int(v) and v >= 0)
-POSITIVE = Rule("a finite number > 0", lambda v: _is_real(v) and v > 0)
-NON_NEGATIVE = Rule("a finite number >= 0", lambda v: _is_real(v) and v >= 0)
-AT_LEAST_ONE = Rule("a finite number >= 1", lambda v: _is_real(v) and v >= 1)
-UNIT_INTERVAL = Rule("a number in [0, 1)", lambda v: _is_real(v) and 0 <= v < 1)
-BOOL = Rule("True or False", lambda v: isinstance(v, bool))
-DEVICE = Rule(
-    "'auto', 'cpu', 'cuda' or 'cuda:N'",
-    lambda v: isinstance(v, str) and (v in ("auto", "cpu", "cuda") or v.startswith("cuda:")),
-)
-
-
-CEM_OPTION_RULES: dict[str, Rule] = {
-    "noise_beta": NON_NEGATIVE.named("β"),
-    "keep_elites": UNIT_INTERVAL.named("ξ"),
-    "population_decay": AT_LEAST_ONE.named("γ"),
-    "momentum": UNIT_INTERVAL.named("α"),
-    "init_std": POSITIVE.named("σ_0"),
-    "execute_best": BOOL,
-    "mean_candidate": BOOL,
-}
-"""The ranges of iCEM's options (one owner): :class:`PlannerConfig` (where None = the planner's
-default) and :func:`planetrl.planning.base.check_cem_options` (``CEMOptions``) read them."""
-
-
-def one_of(*values: Any) -> Rule:
-    return Rule(f"one of {', '.join(map(repr, values))}", lambda v: v in values)
 
 
 class Section:
@@ -165,7 +115,7 @@ class RunConfig(Section):
         "action_repeat": NON_NEGATIVE_INT,
         "threads": NON_NEGATIVE_INT,
         "env_kwargs": Rule(
-            "a JSON object: a dict with string keys and JSON values", lambda v: _is_json_object(v)
+            "a JSON object: a dict with string keys and JSON values", lambda v: is_json_object(v)
         ),
         "render": one_of("paper", "fast"),
         "device": DEVICE,
@@ -225,7 +175,7 @@ class ModelConfig(Section):
         "min_std": POSITIVE,
         "reward_hidden": POSITIVE_INT,
         "reward_layers": POSITIVE_INT,
-        "bits": Rule("an integer in 1..8", lambda v: _is_int(v) and 1 <= v <= 8),
+        "bits": Rule("an integer in 1..8", lambda v: is_int(v) and 1 <= v <= 8),
         "continuation": BOOL,
     }
 
@@ -273,7 +223,7 @@ class LossConfig(Section):
         "free_nats": NON_NEGATIVE,
         "reward_scale": NON_NEGATIVE,
         "image_scale": NON_NEGATIVE,
-        "decode_fraction": Rule("in (0, 1]", lambda v: _is_real(v) and 0 < v <= 1),
+        "decode_fraction": Rule("in (0, 1]", lambda v: is_real(v) and 0 < v <= 1),
         "kl_scale": NON_NEGATIVE,
         "overshooting_distance": POSITIVE_INT,
         "overshooting_kl_scale": NON_NEGATIVE,
@@ -336,7 +286,7 @@ class PlannerConfig(Section):
         "mean_candidate",
     )
     RULES: ClassVar[dict[str, Rule]] = {
-        "name": one_of("cem", "icem", "random"),
+        "name": one_of(*PLANNER_NAMES),
         "horizon": POSITIVE_INT,
         "iterations": POSITIVE_INT,
         "candidates": POSITIVE_INT,

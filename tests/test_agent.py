@@ -143,6 +143,6 @@ def test_reset_resets_a_warm_started_planner():
 
 
 def test_reset_works_with_planners_without_reset():
-    agent = make_agent(tiny_world_model())  # a functools.partial: nothing to reset
+    agent = make_agent(tiny_world_model())  # a ConfiguredPlanner: nothing to reset
     agent.reset(1)
     assert agent.act(obs(1)).shape == (1, 2)

@@ -119,11 +119,16 @@ def test_no_import_cycle(deferred):
 
 
 def test_config_and_atomic_are_leaves():
-    """``config`` imports only ``atomic``, ``atomic`` nothing (deferred imports included), and the
-    episode format and the driver import nothing of PlaNet's (models, planning, training loop)."""
+    """``config`` imports only ``atomic`` and ``rules``, those two nothing (deferred imports
+    included), planning not the config, and the episode format and the driver import nothing of
+    PlaNet's (models, planning, training loop)."""
     graph = import_graph(deferred=True)
-    assert graph["planetrl.config"] <= {"planetrl.atomic"}, graph["planetrl.config"]
-    assert graph["planetrl.atomic"] == set()
+    assert graph["planetrl.config"] <= {"planetrl.atomic", "planetrl.rules"}, graph[
+        "planetrl.config"
+    ]
+    assert graph["planetrl.atomic"] == set() and graph["planetrl.rules"] == set()
+    planning = [m for m in graph if m.startswith("planetrl.planning")]
+    assert planning and not any("planetrl.config" in graph[m] for m in planning)
     assert graph["planetrl.episodes"] == {"planetrl.atomic"}
 
     def reachable(start: str) -> set[str]:
@@ -159,6 +164,7 @@ def test_config_and_atomic_are_leaves():
 # ``worldmodels``) below the suites; the command line on top.
 FLOORS = {
     "atomic": 0,
+    "rules": 0,
     "config": 1,
     "episodes": 1,
     "preprocess": 1,

@@ -518,8 +518,19 @@ def test_plans_with_the_project_models(kind):
 # --------------------------------------------------------------------------------------------
 
 
+def test_one_list_of_planner_names():
+    """The config's choices, the shared rule and the registry's built-ins are the same names."""
+    import typing
+
+    from planetrl.config import PlannerConfig
+    from planetrl.rules import PLANNER_NAMES
+
+    assert typing.get_args(typing.get_type_hints(PlannerConfig)["name"]) == PLANNER_NAMES
+    assert set(PLANNER_NAMES) <= set(available_planners())  # tests may register more
+
+
 def test_make_planner_names_options_and_errors():
-    assert {"cem", "random_shooting", "random"} <= set(available_planners())
+    assert {"cem", "icem", "random"} <= set(available_planners())
     planner = make_planner("cem", horizon=3, iterations=5, candidates=200, top_k=20)
     assert isinstance(planner, Planner)
     state, reward = make_state(TARGETS), make_reward(2)
@@ -543,7 +554,7 @@ def test_make_planner_names_options_and_errors():
     with pytest.raises(ValueError, match="cem.*random"):
         make_planner("mppi")
     with pytest.raises(TypeError, match="top_k"):
-        make_planner("random_shooting", top_k=10)
+        make_planner("random", top_k=10)
     with pytest.raises(TypeError, match="state"):
         make_planner("cem", state=state)
     with pytest.raises(ValueError, match="top_k"):
@@ -558,17 +569,17 @@ def test_planner_from_config_takes_the_options_from_the_planners_signature():
     # Random shooting takes H and J only: the config's I and K are not passed.
     cfg = PlannerConfig(name="random", horizon=4, candidates=32, iterations=3, top_k=5)
     planner = planner_from_config(cfg)
-    assert planner.func is random_shooting
-    assert planner.keywords == dict(generator=None, horizon=4, candidates=32)
+    assert planner.function is random_shooting
+    assert planner.options == dict(generator=None, horizon=4, candidates=32)
     # CEM: the sizes and every iCEM option that is set; None leaves the planner's own default.
     g = gen(0)
     planner = planner_from_config(PlannerConfig(horizon=3, momentum=0.2), generator=g)
-    assert planner.func is cem and planner.keywords == dict(
+    assert planner.function is cem and planner.options == dict(
         generator=g, horizon=3, iterations=10, candidates=1000, top_k=100, momentum=0.2
     )
     # icem is warm-started by default; the config can turn it off.
     warm = planner_from_config(PlannerConfig(name="icem", horizon=3))
-    assert isinstance(warm, WarmStart) and warm.planner.func is icem
+    assert isinstance(warm, WarmStart) and warm.planner.function is icem
     assert not isinstance(
         planner_from_config(PlannerConfig(name="icem", warm_start=False)), WarmStart
     )

@@ -125,7 +125,7 @@ def test_flags_off_give_the_eager_planner():
     # cuda_graphs is ignored on CPU; channels_last does not touch the planner
     for cfg in (OFF, SpeedConfig(compile="off", bf16="off", channels_last="on", cuda_graphs="on")):
         planner = make(PLANNER, cfg, "cpu", torch.Generator().manual_seed(1))
-        assert isinstance(planner, functools.partial) and planner.func is cem
+        assert isinstance(planner, planning.ConfiguredPlanner) and planner.function is cem
         reference = functools.partial(cem, generator=torch.Generator().manual_seed(1), **OPTIONS)
         torch.testing.assert_close(
             plan(planner, transition, reward, state, 4),
@@ -135,7 +135,7 @@ def test_flags_off_give_the_eager_planner():
         )
     random_cfg = PlannerConfig(name="random", horizon=5, candidates=64)
     planner = make(random_cfg, SpeedConfig(bf16=True), "cpu")
-    assert isinstance(planner, functools.partial) and planner.func.__name__ == "random_shooting"
+    assert isinstance(planner, planning.ConfiguredPlanner) and planner.name == "random"
 
 
 def test_bf16_planner_close_to_float32():
@@ -147,7 +147,7 @@ def test_bf16_planner_close_to_float32():
         "cpu",
         torch.Generator().manual_seed(2),
     )
-    assert isinstance(fp32, functools.partial)  # cuda_graphs alone does nothing on CPU
+    assert isinstance(fp32, planning.ConfiguredPlanner)  # cuda_graphs alone: nothing on CPU
     bf16 = make(
         PLANNER, SpeedConfig(bf16=True, cuda_graphs=False), "cpu", torch.Generator().manual_seed(2)
     )
@@ -298,8 +298,8 @@ def test_cuda_lean_cem_float32_is_eager(num_envs):
 def _generator_of(planner) -> torch.Generator:
     if isinstance(planner, speed.StaticPlanner):
         return planner.generator
-    if isinstance(planner, functools.partial):
-        return planner.keywords["generator"]
+    if isinstance(planner, planning.ConfiguredPlanner):
+        return planner.options["generator"]
     return planner.fast.keywords["generator"]
 
 
@@ -467,16 +467,19 @@ def test_config_passes_the_icem_options_to_eager_and_lean_planners():
     cfg = PlannerConfig(name="icem", noise_beta=1.0, **OPTIONS)
     eager = make(cfg, flags(), "cpu", torch.Generator().manual_seed(1))
     assert isinstance(eager, speed.WarmStart)
-    assert eager.planner.func.__name__ == "icem"
-    assert eager.planner.keywords == dict(
-        generator=eager.planner.keywords["generator"], noise_beta=1.0, **OPTIONS
+    assert eager.planner.name == "icem"
+    assert eager.planner.options == dict(
+        generator=eager.planner.options["generator"], noise_beta=1.0, **OPTIONS
     )
+    # the resolved options: iCEM's defaults under the config's
+    assert eager.planner.resolved["keep_elites"] == 0.3
+    assert eager.planner.resolved["noise_beta"] == 1.0
     fast = make(cfg, flags(bf16=True), "cpu", torch.Generator().manual_seed(1))
     assert isinstance(fast, speed.WarmStart) and isinstance(fast.planner, speed._Fallback)
     keywords = fast.planner.fast.keywords
     assert keywords["options"] == CEMOptions(**{**ICEM_OPTIONS, "noise_beta": 1.0})
     assert keywords["dtype"] is torch.bfloat16
-    assert fast.planner.eager.func.__name__ == "icem"  # speed wrapped what planning built
+    assert fast.planner.eager.name == "icem"  # speed wrapped what planning built
     # The lean planner of the config in float32 computes the eager one's function.
     transition, reward = models(14)
     fp32 = speed.WarmStart(
@@ -498,12 +501,12 @@ def test_config_passes_the_icem_options_to_eager_and_lean_planners():
     assert a.shape == (2, 3) and a.dtype == torch.float32 and (a.abs() <= 1).all()
     # cem: paper CEM unless the config turns an option on; warm start only when asked for.
     plain = make(PlannerConfig(**OPTIONS), flags(), "cpu")
-    assert isinstance(plain, functools.partial) and plain.func is cem
-    assert set(plain.keywords) == {"generator", *OPTIONS}
+    assert isinstance(plain, planning.ConfiguredPlanner) and plain.function is cem
+    assert set(plain.options) == {"generator", *OPTIONS}
     warm = make(PlannerConfig(warm_start=True, keep_elites=0.25, **OPTIONS), flags(), "cpu")
-    assert isinstance(warm, speed.WarmStart) and warm.planner.keywords["keep_elites"] == 0.25
+    assert isinstance(warm, speed.WarmStart) and warm.planner.options["keep_elites"] == 0.25
     cold_icem = make(PlannerConfig(name="icem", warm_start=False, **OPTIONS), flags(), "cpu")
-    assert isinstance(cold_icem, functools.partial)
+    assert isinstance(cold_icem, planning.ConfiguredPlanner)
 
 
 def test_speed_wraps_the_planner_planning_built():
@@ -513,7 +516,7 @@ def test_speed_wraps_the_planner_planning_built():
     assert speed.accelerate(eager, flags(), "cpu") is eager
     fast = speed.accelerate(eager, flags(bf16=True), "cpu")
     assert isinstance(fast, speed._Fallback) and fast.eager is eager
-    assert fast.fast.keywords["generator"] is eager.keywords["generator"]
+    assert fast.fast.keywords["generator"] is eager.options["generator"]
     warm = planning.planner_from_config(PlannerConfig(name="icem", **OPTIONS))
     fast = speed.accelerate(warm, flags(bf16=True), "cpu")
     assert isinstance(fast, speed.WarmStart) and fast.planner.eager is warm.planner

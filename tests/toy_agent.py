@@ -21,10 +21,7 @@ from torch import nn
 
 from planetrl.agents import AgentKind, Evaluation
 from planetrl.config import (
-    BOOL,
-    POSITIVE_INT,
     ConfigError,
-    Rule,
     RunConfig,
     Section,
     build_config,
@@ -34,6 +31,7 @@ from planetrl.config import (
 )
 from planetrl.driver import make_pool, run_episodes
 from planetrl.episodes import list_episode_files, save_episode
+from planetrl.rules import BOOL, POSITIVE_INT, Rule
 from planetrl.run.directory import eval_seed
 
 

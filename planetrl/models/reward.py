@@ -38,3 +38,9 @@ class RewardModel(nn.Module):
                 f"features must have last dim {self.feature_size}, got {tuple(features.shape)}"
             )
         return self.net(features).squeeze(-1)
+
+    def mlp_layers(self) -> list[tuple[Tensor, Tensor]]:
+        """The (weight, bias) of each Linear layer, in order: the MLP is ``x <- relu(W x + b)``
+        for every pair but the last, ``W x + b`` for the last (views; for code that applies the
+        same function on bare tensors, e.g. :mod:`planetrl.speed.lean`)."""
+        return [(m.weight, m.bias) for m in self.net if isinstance(m, nn.Linear)]

@@ -9,7 +9,13 @@ planner's own keyword parameters), :func:`planner_from_config` builds the planne
 call. The fast paths (:func:`planetrl.speed.accelerate`) wrap what these return.
 """
 
-from planetrl.planning.base import Planner, available_planners, make_planner, register_planner
+from planetrl.planning.base import (
+    ConfiguredPlanner,
+    Planner,
+    available_planners,
+    make_planner,
+    register_planner,
+)
 from planetrl.planning.cem import (
     CEM_OPTIONS,
     ICEM,
@@ -28,6 +34,7 @@ from planetrl.planning.warm_start import WarmStart
 __all__ = [
     "CEMOptions",
     "CEM_OPTIONS",
+    "ConfiguredPlanner",
     "ICEM",
     "ICEM_DEFAULTS",
     "Plan",

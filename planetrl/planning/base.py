@@ -14,7 +14,6 @@ A action dimension.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import numbers
 from typing import Any, Callable, Protocol, runtime_checkable
@@ -22,8 +21,8 @@ from typing import Any, Callable, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from planetrl.config import CEM_OPTION_RULES
 from planetrl.models.state import State
+from planetrl.rules import CEM_OPTION_RULES
 
 RewardModel = Callable[[Tensor], Tensor]
 """Maps features (..., F) to the predicted mean reward (...,)."""
@@ -108,6 +107,42 @@ def available_planners() -> list[str]:
     return sorted(_PLANNERS)
 
 
+class ConfiguredPlanner:
+    """A planner with its options fixed and checked once, when it was made
+    (:func:`make_planner`): ``planner(transition, reward_model, state, **overrides)`` calls
+    ``function(transition, reward_model, state, **options, **overrides)``.
+
+    Attributes:
+        name: the registered name.
+        function: the registered planner function.
+        options: the options fixed at construction, as given.
+        resolved: every option's value: the function's defaults (its signature; iCEM's for
+            ``icem``) under ``options``. What code that builds another implementation of the same
+            planner reads (:func:`planetrl.speed.accelerate`), so the options travel as one
+            object from the configuration to every planner built from it.
+    """
+
+    __slots__ = ("name", "function", "options", "resolved")
+
+    def __init__(
+        self,
+        name: str,
+        function: Callable[..., Any],
+        options: dict[str, Any],
+        resolved: dict[str, Any],
+    ) -> None:
+        self.name, self.function = name, function
+        self.options, self.resolved = dict(options), dict(resolved)
+
+    def __call__(self, transition: Any, reward_model: Any, state: Any, **overrides: Any) -> Any:
+        options = {**self.options, **overrides} if overrides else self.options
+        return self.function(transition, reward_model, state, **options)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.options.items() if k != "generator")
+        return f"ConfiguredPlanner({self.name!r}, {shown})"
+
+
 def make_planner(name: str, **kwargs: Any) -> Planner:
     """The planner ``name`` with its options fixed: ``make_planner("cem", horizon=12)(t, r, s)``.
 
@@ -117,11 +152,15 @@ def make_planner(name: str, **kwargs: Any) -> Planner:
     call, e.g. ``generator=``. :func:`planetrl.planning.planner_from_config` calls it with the
     options of a ``PlannerConfig``; :func:`planetrl.speed.accelerate` wraps what it returns.
 
+    Returns:
+        a :class:`ConfiguredPlanner`.
+
     Raises:
         ValueError: unknown ``name`` (the message lists the known ones) or a bad option value.
         TypeError: an option the planner does not take.
     """
     fn = planner_function(name)
+    values: dict[str, Any] = dict(kwargs)
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError):  # builtins or exotic callables: no early checks
@@ -144,7 +183,7 @@ def make_planner(name: str, **kwargs: Any) -> Planner:
         values.update(kwargs)
         check_int_options(values)
         check_cem_options(values)
-    return functools.partial(fn, **kwargs)
+    return ConfiguredPlanner(name, fn, kwargs, values)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,7 +213,7 @@ def check_int_options(values: dict[str, Any]) -> None:
 
 def check_cem_options(values: dict[str, Any], prefix: str = "") -> None:
     """Check whichever of the CEM/iCEM options (:func:`planetrl.planning.cem`) are present, by
-    the ranges of :data:`planetrl.config.CEM_OPTION_RULES` (their one owner): noise_beta (β >= 0),
+    the ranges of :data:`planetrl.rules.CEM_OPTION_RULES` (their one owner): noise_beta (β >= 0),
     keep_elites (ξ in [0, 1)), population_decay (γ >= 1), momentum (α in [0, 1)), init_std
     (σ_0 > 0), execute_best and mean_candidate (bools).
 

@@ -410,9 +410,7 @@ def cem(
             iCEM option out of range, ...), a state without exactly one batch dimension, an
             ``init`` of the wrong shape, or a model output of the wrong shape.
     """
-    check_int_options(
-        {"horizon": horizon, "iterations": iterations, "candidates": candidates, "top_k": top_k}
-    )
+    # H, I, J, K are checked once per plan, by cem_loop; the iCEM options by CEMOptions.
     options = CEMOptions(
         noise_beta=noise_beta,
         keep_elites=keep_elites,

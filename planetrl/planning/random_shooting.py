@@ -93,5 +93,4 @@ def random_shooting(
     return action, stats
 
 
-register_planner("random_shooting", random_shooting)
 register_planner("random", random_shooting)

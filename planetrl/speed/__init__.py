@@ -35,14 +35,21 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import inspect
 from typing import Any, Callable, cast
 
 import torch
 from torch import Tensor
 
 from planetrl.models.state import State
-from planetrl.planning import CEM_OPTIONS, CEMOptions, Plan, WarmStart, cem, icem
+from planetrl.planning import (
+    CEM_OPTIONS,
+    CEMOptions,
+    ConfiguredPlanner,
+    Plan,
+    WarmStart,
+    cem,
+    icem,
+)
 from planetrl.speed import lean
 from planetrl.speed.auto import Hardware, SpeedDecision, Workload, decide, resolve
 from planetrl.speed.lean import lean_cem, rollout_returns
@@ -111,16 +118,6 @@ _LEAN_TAKES = frozenset({*_SIZES, *CEM_OPTIONS, "generator", "min_action", "max_
 """The fixed options of an eager CEM planner that the lean one takes too."""
 
 
-def _cem_options(planner: functools.partial) -> dict[str, Any]:
-    """Every option of an eager CEM partial, resolved: its fixed keywords over the planner's
-    own defaults (for ``icem``, iCEM's), from its signature."""
-    return {
-        name: p.default
-        for name, p in inspect.signature(planner).parameters.items()
-        if p.default is not inspect.Parameter.empty
-    }
-
-
 def accelerate(planner: Callable[..., Any], speed_cfg: Any, device: Any = "cpu") -> Callable:
     """``planner`` (as :func:`planetrl.planning.make_planner` or
     :func:`planetrl.planning.planner_from_config` built it) with the fast paths of ``speed_cfg``
@@ -147,19 +144,19 @@ def accelerate(planner: Callable[..., Any], speed_cfg: Any, device: Any = "cpu")
     if not (_on(speed_cfg, "bf16") or _on(speed_cfg, "compile") or graphs):
         return planner
     if not (
-        isinstance(eager, functools.partial)
-        and eager.func in _CEM_PLANNERS
-        and not eager.args
-        and set(eager.keywords) <= _LEAN_TAKES
+        isinstance(eager, ConfiguredPlanner)
+        and eager.function in _CEM_PLANNERS
+        and set(eager.options) <= _LEAN_TAKES
     ):
         return planner
-    resolved = _cem_options(eager)
+    # The planner's one option object (checked when planning made it), read, not re-derived.
+    resolved = eager.resolved
     options = CEMOptions(**{key: resolved[key] for key in CEM_OPTIONS})
     sizes = {key: resolved[key] for key in _SIZES}
     bounds = {
-        key: eager.keywords[key] for key in ("min_action", "max_action") if key in eager.keywords
+        key: eager.options[key] for key in ("min_action", "max_action") if key in eager.options
     }
-    generator = eager.keywords.get("generator")
+    generator = eager.options.get("generator")
     plain = not warm and options == CEMOptions()
     dtype = planner_dtype(speed_cfg)
     # Eager CPU: torch.gru_cell (one fused kernel for the gate arithmetic); under compile and on

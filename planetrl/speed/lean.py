@@ -26,7 +26,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from planetrl.models.continuation import DiscountedReward, continuation_weights
+from planetrl.models.continuation import (
+    ContinuationModel,
+    DiscountedReward,
+    continuation_weights,
+)
+from planetrl.models.reward import RewardModel
 from planetrl.models.rssm import RSSM, PriorWeights, prior_step
 from planetrl.models.state import State
 from planetrl.planning.cem import CEMOptions, Plan, PlanInit, cem_loop, plan_result
@@ -45,23 +50,14 @@ def reward_mlp(features: Tensor, layers: list[tuple[Tensor, Tensor]]) -> Tensor:
 def reward_layers(
     reward_model: Any, dtype: torch.dtype | None
 ) -> list[tuple[Tensor, Tensor]] | None:
-    """The (weight, bias) pairs of a :class:`planetrl.models.RewardModel`-like MLP (Linear/ReLU
-    ``net``), or None when it is something else."""
-    net = getattr(reward_model, "net", None)
-    if not isinstance(net, torch.nn.Sequential):
-        return None
-    layers = []
-    for module in net:
-        if isinstance(module, torch.nn.Linear):
-            layers.append((module.weight, module.bias))
-        elif not isinstance(module, torch.nn.ReLU):
-            return None
-    if not layers or any(b is None for _, b in layers):
-        return None
-    if not isinstance(net[-1], torch.nn.Linear) or net[-1].out_features != 1:
+    """The (weight, bias) pairs of a :class:`planetrl.models.RewardModel` (its
+    :meth:`~planetrl.models.RewardModel.mlp_layers`, cast to ``dtype``), or None for any other
+    reward function (exactly that class and :class:`~planetrl.models.ContinuationModel`: a
+    subclass may compute something else)."""
+    if type(reward_model) not in (RewardModel, ContinuationModel):
         return None
     cast = (lambda t: t.detach().to(dtype)) if dtype is not None else (lambda t: t.detach())
-    return [(cast(w), cast(b)) for w, b in layers]
+    return [(cast(w), cast(b)) for w, b in reward_model.mlp_layers()]
 
 
 def scoring_layers(

@@ -30,23 +30,25 @@ from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from planetrl.config import (
-    BOOL,
-    NON_NEGATIVE,
-    NON_NEGATIVE_INT,
-    POSITIVE,
-    POSITIVE_INT,
     ConfigError,
-    Rule,
     RunConfig,
     Section,
     build_config,
     check_preset,
     diff_configs,
-    one_of,
     read_config_file,
     save_config,
     set_field,
     to_dict,
+)
+from planetrl.rules import (
+    BOOL,
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    POSITIVE,
+    POSITIVE_INT,
+    Rule,
+    one_of,
 )
 
 AGENT = "worldmodels"
