@@ -27,7 +27,7 @@ from typing import Any, Callable, ClassVar
 
 import numpy as np
 
-from planetrl.config import ConfigError, RunConfig, check_preset
+from planetrl.config import ConfigError, RunConfig, check_preset, read_config_file
 
 BUILTIN: dict[str, str] = {
     "planet": "planetrl.training.kind:PLANET",
@@ -231,7 +231,6 @@ def of_config(config: Any) -> AgentKind:
 def read_agent(path: str | Path) -> str:
     """The agent of the saved config at ``path``: its ``agent`` key, ``planet`` without one (a
     PlaNet config.json never had the key). A missing or corrupt file is a :class:`ConfigError`."""
-    from planetrl.config import read_config_file
 
     return str(read_config_file(path).get("agent", "planet"))
 

@@ -50,7 +50,7 @@ class RunLock:
         self.path = Path(logdir) / LOCK_FILE
         self._fd: int | None = None
         try:
-            import fcntl
+            import fcntl  # POSIX only: imported where the lock is taken
         except ImportError:  # pragma: no cover - not POSIX
             return
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)

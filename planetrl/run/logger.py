@@ -36,7 +36,7 @@ class Logger:
             self._jsonl.write("\n")
         self._writer = None
         if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # ~1 s: only a Logger that logs
 
             self._writer = SummaryWriter(str(self.logdir / "tb"), flush_secs=10)
         (self.logdir / "videos").mkdir(exist_ok=True)
@@ -74,7 +74,7 @@ class Logger:
     def _add_gif(self, tag: str, frames: np.ndarray, step: int, fps: int) -> None:
         # torch's add_video needs moviepy<2; encode the GIF with imageio and add it as an image
         # summary, which TensorBoard shows animated.
-        from tensorboard.compat.proto.summary_pb2 import Summary
+        from tensorboard.compat.proto.summary_pb2 import Summary  # as SummaryWriter
 
         data = iio.imwrite("<bytes>", frames, extension=".gif", duration=1000 / fps, loop=0)
         image = Summary.Image(
@@ -101,7 +101,7 @@ _NO_MP4_NOTED = False
 def mp4_available() -> bool:
     """Whether mp4 files can be written: imageio-ffmpeg importable and its ffmpeg found."""
     try:
-        import imageio_ffmpeg
+        import imageio_ffmpeg  # the video extra, only when a video is written
 
         imageio_ffmpeg.get_ffmpeg_exe()
     except (ImportError, RuntimeError, OSError):
@@ -140,7 +140,7 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int = 20) -> None:
 
 
 def _ffmpeg(path: Path, frames: np.ndarray, fps: int) -> None:
-    import imageio
+    import imageio  # the video extra, only when a video is written
 
     with imageio.get_writer(
         path, fps=fps, codec="libx264", macro_block_size=1, format="FFMPEG"

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import importlib.util
 import os
 import platform
 import shutil
@@ -100,8 +101,6 @@ class Hardware:
     def detect(cls, device: torch.device | str = "cpu") -> "Hardware":
         device = torch.device(device)
         if device.type == "cuda":
-            import importlib.util
-
             compiler = "triton" if importlib.util.find_spec("triton") is not None else None
             return cls(
                 "cuda",

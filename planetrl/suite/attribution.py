@@ -26,8 +26,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from planetrl.agent import Agent
+from planetrl.agents import kind
+from planetrl.atomic import atomic_write_text
 from planetrl.config import Config, PlannerConfig
+from planetrl.driver import make_pool, resolve_action_repeat, run_episodes
+from planetrl.planning.cem import cem_loop
 from planetrl.suite.layout import ATTRIBUTION_FILE, ceiling_path, is_finished
+from planetrl.suite.spec import run_config
+from planetrl.training.loop import build_planner, eval_seed, load_run
 
 
 class SimulatorModel:
@@ -111,7 +118,6 @@ def planner_ceiling(
     on_step: Callable[[int, int], None] | None = None,
 ) -> dict[str, Any]:
     """Returns of ``episodes`` episodes planned by CEM with the true simulator as the model."""
-    from planetrl.planning.cem import cem_loop
 
     returns, seconds = [], []
     generator = torch.Generator().manual_seed(seed)
@@ -162,9 +168,6 @@ def heldout_open_loop_error(
 ) -> dict[str, Any]:
     """Open-loop reward error over the planner's horizon H on fresh episodes of the trained agent
     (no exploration noise), chunks of ``context + H`` steps every H steps."""
-    from planetrl.agent import Agent
-    from planetrl.driver import make_pool, run_episodes
-    from planetrl.training.loop import build_planner
 
     device = next(world_model.parameters()).device
     H = config.planner.horizon
@@ -209,8 +212,6 @@ def attribute_run(
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """(b) for a trained run, written atomically to ``<run>/attribution.json``."""
-    from planetrl.atomic import atomic_write_text
-    from planetrl.training.loop import eval_seed, load_run
 
     run_dir = Path(run_dir)
     config, world_model = load_run(run_dir, device=device)
@@ -233,10 +234,6 @@ def attribute_suite(
 ) -> None:
     """For every task of ``suite``: the planner ceiling (once per task and planner); for every
     finished run: the held-out open-loop reward error. Skips what is already written."""
-    from planetrl.agents import kind
-    from planetrl.atomic import atomic_write_text
-    from planetrl.driver import resolve_action_repeat
-    from planetrl.suite.spec import run_config
 
     directory = Path(directory)
     planned = [

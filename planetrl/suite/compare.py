@@ -40,7 +40,12 @@ import numpy as np
 import torch
 
 from planetrl.agents import common_presets, kind, names
+from planetrl.atomic import atomic_write_bytes, atomic_write_text
 from planetrl.config import ConfigError, check_preset
+from planetrl.driver import make_pool, resolve_action_repeat, run_episodes, uniform_policy
+from planetrl.envs import parse_task
+from planetrl.episodes import list_episode_files, load_episode, save_episode
+from planetrl.run.logger import read_metrics
 from planetrl.suite import layout
 from planetrl.suite.report import csv_text
 from planetrl.suite.spec import RunSpec, Suite, episode_env_steps, run_config
@@ -63,7 +68,6 @@ def compare_suite(
 ) -> Suite:
     """The comparison as a suite: one run per agent and seed on ``task``, variant = the agent.
     ``overrides``: per agent, dotted fields of its own config."""
-    from planetrl.envs import parse_task
 
     agents = list(dict.fromkeys(agents))
     unknown = [a for a in agents if a not in names()]
@@ -99,7 +103,6 @@ def compare_suite(
 # ------------------------------------------------------------------------------ reading runs
 def _attempt_spans(run_dir: Path) -> list[tuple[float, float]]:
     """(start, seconds) of each attempt of a run (a killed one: until its last metrics row)."""
-    from planetrl.run.logger import read_metrics
 
     path = run_dir / layout.ATTEMPTS_FILE
     if not path.exists():
@@ -136,7 +139,6 @@ def curve_rows(directory: Path, suite: Suite) -> list[dict[str, Any]]:
     """One row per evaluation of every run: agent, seed, env steps, wall-clock, return (the
     last evaluation logged at an env-step count, for an agent that evaluates more than once
     there)."""
-    from planetrl.run.logger import read_metrics
 
     rows: list[dict[str, Any]] = []
     for run in suite.runs:
@@ -176,9 +178,6 @@ def parameter_rows(agent: str, loaded) -> list[dict[str, Any]]:
 
 def stage_rows(directory: Path, run: RunSpec, loaded) -> list[dict[str, Any]]:
     """Env steps per stage of a run (see the module docstring)."""
-    from planetrl.driver import resolve_action_repeat
-    from planetrl.episodes import list_episode_files
-    from planetrl.run.logger import read_metrics
 
     run_dir = layout.run_dir(directory, run.name)
     repeat = resolve_action_repeat(loaded[0])
@@ -216,8 +215,6 @@ def heldout_episodes(
 ) -> list[dict[str, np.ndarray]]:
     """``episodes`` uniformly random episodes on seeds of their own, recorded once under
     ``<dir>/heldout/`` (episode files) and shared by every run of the comparison."""
-    from planetrl.driver import make_pool, run_episodes, uniform_policy
-    from planetrl.episodes import list_episode_files, load_episode, save_episode
 
     folder = directory / HELDOUT_DIR
     files = list_episode_files(folder) if folder.exists() else []
@@ -291,6 +288,7 @@ def open_loop_rows(
 
 # ------------------------------------------------------------------------------------ report
 def _png(fig) -> bytes:
+    # matplotlib: ~1 s to import, only when a figure is drawn
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -301,6 +299,7 @@ def _png(fig) -> bytes:
 
 
 def _plot_curves(suite: Suite, rows: list[dict], randoms: dict[str, float]) -> bytes:
+    # matplotlib: ~1 s to import, only when a figure is drawn
     import matplotlib
 
     matplotlib.use("Agg")
@@ -341,6 +340,7 @@ def _plot_curves(suite: Suite, rows: list[dict], randoms: dict[str, float]) -> b
 
 
 def _plot_open_loop(rows: list[dict], reward_var: float) -> bytes:
+    # matplotlib: ~1 s to import, only when a figure is drawn
     import matplotlib
 
     matplotlib.use("Agg")
@@ -397,7 +397,6 @@ def write_compare_report(
     """Read the comparison suite in ``directory`` and write its report (module docstring);
     returns the paths written. The open-loop errors of a finished run are kept in its
     ``open_loop.json`` (recomputed when the settings change)."""
-    from planetrl.atomic import atomic_write_bytes, atomic_write_text
 
     directory = Path(directory)
     suite = Suite.from_dict(json.loads((directory / layout.SUITE_FILE).read_text()))
@@ -433,7 +432,6 @@ def write_compare_report(
         loaded = _load_models(run, run_dir, device)
         if loaded is None:
             continue
-        from planetrl.driver import resolve_action_repeat
 
         repeats[run.name] = resolve_action_repeat(loaded[0])
         if len(set(repeats.values())) > 1:

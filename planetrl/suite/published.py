@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from planetrl.envs import parse_task
+
 COLUMNS = ("agent", "task", "env_steps", "mean", "std", "seeds", "source", "verified", "note")
 VERIFIED = ("yes", "no", "partial")
 
@@ -58,7 +60,6 @@ def load_published(path: str | Path | None = None) -> list[Published]:
     header = next(reader)
     if tuple(header) != COLUMNS:
         raise PublishedDataError(f"{path}: header {header} != the expected {list(COLUMNS)}")
-    from planetrl.envs import parse_task
 
     rows: list[Published] = []
     seen: set[tuple[str, str, int]] = set()

@@ -40,9 +40,13 @@ from typing import cast
 
 import numpy as np
 
+from planetrl.agents import kind
+from planetrl.atomic import atomic_write_bytes, atomic_write_text
+from planetrl.run.logger import read_metrics
 from planetrl.suite import layout, stats
+from planetrl.suite.layout import ceiling_path
 from planetrl.suite.published import Published, load_published, published_at
-from planetrl.suite.spec import RunSpec, Suite
+from planetrl.suite.spec import RunSpec, Suite, merge_suite, run_config
 
 # The published agents shown beside a suite's results, in this order (rows of published.csv).
 COMPARED = ("PlaNet", "PlaNet (DrQ table)", "Dreamer", "CURL", "DrQ", "DreamerV3")
@@ -121,7 +125,6 @@ def load_sources(directory: str | Path, merge: tuple[str | Path, ...] | list = (
 
 
 def read_run(directory: Path, run: RunSpec, label: str | None = None) -> RunResult:
-    from planetrl.run.logger import read_metrics
 
     run_dir = layout.run_dir(directory, run.name)
     result = RunResult(run.name, run.task, label or run.variant, run.seed, directory=directory)
@@ -175,9 +178,6 @@ def read_results(sources: list[Source]) -> list[RunResult]:
 
 
 def _ceiling(sources: list[Source], task: str) -> dict | None:
-    from planetrl.agents import kind
-    from planetrl.suite.layout import ceiling_path
-    from planetrl.suite.spec import run_config
 
     for source in sources:
         for run in (r for r in source.suite.runs if r.task == task):
@@ -654,6 +654,7 @@ def csv_text(rows: list[dict]) -> str:
 
 
 def _png(fig) -> bytes:
+    # matplotlib: ~1 s to import, only when a figure is drawn
     import matplotlib.pyplot as plt
 
     buffer = io.BytesIO()
@@ -663,6 +664,7 @@ def _png(fig) -> bytes:
 
 
 def _pyplot():
+    # matplotlib: ~1 s to import, only when a figure is drawn
     import matplotlib
 
     matplotlib.use("Agg")
@@ -740,7 +742,6 @@ def plot(
     shade = "95% interval over seeds (± std over episodes with one seed)"
     fig.suptitle(f"{suite.name} ({suite.preset} preset); shaded: {shade}", fontsize=9)
     fig.tight_layout()
-    from planetrl.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, _png(fig))
 
@@ -793,7 +794,6 @@ def plot_aggregates(
         f"{suite.name} ({suite.preset} preset), finished runs, last evaluation", fontsize=9
     )
     fig.tight_layout()
-    from planetrl.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, _png(fig))
 
@@ -803,8 +803,6 @@ def export(sources: list[Source], destination: str | Path) -> Path:
     one ``suite.json`` into ``destination``: a suite directory without episodes, checkpoints or
     logs, from which the same report is regenerated (``--report-only --dir DESTINATION``). The
     merged directories must share a preset (run names do not carry it)."""
-    from planetrl.atomic import atomic_write_bytes
-    from planetrl.suite.spec import merge_suite
 
     if len({s.suite.preset for s in sources}) > 1:
         raise ValueError(
@@ -836,7 +834,6 @@ def export(sources: list[Source], destination: str | Path) -> Path:
 def write_report(directory: str | Path, merge: tuple[str | Path, ...] | list = ()) -> list[Path]:
     """Read every run of the suite in ``directory`` (and the directories of ``merge``: one
     suite spread over several) and write its report into ``directory``; returns the paths."""
-    from planetrl.atomic import atomic_write_text
 
     sources = load_sources(directory, merge)
     directory = sources[0].directory

@@ -21,13 +21,19 @@ import time
 from pathlib import Path
 from typing import Any, Callable, cast
 
+from planetrl.agents import kind, of_config
+from planetrl.atomic import atomic_write_text
 from planetrl.config import ConfigError
+from planetrl.driver import random_policy_returns
+from planetrl.run.directory import eval_seed
+from planetrl.run.logger import read_metrics
 from planetrl.suite.layout import (
     ATTEMPTS_FILE,
     FINISHED_FILE,
     RANDOM_FILE,
     is_finished,
 )
+from planetrl.suite.report import write_report
 from planetrl.suite.spec import RunSpec, Suite, SuiteError, merge_suite, run_config
 
 # AMD's CPUID family -> [(first model, last model, microarchitecture)]: a virtual machine's model
@@ -116,10 +122,6 @@ def train_run(config_data: dict[str, Any], budget: int | None = None) -> dict[st
     ``finished.json`` (a staged agent's run may end a little short of it: its config spends what
     whole generations can).
     """
-    from planetrl.agents import kind
-    from planetrl.atomic import atomic_write_text
-    from planetrl.driver import random_policy_returns
-    from planetrl.run.directory import eval_seed
 
     agent = str(config_data.get("agent", "planet"))
     trainer = kind(agent)
@@ -169,7 +171,6 @@ def _append_line(path: Path, row: dict[str, Any]) -> None:
 def wall_clock(run_dir: Path) -> float:
     """Seconds spent on a run over all its attempts (``attempts.jsonl``): a completed attempt
     counts its duration; one that was killed counts until the last row it logged."""
-    from planetrl.run.logger import read_metrics
 
     rows = []
     for line in (run_dir / ATTEMPTS_FILE).read_text().splitlines():
@@ -245,13 +246,11 @@ def run_suite(
 
 def _config_dict(config) -> dict[str, Any]:
     """A run's config as the plain dict :func:`train_run` takes (any agent's)."""
-    from planetrl.agents import of_config
 
     return of_config(config).to_dict(config)
 
 
 def _report(directory: Path, log: Callable[[str], None]) -> None:
-    from planetrl.suite.report import write_report
 
     paths = write_report(directory)
     log(f"suite report: {', '.join(str(p) for p in paths)}")
@@ -261,7 +260,7 @@ def _run_on_ray(
     pending, configs, *, budget, address, cpus_per_run, gpus_per_run, max_retries, on_finish, log
 ) -> dict[str, Any]:
     try:
-        import ray
+        import ray  # the suite extra; seconds to import: only when runs go to Ray
     except ImportError as err:
         raise SuiteError(
             "`planetrl suite` runs on Ray, which is not installed: "

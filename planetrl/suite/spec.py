@@ -16,8 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import gymnasium
+
 from planetrl.agents import check_agent, kind
+from planetrl.atomic import atomic_write_text
 from planetrl.config import ConfigError, RunConfig, check_preset, set_field
+from planetrl.envs import check_task, parse_task
 from planetrl.suite.layout import SUITE_FILE, run_dir
 
 _FIXED = ("preset", "eval_every_env_steps", "eval_episodes", "overrides")
@@ -106,7 +110,6 @@ class Suite:
         return cls(**data)
 
     def save(self, path: Path) -> None:
-        from planetrl.atomic import atomic_write_text
 
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2, sort_keys=True) + "\n")
 
@@ -163,7 +166,6 @@ def merge_suite(directory: Path, suite: Suite) -> Suite:
 
 def episode_env_steps(task: str) -> int:
     """Env steps of one episode of ``task`` (DMC: 1000; Gymnasium: its time limit, if any)."""
-    from planetrl.envs import check_task
 
     spec = check_task(task)  # imports the module of a gym:<module>:<id> task
     if spec.suite == "dmc":
@@ -174,7 +176,6 @@ def episode_env_steps(task: str) -> int:
             "env factory (fn:) cannot be used; register the env with Gymnasium in "
             "a module and use 'gym:<module>:<id>'"
         )
-    import gymnasium
 
     limit = gymnasium.spec(spec.gym_id).max_episode_steps
     if not limit:
@@ -227,7 +228,6 @@ def _check(
     if env_steps < 1:
         raise ConfigError(f"--env-steps must be a positive integer, got {env_steps}")
     chosen = list(tasks) if tasks else list(accepted)
-    from planetrl.envs import parse_task
 
     for task in chosen:
         parse_task(task)  # a clear error for a malformed or unknown task

@@ -51,6 +51,7 @@ Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 
 
 def _rliable():
+    # the suite extra (rliable, arch, pandas): seconds to import, only for a report
     try:
         from rliable import library as rly
         from rliable import metrics

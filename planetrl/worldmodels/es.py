@@ -29,6 +29,7 @@ import contextlib
 import pickle
 from typing import Any, Iterator
 
+import cma
 import numpy as np
 
 __all__ = ["CMAES"]
@@ -67,8 +68,6 @@ class CMAES:
         x0: np.ndarray | None = None,
         weight_decay: float = 0.0,
     ) -> None:
-        import cma
-
         self.weight_decay = float(weight_decay)
         self._rng_state = np.random.RandomState(seed + 1).get_state()
         x0 = np.zeros(num_params) if x0 is None else np.asarray(x0, float)

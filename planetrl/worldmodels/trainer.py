@@ -59,7 +59,7 @@ from planetrl.episodes import EpisodeFile, list_episode_files
 from planetrl.replay import Replay
 from planetrl.run import directory as rundir
 from planetrl.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
-from planetrl.run.logger import Logger
+from planetrl.run.logger import Logger, read_metrics
 from planetrl.run.progress import Progress
 from planetrl.threads import ThreadGovernor
 from planetrl.worldmodels.config import WorldModelsConfig, action_map_of, load_config, to_dict
@@ -857,7 +857,6 @@ def fitness_seeds(config: WorldModelsConfig, generation: int, population: int) -
 
 
 def _rows(logdir: Path) -> list[dict[str, Any]]:
-    from planetrl.run.logger import read_metrics
 
     path = logdir / "metrics.jsonl"
     return read_metrics(path) if path.exists() else []
