@@ -110,7 +110,9 @@ def run_episodes(
             returns[i] += reward[i]
             steps[i] += int(infos[i].get("env_steps", 1))
             if recorders is not None:  # keep
-                recorders[i].step(next_obs[i], actions[i], reward[i], terminated[i])
+                recorders[i].step(
+                    next_obs[i], actions[i], reward[i], terminated[i], infos[i].get("rewards")
+                )
         active[:count] &= ~(np.asarray(terminated[:count]) | np.asarray(truncated[:count]))
         obs = next_obs
         if frames is not None:  # record
@@ -133,17 +135,25 @@ def resolve_action_repeat(env: Any) -> int:
 
 
 def make_pool(
-    env: Any, num_envs: int, parallel: bool = True, env_fn: Callable[[], Any] | None = None
+    env: Any,
+    num_envs: int,
+    parallel: bool = True,
+    env_fn: Callable[[], Any] | None = None,
+    *,
+    sibling_rewards: bool = False,
 ) -> EnvPool:
     """``num_envs`` environments of the env settings ``env`` (``task``, ``action_repeat``,
     ``render``, ``env_kwargs`` if it has them), in worker processes when ``parallel`` and
-    ``num_envs > 1``; ``env_fn`` builds them for an ``fn:`` task (see
-    :func:`planetrl.envs.make_env`)."""
+    ``num_envs > 1``; ``env_fn`` builds them for an ``fn:`` task, ``sibling_rewards`` gives the
+    sibling tasks' rewards of every step, which :func:`run_episodes` keeps in the episodes as
+    ``reward/<task>`` (see :func:`planetrl.envs.make_env`)."""
     extra: dict[str, Any] = {}
     if getattr(env, "env_kwargs", None):
         extra["env_kwargs"] = env.env_kwargs
     if env_fn is not None:
         extra["env_fn"] = env_fn
+    if sibling_rewards:
+        extra["sibling_rewards"] = True
     return EnvPool(
         env.task,
         num_envs,

@@ -7,7 +7,11 @@ Step ``t`` of an episode (and of a sampled chunk) holds
 * ``reward`` r_t: float32, received on arriving at o_t (0 at the first step);
 * ``is_first``: bool, True at the first step only (an episode starts with a reset);
 * ``is_terminal``: bool, True only on true termination (a time-limit end is truncation and is
-  never terminal).
+  never terminal);
+* optionally ``reward/<task>``: float32 ``(T,)``, the reward r_t that task ``<task>`` (e.g.
+  ``dmc:walker-run``) pays on the same step, relabelled from the same physics state while the
+  episode was collected for another task (:data:`planetrl.envs.dmc.SIBLING_TASKS`); 0 at the
+  first step. Episodes without them (every episode before they existed) are valid.
 
 So an episode of ``T`` agent steps has ``T + 1`` entries. An episode is a dict of these five
 arrays (:data:`EPISODE_KEYS`); on disk it is ``<index:06d>-<length>.npz`` (``np.savez_compressed``,
@@ -29,6 +33,7 @@ from planetrl.atomic import atomic_savez
 
 __all__ = [
     "EPISODE_KEYS",
+    "TASK_REWARD_PREFIX",
     "EpisodeFile",
     "EpisodeFileError",
     "EpisodeRecorder",
@@ -37,11 +42,22 @@ __all__ = [
     "load_episode",
     "parse_episode_filename",
     "save_episode",
+    "task_reward_key",
     "validate_episode",
 ]
 
 #: The keys of an episode (dict or file), in the order of ``docs/design.md``.
 EPISODE_KEYS: tuple[str, ...] = ("image", "action", "reward", "is_first", "is_terminal")
+#: The prefix of the optional keys ``reward/<task>`` (rewards of other tasks, relabelled).
+TASK_REWARD_PREFIX = "reward/"
+
+
+def task_reward_key(task: str) -> str:
+    """The episode key of task ``task``'s relabelled rewards: ``reward/<task>``."""
+    if not isinstance(task, str) or not task:
+        raise ValueError(f"a task name must be a non-empty string, got {task!r}")
+    return TASK_REWARD_PREFIX + task
+
 
 _NAME_RE = re.compile(r"^(\d{6,})-(\d+)\.npz$")
 
@@ -72,7 +88,7 @@ def validate_episode(episode: Mapping[str, Any], *, copy: bool = False) -> dict[
     memory with the input.
 
     Returns:
-        ``{key: array}`` for :data:`EPISODE_KEYS`, C-contiguous.
+        ``{key: array}`` for :data:`EPISODE_KEYS` and any ``reward/<task>`` keys, C-contiguous.
 
     Raises:
         ValueError: a key is missing or unexpected, or a dtype/shape/length/value is wrong; the
@@ -83,10 +99,16 @@ def validate_episode(episode: Mapping[str, Any], *, copy: bool = False) -> dict[
             f"an episode must be a mapping with keys {EPISODE_KEYS}, got {type(episode).__name__}"
         )
     missing = [key for key in EPISODE_KEYS if key not in episode]
-    extra = sorted(str(key) for key in episode if key not in EPISODE_KEYS)
+    extra = sorted(
+        str(key)
+        for key in episode
+        if key not in EPISODE_KEYS
+        and not (isinstance(key, str) and key.startswith(TASK_REWARD_PREFIX) and key != "reward/")
+    )
     if missing or extra:
         raise ValueError(
-            f"an episode needs exactly the keys {EPISODE_KEYS}; "
+            f"an episode needs exactly the keys {EPISODE_KEYS} (and optionally "
+            f"'{TASK_REWARD_PREFIX}<task>' keys); "
             + (f"missing {missing}" if missing else "")
             + ("; " if missing and extra else "")
             + (f"unexpected {extra}" if extra else "")
@@ -108,7 +130,12 @@ def validate_episode(episode: Mapping[str, Any], *, copy: bool = False) -> dict[
     if length == 0:
         raise ValueError("an episode must have at least one step (T >= 1); got T = 0")
     result = {"image": image}
-    for key, ndim, shape_text in (("action", 2, "(T, A)"), ("reward", 1, "(T,)")):
+    task_rewards = sorted(k for k in episode if k not in EPISODE_KEYS)
+    for key, ndim, shape_text in (
+        ("action", 2, "(T, A)"),
+        ("reward", 1, "(T,)"),
+        *((k, 1, "(T,)") for k in task_rewards),
+    ):
         value = array(key)
         if value.dtype.kind not in "fiu" or value.ndim != ndim or value.shape[0] != length:
             raise ValueError(
@@ -168,7 +195,8 @@ def load_episode(path: str | Path) -> dict[str, np.ndarray]:
     """Read and validate one episode file.
 
     Returns:
-        ``{key: array}`` for :data:`EPISODE_KEYS` with the stored dtypes.
+        ``{key: array}`` for :data:`EPISODE_KEYS` (and any ``reward/<task>`` keys) with the
+        stored dtypes.
 
     Raises:
         EpisodeFileError: (a ``ValueError``) the file is missing, unreadable, truncated or corrupt,
@@ -190,7 +218,8 @@ def load_episode(path: str | Path) -> dict[str, np.ndarray]:
                     f"{path}: episode file is missing keys {missing} (has {sorted(files)}; "
                     f"expected {EPISODE_KEYS})"
                 )
-            raw = {key: archive[key] for key in EPISODE_KEYS}
+            keys = [*EPISODE_KEYS, *(k for k in files if k.startswith(TASK_REWARD_PREFIX))]
+            raw = {key: archive[key] for key in keys}
     except EpisodeFileError:
         raise
     except Exception as error:  # zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError...
@@ -248,13 +277,35 @@ class EpisodeRecorder:
         self._action = [np.zeros(int(action_size), np.float32)]
         self._reward = [0.0]
         self._terminal = [False]
+        self._task_rewards: dict[str, list[float]] | None = None
 
     def __len__(self) -> int:
         return len(self._image)
 
-    def step(self, image: np.ndarray, action: np.ndarray, reward: float, terminated: bool) -> None:
+    def step(
+        self,
+        image: np.ndarray,
+        action: np.ndarray,
+        reward: float,
+        terminated: bool,
+        task_rewards: Mapping[str, float] | None = None,
+    ) -> None:
         """Record arriving at o_t = ``image`` by a_{t-1} = ``action`` with reward r_t;
-        ``terminated``: true termination (not a time-limit truncation)."""
+        ``terminated``: true termination (not a time-limit truncation); ``task_rewards``: other
+        tasks' rewards on the same step (``{task: r_t}``; the same tasks at every step)."""
+        if task_rewards is not None or self._task_rewards is not None:
+            given = dict(task_rewards or {})
+            if self._task_rewards is None:
+                if len(self._image) > 1:
+                    raise ValueError("task rewards must be given from the first step on")
+                self._task_rewards = {task: [0.0] for task in given}
+            if set(given) != set(self._task_rewards):
+                raise ValueError(
+                    f"task rewards for {sorted(given)}, earlier steps had "
+                    f"{sorted(self._task_rewards)}"
+                )
+            for task, value in given.items():
+                self._task_rewards[task].append(float(value))
         self._image.append(np.asarray(image))
         self._action.append(np.asarray(action, np.float32))
         self._reward.append(float(reward))
@@ -271,5 +322,9 @@ class EpisodeRecorder:
                 "reward": np.asarray(self._reward, np.float32),
                 "is_first": is_first,
                 "is_terminal": np.asarray(self._terminal, bool),
+                **{
+                    task_reward_key(task): np.asarray(values, np.float32)
+                    for task, values in (self._task_rewards or {}).items()
+                },
             }
         )

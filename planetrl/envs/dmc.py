@@ -18,6 +18,17 @@
   (``env.task.random.seed(s)``), which is what dm_control uses to draw the initial state, so the
   same ``s`` gives the same first frame as ``suite.load(..., task_kwargs={"random": s})``.
 
+Sibling tasks
+-------------
+With ``sibling_rewards=True`` every step also computes the rewards of the task's siblings
+(:data:`SIBLING_TASKS`: the other tasks of the domain that share its model and differ in their
+reward only) on the same physics state, ``task.get_reward(physics)`` of each sibling's task
+object, and returns them as ``info["rewards"] = {"dmc:<domain>-<sibling>": r}``
+(:class:`~planetrl.envs.wrappers.ActionRepeat` sums them over its repeats as it sums the
+reward). Collected into episodes as ``reward/<task>`` (:mod:`planetrl.episodes`), they let a
+world model learn the reward of a task it never acted in. Domains whose tasks do not qualify are
+listed in :data:`NOT_SIBLINGS` with the reason.
+
 Render modes
 ------------
 ``"paper"``: dm_control's defaults, as the paper saw them: a 2048×2048 shadow map, 4×
@@ -69,6 +80,49 @@ CAMERA_IDS: dict[str, int] = {"quadruped": 2}
 _UNBOUNDED = 1e3  # action bounds beyond this are treated as "no bounds": no rescaling
 
 
+#: Tasks of one domain that share its model (the same XML, the same dynamics) and whose rewards
+#: read the physics state and the task's constructor arguments only, so that each one's reward
+#: can be computed on an episode of any other (checked step by step against the sibling's own
+#: env in ``tests/test_sibling_rewards.py``). Their initial states may differ (cartpole's
+#: balance starts upright, swingup hanging down): the reward is relabelled, not the episode.
+SIBLING_TASKS: dict[str, tuple[str, ...]] = {
+    "walker": ("stand", "walk", "run"),  # PlanarWalker(move_speed): 0, 1, 8
+    "hopper": ("stand", "hop"),  # Hopper(hopping): height (and small control), or speed
+    "humanoid": ("stand", "walk", "run"),  # Humanoid(move_speed): 0, 1, 10
+    "cartpole": ("balance", "balance_sparse", "swingup", "swingup_sparse"),  # Balance(sparse)
+    "acrobot": ("swingup", "swingup_sparse"),  # Balance(sparse)
+}
+
+#: Domains with several tasks that are not siblings, and why (see :data:`SIBLING_TASKS`).
+NOT_SIBLINGS: dict[str, str] = {
+    "reacher": "easy and hard write their own target size into the model at every reset, and "
+    "the reward reads it from there: computed on an easy episode, hard's reward would use easy's "
+    "target size",
+    "finger": "turn_easy and turn_hard place a random target in the model at every reset (spin "
+    "has none) and their rewards read it: spin's episodes have no target to be scored against",
+    "fish": "swim places a random target at every reset, upright has none",
+    "point_mass": "hard randomises the actuators' gains at every reset: other dynamics",
+    "quadruped": "walk and run build their models with different floor sizes, escape and fetch "
+    "add rough terrain and a ball: no two share a model",
+    "manipulator": "each task builds a different model (ball or peg, cup or slot)",
+    "stacker": "stack_2 and stack_4 build models with different numbers of boxes",
+    "swimmer": "swimmer6 and swimmer15 are different bodies",
+    "lqr": "lqr_2_1 and lqr_6_2 are different systems",
+}
+
+
+def sibling_tasks(task: str) -> tuple[str, ...]:
+    """The siblings of ``task`` (``dmc:<domain>-<task>``), by their full names; empty when it has
+    none."""
+    if not task.startswith("dmc:") or "-" not in task:
+        return ()
+    domain, name = task[4:].split("-", 1)
+    names = SIBLING_TASKS.get(domain, ())
+    return (
+        tuple(f"dmc:{domain}-{other}" for other in names if other != name) if name in names else ()
+    )
+
+
 def camera_id_for(domain: str) -> int:
     """The camera used for ``domain``: 0, except quadruped (2)."""
     return CAMERA_IDS.get(domain, 0)
@@ -86,6 +140,8 @@ class DMCEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         task_kwargs: more keyword arguments of the task function (``suite.load(...,
             task_kwargs=...)``, e.g. ``{"time_limit": 5}``); ``random`` is ``seed``'s.
         render_mode: ``"rgb_array"`` (the only mode; accepted for ``gymnasium.make``).
+        sibling_rewards: also return the sibling tasks' rewards in ``info["rewards"]`` (see the
+            module docstring); a ValueError for a task without siblings.
     """
 
     metadata = {"render_modes": ["rgb_array"]}
@@ -101,6 +157,7 @@ class DMCEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         camera_id: int | None = None,
         task_kwargs: dict[str, Any] | None = None,
         render_mode: str | None = "rgb_array",
+        sibling_rewards: bool = False,
     ) -> None:
         super().__init__()
         self._closed = True  # until construction succeeds: close() then has nothing to free
@@ -121,6 +178,21 @@ class DMCEnv(gymnasium.Env[np.ndarray, np.ndarray]):
             raise ValueError(
                 f"dmc:{domain}-{task} does not accept env_kwargs {task_kwargs}: {error}"
             ) from error
+        self._siblings: dict[str, Any] = {}
+        if sibling_rewards:
+            names = sibling_tasks(f"dmc:{domain}-{task}")
+            if not names:
+                reason = NOT_SIBLINGS.get(domain, "it is the domain's only task")
+                raise ValueError(
+                    f"dmc:{domain}-{task} has no sibling tasks whose rewards can be relabelled "
+                    f"({reason}); tasks with siblings: "
+                    + ", ".join(f"{d}: {', '.join(t)}" for d, t in SIBLING_TASKS.items())
+                )
+            for name in names:
+                # Only the sibling's task object is kept: its get_reward reads our physics.
+                other = suite.load(domain, name[4:].split("-", 1)[1], task_kwargs={"random": 0})
+                self._siblings[name] = other.task
+                other.physics.free()
         # Simulator frame rate (the agent sees every R-th frame); used by video recorders.
         self.metadata = {
             "render_modes": ["rgb_array"],
@@ -168,6 +240,7 @@ class DMCEnv(gymnasium.Env[np.ndarray, np.ndarray]):
                 "camera_id": camera_id,
                 "task_kwargs": task_kwargs,
                 "render_mode": "rgb_array",
+                "sibling_rewards": bool(sibling_rewards),
             },
             max_episode_steps=None,
             order_enforce=False,
@@ -232,7 +305,13 @@ class DMCEnv(gymnasium.Env[np.ndarray, np.ndarray]):
         terminated = bool(time_step.last() and discount == 0.0)
         truncated = bool(time_step.last() and not terminated)
         self._needs_reset = terminated or truncated
-        return reward, terminated, truncated, {"discount": discount}
+        info: dict[str, Any] = {"discount": discount}
+        if self._siblings:
+            physics = self._env.physics
+            info["rewards"] = {
+                name: float(task.get_reward(physics)) for name, task in self._siblings.items()
+            }
+        return reward, terminated, truncated, info
 
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         """One simulator step: ``(obs, reward, terminated, truncated, info)``."""

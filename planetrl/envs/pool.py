@@ -78,7 +78,15 @@ def _thread_info() -> dict[str, Any]:
     return info
 
 
-MAKE_ARGUMENTS = ("action_repeat", "render", "size", "seed", "env_kwargs", "env_fn")
+MAKE_ARGUMENTS = (
+    "action_repeat",
+    "render",
+    "size",
+    "seed",
+    "env_kwargs",
+    "env_fn",
+    "sibling_rewards",
+)
 """The keyword arguments of ``make_env`` that :class:`EnvPool` passes on."""
 
 

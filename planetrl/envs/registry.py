@@ -247,6 +247,7 @@ def make_env(
     size: int = 64,
     env_kwargs: dict[str, Any] | None = None,
     env_fn: Callable[[], gymnasium.Env] | None = None,
+    sibling_rewards: bool = False,
 ) -> gymnasium.Env:
     """Make a pixel environment: ``uint8 (size, size, 3)`` observations, actions in ``[-1, 1]``.
 
@@ -283,6 +284,9 @@ def make_env(
             bounds, and pixel observations (``Box`` uint8 ``(H, W, 3)``) or
             ``render_mode="rgb_array"``; only with an ``fn:<label>`` task. For
             :class:`~planetrl.envs.EnvPool` worker processes it must be picklable.
+        sibling_rewards: ``dmc:`` tasks with siblings only (:data:`planetrl.envs.dmc.
+            SIBLING_TASKS`): ``info["rewards"]`` holds the sibling tasks' rewards of each step,
+            summed over the action repeat like the reward.
 
     Raises:
         ValueError: unknown task, unregistered Gymnasium id, a Gymnasium env without
@@ -322,7 +326,18 @@ def make_env(
 
         assert spec.task is not None
         base = DMCEnv(
-            spec.domain, spec.task, seed=seed, render=render, size=size, task_kwargs=env_kwargs
+            spec.domain,
+            spec.task,
+            seed=seed,
+            render=render,
+            size=size,
+            task_kwargs=env_kwargs,
+            sibling_rewards=sibling_rewards,
+        )
+    elif sibling_rewards:
+        raise ValueError(
+            f"{task}: sibling rewards are relabelled for dmc: tasks only (planetrl.envs.dmc."
+            "SIBLING_TASKS)"
         )
     elif spec.suite == "gym":
         from planetrl.envs.gym import make_gym_pixel_env  # noqa: PLC0415

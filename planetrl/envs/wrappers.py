@@ -29,7 +29,8 @@ class ActionRepeat(gymnasium.Wrapper, RecordConstructorArgs):
     flags. It stops at the first step that ends the episode (terminated or truncated), so an
     episode of T simulator steps lasts ``ceil(T / R)`` agent steps and the last one may take fewer
     than R simulator steps. ``info`` is the last step's info plus ``info["env_steps"]``, the
-    number of simulator steps taken.
+    number of simulator steps taken; ``info["rewards"]`` (other tasks' rewards, when the env
+    gives them) is summed over the steps as the reward is.
 
     Frames between the R steps are never observed, so if the wrapped env has
     ``step_without_observation(a) -> (reward, terminated, truncated, info)`` and
@@ -63,6 +64,7 @@ class ActionRepeat(gymnasium.Wrapper, RecordConstructorArgs):
     def step(self, action: Any) -> tuple[Any, float, bool, bool, dict[str, Any]]:
         """Apply ``action`` up to R times; see the class docstring."""
         total = 0.0
+        task_totals: dict[str, float] | None = None
         terminated = truncated = False
         info: dict[str, Any] = {}
         obs = None
@@ -79,10 +81,16 @@ class ActionRepeat(gymnasium.Wrapper, RecordConstructorArgs):
             else:
                 obs, reward, terminated, truncated, info = self.env.step(action)
             total += float(reward)
+            if "rewards" in info:  # other tasks' rewards (DMCEnv's sibling_rewards), summed too
+                task_totals = task_totals or dict.fromkeys(info["rewards"], 0.0)
+                for task, value in info["rewards"].items():
+                    task_totals[task] += float(value)
             if terminated or truncated:
                 break
         info = dict(info)
         info["env_steps"] = steps
+        if task_totals is not None:
+            info["rewards"] = task_totals
         return obs, total, bool(terminated), bool(truncated), info
 
 

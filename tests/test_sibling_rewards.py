@@ -1,0 +1,90 @@
+"""Rewards of sibling tasks relabelled from the same physics (planetrl.envs.dmc.SIBLING_TASKS):
+each one equals what the sibling's own env pays along the same trajectory, summed over the
+action repeat, and kept in the episodes as ``reward/<task>``."""
+
+from __future__ import annotations
+
+import types
+
+import numpy as np
+import pytest
+
+from planetrl.driver import make_pool, run_episodes, uniform_policy
+from planetrl.envs import make_env
+from planetrl.envs.dmc import NOT_SIBLINGS, SIBLING_TASKS, sibling_tasks
+from planetrl.episodes import EpisodeRecorder, load_episode, save_episode, validate_episode
+
+# (collected on, sibling checked against): same model, same initial state for the same seed
+PAIRS = [
+    ("dmc:walker-walk", "dmc:walker-run"),
+    ("dmc:walker-walk", "dmc:walker-stand"),
+    ("dmc:hopper-stand", "dmc:hopper-hop"),
+    ("dmc:cartpole-balance", "dmc:cartpole-balance_sparse"),
+    ("dmc:cartpole-swingup", "dmc:cartpole-swingup_sparse"),
+    ("dmc:acrobot-swingup", "dmc:acrobot-swingup_sparse"),
+    ("dmc:humanoid-walk", "dmc:humanoid-run"),
+]
+
+
+@pytest.mark.parametrize("task,sibling", PAIRS, ids=[f"{a[4:]}>{b[4:]}" for a, b in PAIRS])
+def test_a_sibling_reward_is_what_the_siblings_own_env_pays(task, sibling):
+    repeat, steps = 2, 15
+    env = make_env(task, action_repeat=repeat, render="fast", size=16, sibling_rewards=True)
+    other = make_env(sibling, action_repeat=repeat, render="fast", size=16)
+    try:
+        env.reset(seed=3)
+        other.reset(seed=3)
+        rng = np.random.default_rng(0)
+        relabelled, own = [], []
+        for _ in range(steps):
+            action = rng.uniform(-1, 1, env.action_space.shape)
+            _, _, _, _, info = env.step(action)
+            _, reward, _, _, _ = other.step(action)
+            assert set(info["rewards"]) == set(sibling_tasks(task))
+            relabelled.append(info["rewards"][sibling])
+            own.append(reward)
+        np.testing.assert_allclose(relabelled, own, rtol=1e-6, atol=1e-9)
+        assert np.ptp(own) > 0 or sibling.endswith("sparse")  # a reward that says something
+    finally:
+        env.close()
+        other.close()
+
+
+def test_the_sibling_tables_and_their_errors():
+    assert sibling_tasks("dmc:walker-walk") == ("dmc:walker-stand", "dmc:walker-run")
+    assert sibling_tasks("dmc:cheetah-run") == () and sibling_tasks("gym:Pendulum-v1") == ()
+    assert not set(SIBLING_TASKS) & set(NOT_SIBLINGS)
+    with pytest.raises(ValueError, match="target size"):
+        make_env("dmc:reacher-easy", sibling_rewards=True)
+    with pytest.raises(ValueError, match="only task"):
+        make_env("dmc:cheetah-run", sibling_rewards=True)
+    with pytest.raises(ValueError, match="dmc: tasks only"):
+        make_env("gym:Pendulum-v1", sibling_rewards=True)
+
+
+def test_episodes_keep_the_relabelled_rewards_and_old_ones_still_load(tmp_path):
+    settings = types.SimpleNamespace(task="dmc:walker-walk", action_repeat=2, render="fast")
+    with make_pool(settings, 2, parallel=False, sibling_rewards=True) as pool:
+        out = run_episodes(pool, uniform_policy(6, [1, 2]), [1, 2], keep=True)
+    assert out.episodes is not None
+    episode = out.episodes[0]
+    assert {"reward/dmc:walker-stand", "reward/dmc:walker-run"} <= set(episode)
+    run = episode["reward/dmc:walker-run"]
+    assert run.shape == episode["reward"].shape and run[0] == 0 and run.dtype == np.float32
+    stand = episode["reward/dmc:walker-stand"]
+    assert np.all(stand[1:] >= 0) and np.all(stand[1:] <= 2.0)  # two steps of at most 1
+    path = save_episode(tmp_path, 0, episode)
+    loaded = load_episode(path)
+    assert set(loaded) == set(episode)
+    np.testing.assert_array_equal(loaded["reward/dmc:walker-run"], run)
+    # an episode without them (the format before) is valid, and bad ones are named
+    old = {k: v for k, v in episode.items() if not k.startswith("reward/")}
+    assert set(validate_episode(old)) == set(old)
+    with pytest.raises(ValueError, match="reward/dmc:walker-run"):
+        validate_episode({**old, "reward/dmc:walker-run": run[:-1]})
+    with pytest.raises(ValueError, match="unexpected"):
+        validate_episode({**old, "rewards": run})
+    recorder = EpisodeRecorder(episode["image"][0], 6)
+    recorder.step(episode["image"][1], episode["action"][1], 1.0, False, {"dmc:walker-run": 0.5})
+    with pytest.raises(ValueError, match="earlier steps had"):
+        recorder.step(episode["image"][2], episode["action"][2], 1.0, False, {})
