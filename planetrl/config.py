@@ -109,9 +109,15 @@ class RunConfig(Section):
     threads: int = 0
     """torch CPU threads; 0 = auto: the free cores, re-read before every phase of the run
     (:mod:`planetrl.threads`)."""
+    sibling_rewards: bool = False
+    """Also record, in every episode, the rewards of the task's siblings (`dmc:` tasks of one
+    domain that share its physics and differ in their reward only, e.g. walker stand/walk/run:
+    `planetrl.envs.dmc.SIBLING_TASKS`) as `reward/<task>`, relabelled from the same physics
+    state. Off in every preset (the paper's episodes); a task without siblings is an error."""
 
     RULES: ClassVar[dict[str, Rule]] = {
         "seed": NON_NEGATIVE_INT,
+        "sibling_rewards": BOOL,
         "action_repeat": NON_NEGATIVE_INT,
         "threads": NON_NEGATIVE_INT,
         "env_kwargs": Rule(

@@ -143,16 +143,16 @@ def make_pool(
     sibling_rewards: bool = False,
 ) -> EnvPool:
     """``num_envs`` environments of the env settings ``env`` (``task``, ``action_repeat``,
-    ``render``, ``env_kwargs`` if it has them), in worker processes when ``parallel`` and
-    ``num_envs > 1``; ``env_fn`` builds them for an ``fn:`` task, ``sibling_rewards`` gives the
-    sibling tasks' rewards of every step, which :func:`run_episodes` keeps in the episodes as
-    ``reward/<task>`` (see :func:`planetrl.envs.make_env`)."""
+    ``render``, ``env_kwargs`` if it has them), in worker processes when ``parallel`` and ``num_envs
+    > 1``; ``env_fn`` builds them for an ``fn:`` task, ``sibling_rewards`` (or the settings' own
+    ``sibling_rewards``) gives the sibling tasks' rewards of every step, which :func:`run_episodes`
+    keeps in the episodes as ``reward/<task>`` (see :func:`planetrl.envs.make_env`)."""
     extra: dict[str, Any] = {}
     if getattr(env, "env_kwargs", None):
         extra["env_kwargs"] = env.env_kwargs
     if env_fn is not None:
         extra["env_fn"] = env_fn
-    if sibling_rewards:
+    if sibling_rewards or getattr(env, "sibling_rewards", False):
         extra["sibling_rewards"] = True
     return EnvPool(
         env.task,

@@ -125,6 +125,7 @@ def test_both_agents_inherit_one_declaration_of_the_run_fields():
         "action_repeat",
         "render",
         "threads",
+        "sibling_rewards",
     }
     assert {f.name for f in dataclasses.fields(RunConfig)} == shared
     for cls in (Config, WorldModelsConfig):

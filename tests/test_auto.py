@@ -127,7 +127,7 @@ def test_decision_is_reported_and_accepted_everywhere():
     off = SpeedDecision(**{n: False for n in FLAGS})
     eager = planner_from_config(PlannerConfig(horizon=3, iterations=2, candidates=8, top_k=2))
     planner = speed.accelerate(eager, off, "cpu")
-    assert planner is eager and getattr(planner, "func", None) is cem
+    assert planner is eager and getattr(planner, "function", None) is cem
 
 
 def test_detect_reads_this_machine():

@@ -88,3 +88,32 @@ def test_episodes_keep_the_relabelled_rewards_and_old_ones_still_load(tmp_path):
     recorder.step(episode["image"][1], episode["action"][1], 1.0, False, {"dmc:walker-run": 0.5})
     with pytest.raises(ValueError, match="earlier steps had"):
         recorder.step(episode["image"][2], episode["action"][2], 1.0, False, {})
+
+
+@pytest.mark.parametrize("agent", ["planet", "worldmodels"])
+def test_a_run_with_sibling_rewards_keeps_them_in_its_replay(tmp_path, agent):
+    """``sibling_rewards`` on a run's config: every episode it collects (random and planned or
+    controller episodes) carries the siblings' rewards; the run trains as without them."""
+    from planetrl.episodes import list_episode_files
+
+    if agent == "planet":
+        from test_training import tiny_config
+
+        from planetrl.training.loop import train
+    else:
+        from test_worldmodels import tiny_config
+
+        from planetrl.worldmodels.trainer import train
+    config = tiny_config(tmp_path)
+    config.task, config.sibling_rewards = "dmc:cartpole-balance", True
+    train(config, progress=False)
+    files = list_episode_files(tmp_path / "episodes")
+    assert len(files) >= 2
+    siblings = {f"reward/{t}" for t in sibling_tasks("dmc:cartpole-balance")}
+    for file in files:
+        episode = load_episode(file.path)
+        assert siblings <= set(episode), file.path.name
+        # balance and swingup pay the same smooth reward: relabelled, swingup's equals ours
+        np.testing.assert_allclose(
+            episode["reward/dmc:cartpole-swingup"], episode["reward"], rtol=1e-5, atol=1e-6
+        )
