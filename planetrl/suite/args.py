@@ -47,6 +47,11 @@ class SuiteArgs:
     that is still training (with --report-only)."""
     attribute_episodes: int = 3
     """Episodes for each attribution measurement."""
+    reuse: Optional[list[str]] = None
+    """Directories of other suites whose runs are runs of this one (the same configuration,
+    budget and evaluation schedule, field by field; e.g. --reuse DMC100K_DIR for
+    ablation-transition's RSSM arm on cartpole-swingup): each such run is trained once, where the
+    other suite keeps it, and read by both (recorded as `runs/<name>/reused.json`)."""
     merge: Optional[list[str]] = None
     """With --report-only: more directories of the same suite (its runs spread over machines)
     read into one report, written in --dir. A run found in several is read where it finished.

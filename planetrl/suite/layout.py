@@ -7,6 +7,10 @@
     finished.json                written when the run reached its budget (summary, wall-clock,
                                  CPU model, planetrl commit)
     attribution.json             the held-out open-loop reward error (``--attribute``)
+    reused.json                  only this, for a run reused from another suite (``--reuse``):
+                                 ``{"path": its run directory, "suite": ..., "run": ...}``;
+                                 the run is read and trained there (:func:`run_dir`)
+    reused_from.json             in an export: where a reused run came from (not followed)
 <dir>/ceiling/<task>__<planner>.json   the planner's ceiling with the true simulator
 <dir>/results.csv, results.md, curves.csv, curves.png   the report
 """
@@ -22,11 +26,30 @@ FINISHED_FILE = "finished.json"
 RANDOM_FILE = "random.json"
 ATTEMPTS_FILE = "attempts.jsonl"
 ATTRIBUTION_FILE = "attribution.json"
+REUSED_FILE = "reused.json"
+REUSED_FROM_FILE = "reused_from.json"
 CEILING_DIR = "ceiling"
 
 
 def run_dir(directory: str | Path, run_name: str) -> Path:
-    return Path(directory) / RUNS_DIR / run_name
+    """The run directory of ``run_name`` in the suite ``directory``: ``<dir>/runs/<name>``, or,
+    when that holds a ``reused.json`` naming a run directory of another suite, that directory
+    (one run, trained once, read by both suites)."""
+    own = Path(directory) / RUNS_DIR / run_name
+    reused = reused_from(own)
+    return Path(reused["path"]) if reused is not None else own
+
+
+def reused_from(own: Path) -> dict | None:
+    """The ``reused.json`` of the run directory ``own`` (None: not a reused run, or unreadable)."""
+    path = own / REUSED_FILE
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+        return data if isinstance(data, dict) and isinstance(data.get("path"), str) else None
+    except json.JSONDecodeError:
+        return None
 
 
 def ceiling_path(

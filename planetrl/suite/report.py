@@ -555,6 +555,30 @@ def _stats_markdown(
     return lines
 
 
+def _reused_markdown(results: list[RunResult]) -> str:
+    """A section naming the runs this suite shares with another suite (trained once)."""
+    rows = []
+    for result in results:
+        assert result.directory is not None
+        own = result.directory / layout.RUNS_DIR / result.name
+        origin = layout.reused_from(own)
+        if origin is None and (own / layout.REUSED_FROM_FILE).exists():  # an export
+            try:
+                origin = json.loads((own / layout.REUSED_FROM_FILE).read_text())
+            except json.JSONDecodeError:
+                origin = None
+        if origin is not None:
+            rows.append(f"- `{result.name}` is suite `{origin['suite']}`'s `{origin['run']}`")
+    if not rows:
+        return ""
+    return (
+        "\n## Runs shared with other suites\n\nThe same configuration, budget and evaluation "
+        "schedule, field by field: trained once, read by both (`--reuse`).\n\n"
+        + "\n".join(rows)
+        + "\n"
+    )
+
+
 def _markdown(suite: Suite, table: list[dict], stats_lines: list[str]) -> str:
     agents = [a for a in COMPARED if any(f"{a} mean" in row for row in table)]
     lines = [
@@ -822,6 +846,10 @@ def export(sources: list[Source], destination: str | Path) -> Path:
             if (origin / name).exists():
                 target.mkdir(parents=True, exist_ok=True)
                 atomic_write_bytes(target / name, (origin / name).read_bytes())
+        reused = layout.reused_from(result.directory / layout.RUNS_DIR / result.name)
+        if reused is not None:  # provenance, under a name the export does not follow
+            target.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(target / layout.REUSED_FROM_FILE, json.dumps(reused, indent=1))
     for source in sources:
         ceilings = source.directory / layout.CEILING_DIR
         if ceilings.is_dir():
@@ -852,7 +880,8 @@ def write_report(directory: str | Path, merge: tuple[str | Path, ...] | list = (
     atomic_write_text(paths[1], csv_text(table))
     atomic_write_text(
         paths[2],
-        _markdown(suite, table, _stats_markdown(seeds, aggregates, improvements, matrices)),
+        _markdown(suite, table, _stats_markdown(seeds, aggregates, improvements, matrices))
+        + _reused_markdown(results),
     )
     for name, data in (
         ("seeds.csv", seeds),

@@ -31,10 +31,20 @@ from planetrl.suite.layout import (
     ATTEMPTS_FILE,
     FINISHED_FILE,
     RANDOM_FILE,
+    REUSED_FILE,
+    RUNS_DIR,
     is_finished,
 )
 from planetrl.suite.report import write_report
-from planetrl.suite.spec import RunSpec, Suite, SuiteError, merge_suite, run_config
+from planetrl.suite.spec import (
+    RunSpec,
+    Suite,
+    SuiteError,
+    load_suite,
+    merge_suite,
+    run_config,
+    same_run,
+)
 
 # AMD's CPUID family -> [(first model, last model, microarchitecture)]: a virtual machine's model
 # name is often just "AMD EPYC", so the record adds what family and model say.
@@ -201,10 +211,16 @@ def run_suite(
     gpus_per_run: float | None = None,
     max_retries: int = 3,
     report: bool = True,
+    reuse: tuple[str | Path, ...] | list = (),
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Train every unfinished run of ``suite`` under ``directory`` on Ray; finished runs are
     skipped, unfinished ones continue from their run directories. Returns {run name: record}.
+
+    ``reuse``: other suite directories whose runs are the same runs as some of this suite's
+    (:func:`~planetrl.suite.spec.same_run`); each such run is recorded as reused
+    (``reused.json``, :func:`~planetrl.suite.layout.run_dir`) instead of being trained twice: it
+    is trained, if unfinished, and read in the other directory.
 
     Args:
         address: an existing Ray cluster (``ray.init(address=...)``; the suite directory must be
@@ -216,6 +232,7 @@ def run_suite(
     """
     directory = Path(directory)
     suite = merge_suite(directory, suite)
+    link_reused_runs(suite, directory, reuse, log)
     configs: dict[str, dict[str, Any]] = {}
     pending: list[RunSpec] = []
     for run in suite.runs:
@@ -242,6 +259,40 @@ def run_suite(
     if report:
         _report(directory, log)
     return results
+
+
+def link_reused_runs(
+    suite: Suite,
+    directory: Path,
+    reuse: tuple[str | Path, ...] | list,
+    log: Callable[[str], None] = print,
+) -> list[str]:
+    """Record every run of ``suite`` that is one of the runs of a suite in ``reuse`` as reused
+    (its ``reused.json``, written atomically); returns their names. A run that has a directory of
+    its own already (it was started here) is not replaced."""
+    others = [(Path(d).resolve(), load_suite(d)) for d in reuse]
+    linked = []
+    for run in suite.runs:
+        own = directory / RUNS_DIR / run.name
+        if (own / REUSED_FILE).exists():
+            continue
+        if own.exists() and any(own.iterdir()):
+            continue
+        for other_dir, other in others:
+            match = next((o for o in other.runs if same_run(suite, run, other, o)), None)
+            if match is None:
+                continue
+            target = other_dir / RUNS_DIR / match.name
+            own.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(
+                own / REUSED_FILE,
+                json.dumps({"path": str(target), "suite": other.name, "run": match.name}, indent=1)
+                + "\n",
+            )
+            log(f"suite {suite.name}: {run.name} is {other.name}'s {match.name} in {other_dir}")
+            linked.append(run.name)
+            break
+    return linked
 
 
 def _config_dict(config) -> dict[str, Any]:
