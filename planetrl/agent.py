@@ -34,6 +34,9 @@ class Agent:
             has a ``reset(num_envs)`` method (e.g. :class:`planetrl.planning.WarmStart`),
             :meth:`reset` calls it.
         generator: the torch generator for dequantisation and exploration noise (CPU).
+        reward_task: plan for this other task with the world model's reward head for it
+            (:meth:`planetrl.models.WorldModel.planning_reward_for`); None: the task it was
+            trained on.
     """
 
     def __init__(
@@ -42,10 +45,17 @@ class Agent:
         planner: Planner,
         *,
         generator: torch.Generator | None = None,
+        reward_task: str | None = None,
     ):
         self.world_model = world_model
         self.planner = planner
         self.generator = generator
+        self.reward_task = reward_task
+        self.reward_model = (
+            world_model.planning_reward
+            if reward_task is None
+            else world_model.planning_reward_for(reward_task)
+        )
         self.state: State | None = None
         self.prev_action: Tensor | None = None
 
@@ -84,7 +94,7 @@ class Agent:
         post, _ = self.world_model.transition.obs_step(
             self.state, self.prev_action, embed, self._first
         )
-        action = self.planner(self.world_model.transition, self.world_model.planning_reward, post)
+        action = self.planner(self.world_model.transition, self.reward_model, post)
         if explore_noise > 0:
             noise = torch.randn(action.shape, generator=self.generator) * explore_noise
             action = (action + noise.to(action.device)).clamp(-1.0, 1.0)

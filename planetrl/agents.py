@@ -135,9 +135,13 @@ class AgentKind:
         threads: int | None,
         on_step: Callable[[int], None] | None = None,
         log: Callable[[str], None] = print,
+        task: str | None = None,
     ) -> Evaluation:
         """Evaluate the trained run in ``logdir`` on ``episodes`` episodes (seeds ``seed + i``)
-        without exploration noise; ``threads``: torch's CPU threads (None: the run's)."""
+        without exploration noise; ``threads``: torch's CPU threads (None: the run's);
+        ``task``: another task to act in, where the agent can plan for one it was not trained
+        on (``planetrl eval --task``; passed only when given, so a kind without it still
+        evaluates its own task)."""
         raise NotImplementedError
 
     # --------------------------------------------------- comparison (``planetrl compare``)

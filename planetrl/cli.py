@@ -246,6 +246,10 @@ class EvalArgs:
     """Torch CPU threads (0 = auto: the free cores; default: the run's `threads` setting)."""
     progress: bool = True
     """Show the progress line (--no-progress: none)."""
+    task: str | None = None
+    """Act in this task instead of the run's: a PlaNet run trained with --sibling-rewards plans
+    for a sibling task (e.g. dmc:walker-run after training on dmc:walker-walk) with the reward
+    head its world model learned for it, with zero env steps of that task in training."""
 
 
 def _eval(argv: list[str]) -> int:
@@ -278,6 +282,7 @@ def _eval(argv: list[str]) -> int:
             record=args.video,
             threads=args.threads,
             on_step=lambda step: bar.phase(f"eval ({args.episodes} episodes): step {step}"),
+            **({"task": args.task} if args.task else {}),
         )
     except (ConfigError, CheckpointError, ValueError, ImportError) as err:  # env errors too
         return _fail(str(err))

@@ -13,6 +13,7 @@ and the time steps of the chunk (the paper's per-sequence sum over t, divided by
          + (gamma / D)  * sum_{d=2..D} sum_{valid b,t} [ -ln N(r_t; rew(p_d features), 1) ] / (B L)
          + global_kl_scale * mean_{b,t} [ KL(q(s_t | .) || N(0, I)) ]
          + continuation_scale * mean_{b,t} [ -ln Bernoulli(c_t; cont(h_t, s_t)) ]
+         + reward_scale * sum_k mean_{b,t} [ -ln N(r^k_t; rew_k(h_t, s_t), 1) ]
 
 where p_d(s_t) is the d-step open-loop prior imagined from the posterior at t - d under the true
 actions a_{t-d..t-1}, and (b, t) is valid when t - d >= 0 and no episode starts in (t - d, t] (an
@@ -27,6 +28,10 @@ The continuation term is not PlaNet's (Dreamer/DreamerV2's discount predictor): 
 when the world model has a continuation head (``model.continuation``), a Bernoulli over c_t = 0
 on a true terminal step (``is_terminal``) and 1 otherwise, on the posterior features like the
 reward term; without the head the loss is PlaNet's, unchanged.
+
+The last sum is not PlaNet's either: one term per other task k whose reward head the world model
+has (``task_rewards``; none by default), on the rewards r^k_t relabelled from the same physics
+(``batch.task_rewards``), weighted as the reward term and one-step only (no overshooting).
 
 Free nats, as the official google-research/planet ``training/utility.py``: ``max(KL, free_nats)``
 per step (and per overshooting term) before the mean, not on the mean KL; a KL below the free nats
@@ -261,6 +266,22 @@ def compute_loss(
         "kl": kl.mean(),
         "kl_loss": kl_loss,
     }
+
+    heads = getattr(world_model, "task_rewards", None) or {}
+    if heads:
+        # Other tasks' reward heads on the same features, each as the reward term (one step).
+        given = getattr(batch, "task_rewards", {}) or {}
+        missing = sorted(set(heads) - set(given))
+        if missing:
+            raise ValueError(
+                f"the world model has reward heads for {missing} but the batch has no rewards "
+                "for them (a Replay made with task_rewards=...)"
+            )
+        for task, head in heads.items():
+            target = given[task].to(device=features.device, dtype=features.dtype)
+            task_loss = unit_normal_nll(head(features), target, 0).mean()
+            loss = loss + reward_scale * task_loss
+            metrics[f"task_reward_loss/{task}"] = task_loss
 
     if global_kl_scale:
         standard = State(

@@ -48,10 +48,12 @@ import torch
 from planetrl.atomic import is_temporary
 from planetrl.episodes import (
     EPISODE_KEYS,
+    TASK_REWARD_PREFIX,
     EpisodeFileError,
     load_episode,
     parse_episode_filename,
     save_episode,
+    task_reward_key,
     validate_episode,
 )
 
@@ -78,6 +80,8 @@ class Batch:
         reward: float32 ``(B, L)``, ``reward[:, t]`` = r_t.
         is_first: bool ``(B, L)``; True where an episode starts (the model resets its state).
         is_terminal: bool ``(B, L)``; True only on true termination.
+        task_rewards: float32 ``(B, L)`` per task: other tasks' rewards r_t on the same steps
+            (the episodes' ``reward/<task>``), for the tasks the replay was asked for.
     """
 
     image: torch.Tensor
@@ -85,6 +89,7 @@ class Batch:
     reward: torch.Tensor
     is_first: torch.Tensor
     is_terminal: torch.Tensor
+    task_rewards: dict[str, torch.Tensor] = dataclasses.field(default_factory=dict)
 
     @property
     def batch_size(self) -> int:
@@ -104,7 +109,12 @@ class Batch:
             **{
                 field.name: getattr(self, field.name).to(device, non_blocking=non_blocking)
                 for field in dataclasses.fields(self)
-            }
+                if field.name != "task_rewards"
+            },
+            task_rewards={
+                task: value.to(device, non_blocking=non_blocking)
+                for task, value in self.task_rewards.items()
+            },
         )
 
 
@@ -143,6 +153,9 @@ class Replay:
         load: reload existing episodes into memory. With False the folder is only scanned so that
             new files continue the index sequence.
         load_workers: threads used to decompress files at reload (None: ``min(8, cpu_count)``).
+        task_rewards: tasks whose relabelled rewards (the episodes' ``reward/<task>``) batches
+            carry (:attr:`Batch.task_rewards`); an episode without them cannot be added (and is
+            skipped at reload, with a warning).
 
     The file index of the next :meth:`add` is one more than the largest index of any episode file
     in the folder (loaded, skipped or corrupt), so files are never overwritten after a restart.
@@ -156,7 +169,9 @@ class Replay:
         seed: int | None = None,
         load: bool = True,
         load_workers: int | None = None,
+        task_rewards: tuple[str, ...] | list[str] = (),
     ) -> None:
+        self._task_keys = tuple(task_reward_key(task) for task in task_rewards)
         if capacity is not None:
             capacity = _check_positive("capacity (steps kept in memory, or None)", capacity)
         self._directory = Path(directory)
@@ -261,6 +276,12 @@ class Replay:
         self._layout = None
 
     def _spec_mismatch(self, data: dict[str, np.ndarray]) -> str | None:
+        missing = [key for key in self._task_keys if key not in data]
+        if missing:
+            return (
+                f"episode lacks {missing}, the other tasks' rewards this replay samples (collect "
+                "with sibling_rewards on)"
+            )
         if self._image_shape is None:
             return None
         image_shape = tuple(data["image"].shape[1:])
@@ -482,8 +503,11 @@ class Replay:
                 "reward": np.empty((batch_size, length), dtype=np.float32),
                 "is_first": np.empty((batch_size, length), dtype=np.bool_),
                 "is_terminal": np.empty((batch_size, length), dtype=np.bool_),
+                **{
+                    key: np.empty((batch_size, length), dtype=np.float32) for key in self._task_keys
+                },
             }
-        targets = [(out[key], key) for key in EPISODE_KEYS]
+        targets = [(out[key], key) for key in (*EPISODE_KEYS, *self._task_keys)]
         episodes, offsets = layout.episodes, layout.offsets
         # One contiguous slab copy per (chunk, episode) piece; a chunk continues into the next
         # episode of its segment when it runs past the end of one.
@@ -546,6 +570,8 @@ class Replay:
         length = _check_positive("length", length)
         device = torch.device(device)
         rng = self._rng if rng is None else rng
+        if out is not None and self._task_keys:
+            raise ValueError("out= holds no task rewards; sample without out= for this replay")
         if out is not None:
             if self._image_shape is None:
                 self._gather(batch_size, length, rng)  # raises: nothing to sample
@@ -560,7 +586,13 @@ class Replay:
             for key in EPISODE_KEYS:
                 getattr(out, key).copy_(torch.from_numpy(raw[key]))
             return out
-        return Batch(**{key: torch.from_numpy(raw[key]).to(device) for key in EPISODE_KEYS})
+        return Batch(
+            **{key: torch.from_numpy(raw[key]).to(device) for key in EPISODE_KEYS},
+            task_rewards={
+                key[len(TASK_REWARD_PREFIX) :]: torch.from_numpy(raw[key]).to(device)
+                for key in self._task_keys
+            },
+        )
 
     def _check_out(self, out: Batch, batch_size: int, length: int, device: torch.device) -> None:
         height, width, _ = self._image_shape  # type: ignore[misc]

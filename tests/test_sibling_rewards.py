@@ -4,6 +4,7 @@ action repeat, and kept in the episodes as ``reward/<task>``."""
 
 from __future__ import annotations
 
+import json
 import types
 
 import numpy as np
@@ -117,3 +118,85 @@ def test_a_run_with_sibling_rewards_keeps_them_in_its_replay(tmp_path, agent):
         np.testing.assert_allclose(
             episode["reward/dmc:cartpole-swingup"], episode["reward"], rtol=1e-5, atol=1e-6
         )
+
+
+def test_a_world_model_learns_a_reward_head_per_sibling_and_plans_with_it(tmp_path):
+    """PlaNet with sibling_rewards: one reward head per sibling task on the shared latent state,
+    trained on the relabelled rewards (logged per task), restored by load_run, and the planner
+    scores imagined features with the head of the task asked for."""
+    import torch
+    from test_training import tiny_config
+
+    from planetrl.training.loop import build_planner, load_run, train
+
+    config = tiny_config(tmp_path)
+    config.sibling_rewards = True  # cartpole-balance: balance_sparse, swingup, swingup_sparse
+    train(config, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    for task in sibling_tasks(config.task):
+        assert any(f"loss/task_reward_loss/{task}" in r for r in rows), task
+    loaded, world_model = load_run(tmp_path, device="cpu")
+    assert sorted(world_model.task_rewards) == sorted(sibling_tasks(config.task))
+    head = world_model.planning_reward_for("dmc:cartpole-swingup_sparse")
+    assert head is world_model.task_rewards["dmc:cartpole-swingup_sparse"]
+    assert world_model.planning_reward_for(None) is world_model.planning_reward
+    with pytest.raises(ValueError, match="no reward head for 'dmc:walker-run'"):
+        world_model.planning_reward_for("dmc:walker-run")
+    planner = build_planner(loaded, torch.Generator().manual_seed(0))
+    state = world_model.transition.initial(2)
+    with torch.no_grad():
+        action = planner(world_model.transition, head, state)
+    assert action.shape == (2, world_model.action_size)
+
+    # planetrl eval --task: the sibling's env, planned for with its head
+    from planetrl.agents import kind
+
+    planet = kind("planet")
+    result = planet.evaluate(
+        tmp_path,
+        episodes=1,
+        seed=0,
+        device="cpu",
+        parallel=False,
+        record=False,
+        threads=1,
+        task="dmc:cartpole-swingup",
+        log=lambda _: None,
+    )
+    assert result.task == "dmc:cartpole-swingup" and len(result.returns) == 1
+    with pytest.raises(ValueError, match="no reward head for 'dmc:cartpole-two_poles'"):
+        planet.evaluate(
+            tmp_path,
+            episodes=1,
+            seed=0,
+            device="cpu",
+            parallel=False,
+            record=False,
+            threads=1,
+            task="dmc:cartpole-two_poles",
+            log=lambda _: None,
+        )
+
+
+def test_the_replay_samples_the_relabelled_rewards(tmp_path):
+    import torch
+
+    from planetrl.replay import Replay
+
+    settings = types.SimpleNamespace(task="dmc:hopper-stand", action_repeat=4, render="fast")
+    with make_pool(settings, 1, parallel=False, sibling_rewards=True) as pool:
+        out = run_episodes(pool, uniform_policy(4, [5]), [5], keep=True)
+    assert out.episodes is not None
+    replay = Replay(tmp_path / "a", seed=0, task_rewards=["dmc:hopper-hop"])
+    replay.add(out.episodes[0])
+    batch = replay.sample(3, 10)
+    assert set(batch.task_rewards) == {"dmc:hopper-hop"}
+    assert batch.task_rewards["dmc:hopper-hop"].shape == (3, 10)
+    assert batch.to("cpu").task_rewards["dmc:hopper-hop"].dtype == torch.float32
+    plain = {k: v for k, v in out.episodes[0].items() if not k.startswith("reward/")}
+    with pytest.raises(ValueError, match="lacks"):
+        replay.add(plain)
+    # a replay that asks for none: the batches are PlaNet's
+    other = Replay(tmp_path / "b", seed=0)
+    other.add(out.episodes[0])
+    assert other.sample(2, 5).task_rewards == {}

@@ -30,7 +30,12 @@ class WorldModel(nn.Module):
     - ``reward``: p(r_t | h_t, s_t), reward mean (:class:`~planetrl.models.reward.RewardModel`),
     - ``continuation``: p(c_t = 1 | h_t, s_t), the probability that the episode goes on after
       step t (:class:`~planetrl.models.continuation.ContinuationModel`, logits), or None (the
-      default, PlaNet's model: no termination is predicted).
+      default, PlaNet's model: no termination is predicted);
+    - ``task_rewards``: one more reward head per other task, p(r^k_t | h_t, s_t) for task k, on
+      the same latent state (an ``nn.ModuleDict`` by task name; empty by default, PlaNet's
+      model). Trained on rewards relabelled from the same physics
+      (:data:`planetrl.envs.dmc.SIBLING_TASKS`), they let the planner score a task the agent
+      never acted in: :meth:`planning_reward_for`.
 
     The planner's reward is :attr:`planning_reward`: ``reward`` itself without the continuation
     head (PlaNet), with it a :class:`~planetrl.models.continuation.DiscountedReward` that weights
@@ -56,6 +61,9 @@ class WorldModel(nn.Module):
         continuation: add the continuation head (an MLP of the reward model's sizes); off by
             default (PlaNet), which leaves the parameters, the ``state_dict`` and the planner's
             reward exactly as without this option.
+        task_rewards: the other tasks to add a reward head for (MLPs of the reward model's
+            sizes), by name, e.g. ``("dmc:walker-run",)``; none by default, which leaves the
+            ``state_dict`` as without this option.
     """
 
     def __init__(
@@ -74,6 +82,7 @@ class WorldModel(nn.Module):
         bits: int = 5,
         channels_last: bool = False,
         continuation: bool = False,
+        task_rewards: tuple[str, ...] | list[str] = (),
     ) -> None:
         super().__init__()
         self.action_size = int(action_size)
@@ -100,6 +109,17 @@ class WorldModel(nn.Module):
             # One object for the life of the model: planners may key caches on its identity
             # (the CUDA-graph planner does).
             self._discounted = DiscountedReward(self.reward, self.continuation)
+        heads = {
+            task: RewardModel(feature_size, reward_hidden, reward_layers) for task in task_rewards
+        }
+        self.task_rewards = nn.ModuleDict(heads)
+        # With the continuation head, each task's planner reward is discounted the same way; one
+        # object per task for the life of the model (as _discounted).
+        continuation_head = self.continuation
+        self._task_planning: dict[str, RewardModel | DiscountedReward] = {
+            task: head if continuation_head is None else DiscountedReward(head, continuation_head)
+            for task, head in heads.items()
+        }
 
     @property
     def planning_reward(self) -> RewardModel | DiscountedReward:
@@ -108,6 +128,21 @@ class WorldModel(nn.Module):
         expected reward up to the predicted end (:class:`~planetrl.models.continuation.
         DiscountedReward`)."""
         return self.reward if self._discounted is None else self._discounted
+
+    def planning_reward_for(self, task: str | None) -> RewardModel | DiscountedReward:
+        """The planner's reward for ``task``: :attr:`planning_reward` for None (the task the
+        model was trained on), else the reward head of ``task`` (:attr:`task_rewards`), with the
+        continuation weighting when the model has that head. A task without a head is a
+        ValueError naming those it has."""
+        if task is None:
+            return self.planning_reward
+        if task not in self._task_planning:
+            raise ValueError(
+                f"this world model has no reward head for {task!r}; it has heads for "
+                f"{sorted(self._task_planning) or 'no other task'} (train with sibling_rewards "
+                "on a task of the same domain)"
+            )
+        return self._task_planning[task]
 
     # ------------------------------------------------------------- open-loop diagnostics
     @contextlib.contextmanager

@@ -4,6 +4,7 @@ training loop (:mod:`planetrl.training.loop`)."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -73,10 +74,17 @@ class PlaNetKind(AgentKind):
         threads: int | None,
         on_step: Callable[[int], None] | None = None,
         log: Callable[[str], None] = print,
+        task: str | None = None,
     ) -> Evaluation:
         """Batched CEM on ``episodes`` parallel envs (:func:`planetrl.training.loop.evaluate`),
-        the run's fast paths (said first)."""
+        the run's fast paths (said first). ``task``: another task, planned for with the world
+        model's reward head for it, in that task's env (zero env steps of it in training)."""
         config, world_model = loop.load_run(logdir, device=device)
+        reward_task = None
+        if task is not None and task != config.task:
+            world_model.planning_reward_for(task)  # a ValueError naming the heads it has
+            reward_task = task
+            config = dataclasses.replace(config, task=task)
         dev = next(world_model.parameters()).device
         fast = speed.resolve(config.speed, dev)
         log(fast.describe())
@@ -95,6 +103,7 @@ class PlaNetKind(AgentKind):
             parallel=parallel,
             record=record,
             on_step=(lambda step, _: on_step(step)) if on_step else None,
+            reward_task=reward_task,
         )
         return Evaluation(
             config.task, list(returns), frames, f"{timing['eval/ms_per_plan']:.0f} ms per plan"

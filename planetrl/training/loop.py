@@ -42,6 +42,7 @@ from planetrl.driver import (
     uniform_policy,
 )
 from planetrl.envs import make_env
+from planetrl.envs.dmc import sibling_tasks
 from planetrl.models import WorldModel
 from planetrl.objective import compute_loss
 from planetrl.replay import Replay
@@ -59,10 +60,17 @@ class NonFiniteLossError(RuntimeError):
     """A loss term became NaN or infinite; the last good checkpoint is kept."""
 
 
+def task_reward_heads(config: Config) -> tuple[str, ...]:
+    """The other tasks a run's world model has reward heads for: the siblings of its task when
+    it records their rewards (``config.sibling_rewards``), else none."""
+    return sibling_tasks(config.task) if config.sibling_rewards else ()
+
+
 def build_world_model(config: Config, action_size: int) -> WorldModel:
     """The world model of ``config.model`` (each field is the constructor's argument of that
-    name) for A = ``action_size``, on the CPU."""
-    return WorldModel(action_size, **asdict(config.model))
+    name) for A = ``action_size``, on the CPU, with a reward head per task of
+    :func:`task_reward_heads`."""
+    return WorldModel(action_size, **asdict(config.model), task_rewards=task_reward_heads(config))
 
 
 def build_planner(
@@ -162,10 +170,13 @@ def evaluate(
     record: bool = False,
     on_step: Callable[[int, int], None] | None = None,
     env_fn: Callable[[], Any] | None = None,
+    reward_task: str | None = None,
 ) -> tuple[list[float], np.ndarray | None, dict[str, float]]:
     """M episodes without exploration noise, the M environments stepped together and planned for
     in one batch. Returns (returns, frames (T, 64, 64*M, 3) if ``record``, timing). ``env_fn``:
-    the factory of an ``fn:`` task (see :class:`Trainer`).
+    the factory of an ``fn:`` task (see :class:`Trainer`). ``reward_task``: plan with the world
+    model's reward head for that task (the episodes run in ``config.task``'s env: pass a config
+    whose task is that one).
 
     Repeatable for a given ``seed``: torch's global RNG (which draws the posterior samples) is
     forked and seeded, so the training run's RNG stream is left as it was.
@@ -183,14 +194,25 @@ def evaluate(
             record=record,
             on_step=on_step,
             env_fn=env_fn,
+            reward_task=reward_task,
         )
 
 
 def _evaluate(
-    config, world_model, *, episodes, seed, planner, parallel, record, on_step, env_fn=None
+    config,
+    world_model,
+    *,
+    episodes,
+    seed,
+    planner,
+    parallel,
+    record,
+    on_step,
+    env_fn=None,
+    reward_task=None,
 ):
     generator = torch.Generator().manual_seed(seed)
-    agent = Agent(world_model, planner, generator=generator)
+    agent = Agent(world_model, planner, generator=generator, reward_task=reward_task)
     with make_pool(config, episodes, parallel, env_fn) as pool:
         out = run_episodes(
             pool,
@@ -283,6 +305,7 @@ class Trainer:
             self.logdir / rundir.EPISODES_DIR,
             capacity=config.train.replay_capacity,
             seed=config.seed,
+            task_rewards=task_reward_heads(config),
         )
         self.counters = Counters()
         self.checkpoint = self._attach_checkpoint()

@@ -105,9 +105,16 @@ class WorldModelsKind(AgentKind):
         threads: int | None,
         on_step: Callable[[int], None] | None = None,
         log: Callable[[str], None] = print,
+        task: str | None = None,
     ) -> Evaluation:
         """The kept controller on ``episodes`` envs (:func:`planetrl.worldmodels.trainer.
-        evaluate_run`)."""
+        evaluate_run`). ``task``: only the run's own (C was evolved for its reward)."""
+        own = wm_config.load_config(Path(logdir) / "config.json").task
+        if task is not None and task != own:
+            raise ValueError(
+                f"a World Models run acts only in its own task ({own}): its controller was "
+                f"evolved for that reward, so it cannot be evaluated on {task}"
+            )
         saved = wm_config.load_config(Path(logdir) / "config.json").threads
         governor = ThreadGovernor(saved if threads is None else threads)
         governor.adjust()
