@@ -151,31 +151,16 @@ def test_a_world_model_learns_a_reward_head_per_sibling_and_plans_with_it(tmp_pa
     # planetrl eval --task: the sibling's env, planned for with its head
     from planetrl.agents import kind
 
-    planet = kind("planet")
-    result = planet.evaluate(
-        tmp_path,
-        episodes=1,
-        seed=0,
-        device="cpu",
-        parallel=False,
-        record=False,
-        threads=1,
-        task="dmc:cartpole-swingup",
-        log=lambda _: None,
-    )
+    def evaluate(task: str):
+        return kind("planet").evaluate(
+            tmp_path, episodes=1, seed=0, device="cpu", parallel=False, record=False, threads=1,
+            task=task, log=lambda _: None,
+        )  # fmt: skip
+
+    result = evaluate("dmc:cartpole-swingup")
     assert result.task == "dmc:cartpole-swingup" and len(result.returns) == 1
     with pytest.raises(ValueError, match="no reward head for 'dmc:cartpole-two_poles'"):
-        planet.evaluate(
-            tmp_path,
-            episodes=1,
-            seed=0,
-            device="cpu",
-            parallel=False,
-            record=False,
-            threads=1,
-            task="dmc:cartpole-two_poles",
-            log=lambda _: None,
-        )
+        evaluate("dmc:cartpole-two_poles")
 
 
 def test_the_replay_samples_the_relabelled_rewards(tmp_path):
