@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from planetrl.planning.cem import CEM_OPTIONS, ICEM_DEFAULTS
 
 ICEM_OPTIONS = {k: v for k, v in ICEM_DEFAULTS.items() if k in CEM_OPTIONS}
@@ -17,3 +19,18 @@ OPTION_SETS = {
     "icem": ICEM_OPTIONS,
 }
 """Each iCEM option on its own, and all of them: the sets every option test is run over."""
+
+
+@pytest.fixture
+def few_resamples(monkeypatch):
+    """Fewer bootstrap resamples than a real suite report (rliable takes ~0.2-6 ms per resample
+    on 2 cores); the tests that compare with rliable directly use the same counts."""
+    from planetrl.suite import stats
+
+    for name, value in (
+        ("REPS", 300),
+        ("PROFILE_REPS", 100),
+        ("IMPROVEMENT_REPS", 100),
+        ("CURVE_REPS", 100),
+    ):
+        monkeypatch.setattr(stats, name, value)

@@ -81,16 +81,8 @@ def read_csv(path: Path) -> list[dict]:
 
 
 @pytest.fixture(autouse=True)
-def few_resamples(monkeypatch):
-    """Fewer bootstrap resamples than a real report (rliable takes ~0.2-6 ms per resample on 2
-    cores); the comparisons with rliable use the same counts."""
-    for name, value in (
-        ("REPS", 300),
-        ("PROFILE_REPS", 100),
-        ("IMPROVEMENT_REPS", 100),
-        ("CURVE_REPS", 100),
-    ):
-        monkeypatch.setattr(stats, name, value)
+def _few_resamples(few_resamples):
+    """Every test here with conftest's fewer bootstrap resamples."""
 
 
 def direct(scores, func, reps: int | None = None):

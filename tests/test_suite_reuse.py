@@ -18,17 +18,8 @@ pytest.importorskip("rliable.library")
 
 
 @pytest.fixture(autouse=True)
-def few_resamples(monkeypatch):
-    """Fewer bootstrap resamples than a real report (as tests/test_suite_report.py)."""
-    from planetrl.suite import stats
-
-    for name, value in (
-        ("REPS", 300),
-        ("PROFILE_REPS", 100),
-        ("IMPROVEMENT_REPS", 100),
-        ("CURVE_REPS", 100),
-    ):
-        monkeypatch.setattr(stats, name, value)
+def _few_resamples(few_resamples):
+    """Every test here with conftest's fewer bootstrap resamples."""
 
 
 def finish(path, env_steps=100_000, final=321.0):
