@@ -332,8 +332,8 @@ def _suite(argv: list[str]) -> int:
             args.name,
             preset=args.preset,
             seeds=args.seeds,
-            env_steps=args.env_steps,
             tasks=args.tasks,
+            **({} if args.env_steps is None else {"env_steps": args.env_steps}),
         )
         if args.attribute_episodes < 1:
             return _fail(

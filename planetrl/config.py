@@ -53,6 +53,25 @@ from planetrl.rules import (
 #: PlaNet's presets (World Models has its own, :data:`planetrl.worldmodels.config.PRESETS`).
 PRESETS = ("paper", "small", "quick")
 
+#: The parts of PlaNet's world model that ``init_keep`` and ``init_freeze`` name: attributes of
+#: :class:`planetrl.models.WorldModel` ("reward" is every reward head: the task's and its
+#: siblings'; "continuation" exists with ``model.continuation`` only).
+WORLD_MODEL_PARTS = ("encoder", "transition", "decoder", "reward", "continuation")
+
+
+def parse_parts(value: str) -> tuple[str, ...]:
+    """The parts of a comma-separated ``init_keep``/``init_freeze`` value (empty: none; ``all``
+    is resolved by :meth:`Config.init_parts`); an unknown name is a :class:`ConfigError` naming
+    the accepted ones."""
+    parts = tuple(p.strip() for p in value.split(",") if p.strip())
+    unknown = [p for p in parts if p not in WORLD_MODEL_PARTS]
+    if unknown:
+        raise ConfigError(
+            f"unknown world-model part(s) {', '.join(map(repr, unknown))}; accepted: 'all', or a "
+            f"comma-separated list of {', '.join(WORLD_MODEL_PARTS)}"
+        )
+    return parts
+
 
 class ConfigError(ValueError):
     """A configuration value is out of its accepted range."""
@@ -437,8 +456,28 @@ class Config(RunConfig):
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
+    init_from: str = ""
+    """Start the world model from this PlaNet run directory's checkpoint (transfer: e.g. train
+    `dmc:walker-run` from a `dmc:walker-walk` run), then run Algorithm 1 as usual in this run's
+    own directory, with its own replay. The model's sizes (`model.*`) and the action size must
+    be the source's. Read when the run starts only; a resumed run continues from its own
+    checkpoint. Adam starts fresh. Empty: a fresh model (PlaNet)."""
+    init_keep: str = "all"
+    """With `init_from`: the parts taken from the source, comma-separated (encoder, transition,
+    decoder, reward, continuation) or `all`: every part the source has for this run. `reward`
+    is each reward head whose task the source has a head for (its own task's, or a sibling
+    head learned with `sibling_rewards`); the others start fresh, as do the parts not kept."""
+    init_freeze: str = ""
+    """With `init_from`: kept parts that are not trained (comma-separated; left out of the
+    optimiser), e.g. `encoder,transition,decoder` to fit only the reward head on the new task."""
 
-    RULES: ClassVar[dict[str, Rule]] = {**RunConfig.RULES, "preset": one_of(*PRESETS)}
+    RULES: ClassVar[dict[str, Rule]] = {
+        **RunConfig.RULES,
+        "preset": one_of(*PRESETS),
+        "init_from": Rule("a run directory (a string; empty: none)", lambda v: isinstance(v, str)),
+        "init_keep": Rule("'all' or comma-separated parts", lambda v: isinstance(v, str)),
+        "init_freeze": Rule("comma-separated parts (empty: none)", lambda v: isinstance(v, str)),
+    }
     SECTIONS: ClassVar[dict[str, type[Section]]] = {
         "model": ModelConfig,
         "loss": LossConfig,
@@ -468,6 +507,52 @@ class Config(RunConfig):
             "speed.cuda_graphs",
         }
     )
+
+    def model_parts(self) -> tuple[str, ...]:
+        """The parts of :data:`WORLD_MODEL_PARTS` this config's world model has."""
+        return tuple(p for p in WORLD_MODEL_PARTS if p != "continuation" or self.model.continuation)
+
+    def init_parts(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """(kept, frozen) parts of ``init_keep`` and ``init_freeze`` (``all``: every part of
+        :meth:`model_parts`); a name that is no part, or a part this model lacks, is a
+        :class:`ConfigError`."""
+        has = self.model_parts()
+
+        def resolve(name: str) -> tuple[str, ...]:
+            value = getattr(self, name)
+            if value.strip() == "all":
+                return has
+            parts = parse_parts(value)
+            missing = [p for p in parts if p not in has]
+            if missing:
+                raise ConfigError(
+                    f"{name} names {', '.join(missing)}, which this world model does not have "
+                    f"(model.continuation is off); its parts: {', '.join(has)}"
+                )
+            return parts
+
+        return resolve("init_keep"), resolve("init_freeze")
+
+    def _check(self, prefix: str) -> None:
+        if not self.init_from:
+            if self.init_freeze.strip():
+                raise ConfigError(
+                    "init_freeze needs init_from (a source run to take the parts from)"
+                )
+            return
+        keep, freeze = self.init_parts()
+        if not keep:
+            raise ConfigError("init_keep names no part; keep at least one, or drop init_from")
+        not_kept = [p for p in freeze if p not in keep]
+        if not_kept:
+            raise ConfigError(
+                f"init_freeze names part(s) not in init_keep: {', '.join(not_kept)}; only a "
+                "part taken from the source run can be frozen"
+            )
+        if all(p in freeze for p in self.model_parts() if p != "continuation"):
+            raise ConfigError(
+                "init_freeze freezes every part of the world model; leave at least one trained"
+            )
 
 
 def paper_preset() -> Config:

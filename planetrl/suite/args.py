@@ -16,17 +16,21 @@ class SuiteArgs:
 
     name: tyro.conf.Positional[str]
     """The suite: dmc100k (the paper's six tasks at 100k env steps), ablation-transition
-    (RSSM / SSM / GRU on cartpole-swingup), ablation-overshooting (D=1 against D=12)."""
+    (RSSM / SSM / GRU on cartpole-swingup), ablation-overshooting (D=1 against D=12),
+    transfer-walker and transfer-cartpole (a walker-walk or cartpole-balance world model
+    transferred to the sibling tasks, zero-shot and fine-tuned, against scratch)."""
     dir: Optional[str] = None
     """Suite directory (default runs/suite-NAME)."""
     preset: Literal["small", "paper", "quick"] = "small"
     """Configuration preset of every run."""
     seeds: int = 1
     """Seeds per task and variant (0 .. N-1)."""
-    env_steps: int = 100_000
-    """Budget of every run in env steps (agent steps × action repeat)."""
+    env_steps: Optional[int] = None
+    """Budget of every run in env steps (agent steps × action repeat); default: the suite's
+    own (100k; the transfer suites 50k per run)."""
     tasks: Optional[list[str]] = None
-    """Tasks to run instead of the suite's own (e.g. --tasks dmc:cheetah-run dmc:walker-walk)."""
+    """Tasks to run instead of the suite's own (e.g. --tasks dmc:cheetah-run dmc:walker-walk;
+    for a transfer suite, the target tasks among the source's siblings)."""
     address: Optional[str] = None
     """An existing Ray cluster (`auto` for one started with `ray start --head` here); the suite
     directory must be on a file system every node sees. Default: a local cluster of this

@@ -47,6 +47,7 @@ from planetrl.suite import layout, stats
 from planetrl.suite.layout import ceiling_path
 from planetrl.suite.published import Published, load_published, published_at
 from planetrl.suite.spec import RunSpec, Suite, merge_suite, run_config
+from planetrl.suite.transfer import transfer_markdown, transfer_rows
 
 # The published agents shown beside a suite's results, in this order (rows of published.csv).
 COMPARED = ("PlaNet", "PlaNet (DrQ table)", "Dreamer", "CURL", "DrQ", "DreamerV3")
@@ -875,12 +876,14 @@ def write_report(directory: str | Path, merge: tuple[str | Path, ...] | list = (
     aggregates = aggregate_rows(matrices)
     improvements = improvement_rows(matrices)
     profiles = profile_rows(matrices)
+    transfers = transfer_rows(suite, results)
     paths = [directory / "curves.csv", directory / "results.csv", directory / "results.md"]
     atomic_write_text(paths[0], csv_text(rows))
     atomic_write_text(paths[1], csv_text(table))
+    stats_lines = _stats_markdown(seeds, aggregates, improvements, matrices)
     atomic_write_text(
         paths[2],
-        _markdown(suite, table, _stats_markdown(seeds, aggregates, improvements, matrices))
+        _markdown(suite, table, stats_lines + transfer_markdown(transfers))
         + _reused_markdown(results),
     )
     for name, data in (
@@ -888,6 +891,7 @@ def write_report(directory: str | Path, merge: tuple[str | Path, ...] | list = (
         ("aggregates.csv", aggregates),
         ("improvement.csv", improvements),
         ("profile.csv", profiles),
+        ("transfer.csv", transfers),
     ):
         if data:
             paths.append(directory / name)

@@ -44,6 +44,7 @@ from planetrl.suite.spec import (
     merge_suite,
     run_config,
     same_run,
+    source_order,
 )
 
 # AMD's CPUID family -> [(first model, last model, microarchitecture)]: a virtual machine's model
@@ -122,8 +123,12 @@ def code_version() -> str:
         return "unknown"
 
 
-def train_run(config_data: dict[str, Any], budget: int | None = None) -> dict[str, Any]:
+def train_run(
+    config_data: dict[str, Any], budget: int | None = None, *after: Any
+) -> dict[str, Any]:
     """Train (or continue) one run to its budget; the body of the Ray task, also callable directly.
+    ``after``: ignored; the records of the runs this one starts from, which Ray passes once they
+    finished (an ``ObjectRef`` argument makes the task wait for them).
 
     Computes the random policy's returns on the run's evaluation seeds first (once), then trains
     the run with its agent's :meth:`~planetrl.agents.AgentKind.train` (``config_data["agent"]``,
@@ -235,7 +240,7 @@ def run_suite(
     link_reused_runs(suite, directory, reuse, log)
     configs: dict[str, dict[str, Any]] = {}
     pending: list[RunSpec] = []
-    for run in suite.runs:
+    for run in source_order(suite.runs):
         config = run_config(suite, run, directory)
         run_dir = Path(config.logdir)
         configs[run.name] = _config_dict(config)
@@ -340,9 +345,12 @@ def _run_on_ray(
         task = ray.remote(train_run).options(
             num_cpus=cpus, num_gpus=gpus, max_retries=max_retries, retry_exceptions=False
         )
-        refs = {}
-        for run in pending:
-            refs[task.remote(configs[run.name], budget)] = run.name
+        refs: dict[Any, str] = {}
+        submitted: dict[str, Any] = {}  # run name -> its ObjectRef
+        for run in pending:  # a run after the run it starts from (source_order)
+            after = [submitted[run.init_from_run]] if run.init_from_run in submitted else []
+            submitted[run.name] = ref = task.remote(configs[run.name], budget, *after)
+            refs[ref] = run.name
         log(
             f"suite: {len(refs)} runs on Ray ({cpus:g} CPUs, {gpus:g} GPUs each; cluster "
             f"{resources.get('CPU', 0):g} CPUs, {resources.get('GPU', 0):g} GPUs)"

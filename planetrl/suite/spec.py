@@ -10,6 +10,7 @@ with the ordinary commands.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import re
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from planetrl.agents import check_agent, kind
 from planetrl.atomic import atomic_write_text
 from planetrl.config import ConfigError, RunConfig, check_preset, set_field
 from planetrl.envs import check_task, parse_task
+from planetrl.envs.dmc import sibling_tasks
 from planetrl.suite.layout import SUITE_FILE, run_dir
 
 _FIXED = ("preset", "eval_every_env_steps", "eval_episodes", "overrides")
@@ -57,6 +59,9 @@ class RunSpec:
     agent: str = "planet"
     """The agent's registry name (:mod:`planetrl.agents`): its own config, presets and
     fields."""
+    init_from_run: str = ""
+    """The name of another run of the suite whose world model this run starts from (PlaNet's
+    ``init_from``, set to that run's directory); the suite trains that run first. Empty: none."""
 
     @property
     def name(self) -> str:
@@ -89,6 +94,7 @@ class Suite:
                 "variant": r.variant,
                 "overrides": [list(kv) for kv in r.overrides],
                 "agent": r.agent,
+                **({"init_from_run": r.init_from_run} if r.init_from_run else {}),
             }
             for r in self.runs
         ]
@@ -104,6 +110,7 @@ class Suite:
                 r["variant"],
                 tuple((k, v) for k, v in r["overrides"]),
                 r.get("agent", "planet"),
+                r.get("init_from_run", ""),
             )
             for r in data["runs"]
         ]
@@ -215,7 +222,37 @@ def _for_run(config: RunConfig, suite: Suite, run: RunSpec, directory: str | Pat
     config.task = run.task
     config.seed = run.seed
     config.logdir = str(run_dir(directory, run.name))
+    if run.init_from_run:
+        if not any(r.name == run.init_from_run for r in suite.runs):
+            raise ConfigError(
+                f"run {run.name} starts from {run.init_from_run!r}, which is no run of suite "
+                f"{suite.name!r}"
+            )
+        set_field(config, "init_from", str(run_dir(directory, run.init_from_run)))
     return config
+
+
+def source_order(runs: list[RunSpec]) -> list[RunSpec]:
+    """``runs`` with every run after the run it starts from (``init_from_run``), otherwise in
+    their order; a cycle is a :class:`ConfigError` naming its runs."""
+    by_name = {r.name: r for r in runs}
+    ordered: list[RunSpec] = []
+    placed: set[str] = set()
+
+    def place(run: RunSpec, chain: tuple[str, ...]) -> None:
+        if run.name in placed:
+            return
+        if run.name in chain:
+            raise ConfigError(f"runs start from each other in a cycle: {' -> '.join(chain)}")
+        source = by_name.get(run.init_from_run)
+        if source is not None:
+            place(source, (*chain, run.name))
+        placed.add(run.name)
+        ordered.append(run)
+
+    for run in runs:
+        place(run, ())
+    return ordered
 
 
 def load_suite(directory: str | Path) -> Suite:
@@ -354,10 +391,61 @@ def ablation_overshooting(
     )
 
 
+TRANSFER_ENV_STEPS = 50_000
+"""The transfer suites' default budget per run (the source's and each target's): what fits
+2 cores (walker at R = 2 plans 500 times per episode); 100k for the dmc100k comparison."""
+
+
+def transfer(
+    source: str,
+    name: str,
+    preset: str = "small",
+    seeds: int = 1,
+    env_steps: int = TRANSFER_ENV_STEPS,
+    tasks: list[str] | None = None,
+) -> Suite:
+    """Dynamics that transfer: per seed, a ``source`` run that also learns a reward head per
+    sibling task (``sibling_rewards``: rewards relabelled from the same physics), then, for each
+    target task (``tasks``, default: every sibling), a run that starts from the source's world
+    model (``init_from``: every part, the target's reward head included; nothing frozen) against
+    a run of the same seed from scratch, at the same budget of env steps in the target task.
+
+    The transferred run is evaluated once before its first env step: the zero-shot return of
+    the learned model planning with the head it learned from relabelled rewards, with zero env
+    steps of the target task. Its curve then is the fine-tuning curve, beside the scratch run's.
+    The budget counts the target task's env steps only; the source's are on top (reported)."""
+    siblings = sibling_tasks(source)
+    chosen = _check(preset, seeds, env_steps, tasks, siblings)
+    for task in chosen:
+        if task not in siblings:
+            raise ConfigError(
+                f"{task} is no sibling of {source} (a task of the same physics); the targets of "
+                f"{name} are: {', '.join(siblings)}"
+            )
+    runs = []
+    for seed in range(seeds):
+        origin = RunSpec(source, seed, "source", (("sibling_rewards", True),))
+        runs.append(origin)
+        for task in chosen:
+            runs.append(RunSpec(task, seed, "transfer", init_from_run=origin.name))
+            runs.append(RunSpec(task, seed, "scratch"))
+    return Suite(
+        name,
+        preset,
+        env_steps,
+        10_000,
+        10,
+        runs,
+        description=f"a {source} world model transferred to its sibling tasks, against scratch",
+    )
+
+
 BUILTIN: dict[str, Callable[..., Suite]] = {
     "dmc100k": dmc100k,
     "ablation-transition": ablation_transition,
     "ablation-overshooting": ablation_overshooting,
+    "transfer-walker": functools.partial(transfer, "dmc:walker-walk", "transfer-walker"),
+    "transfer-cartpole": functools.partial(transfer, "dmc:cartpole-balance", "transfer-cartpole"),
 }
 
 

@@ -10,6 +10,10 @@ driver (:mod:`planetrl.driver`), the replay (:mod:`planetrl.replay`), the checkp
         every N episodes: evaluate M episodes without noise (parallel envs, batched planning)
         save the checkpoint
 
+A run may start from another run's world model (``init_from``, :mod:`planetrl.training.transfer`):
+the kept parts are loaded before the first step, the frozen ones left out of the optimiser, and
+the model is evaluated once before the seed episodes (the zero-shot return, at 0 env steps).
+
 Everything a run needs lives in its run directory: ``config.json`` (the merged config),
 ``checkpoint.pt`` (model, optimiser, counters, RNG states), ``episodes/`` (the replay, one file per
 episode), ``metrics.jsonl`` and ``tb/`` (the same scalars), ``videos/``. Files are written
@@ -53,6 +57,7 @@ from planetrl.run.logger import Logger
 from planetrl.run.progress import Progress
 from planetrl.speed.auto import Hardware, SpeedDecision, Workload
 from planetrl.threads import ThreadGovernor
+from planetrl.training import transfer
 from planetrl.training.videos import open_loop_video
 
 
@@ -293,9 +298,18 @@ class Trainer:
         self.threads = ThreadGovernor(config.threads, own=lambda: self.pool.worker_pids)
         self.threads.adjust()
         self.action_size = int(self.pool.single_action_space.shape[0])
-        self.world_model = build_world_model(config, self.action_size).to(self.device)
+        self.world_model = build_world_model(config, self.action_size)
+        # A run that starts from another's model (init_from), when it starts: not on resume.
+        self.initialised: dict[str, Any] | None = None
+        if config.init_from and not (self.logdir / rundir.CHECKPOINT_FILE).exists():
+            self.initialised = transfer.initialise(self.world_model, config, self.logdir)
+            print(transfer.describe(self.initialised))
+        transfer.freeze(self.world_model, config)
+        self.world_model.to(self.device)
         self.optimizer = torch.optim.Adam(
-            self.world_model.parameters(), lr=config.train.learning_rate, eps=config.train.adam_eps
+            [p for p in self.world_model.parameters() if p.requires_grad],
+            lr=config.train.learning_rate,
+            eps=config.train.adam_eps,
         )
         self.generator = torch.Generator().manual_seed(config.seed)
         self.plan_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
@@ -588,6 +602,12 @@ class Trainer:
         self.bar = Progress(self.progress, cfg.train.max_env_steps or None, self.counters.env_steps)
         last_eval = None
         try:
+            if self.initialised is not None and cfg.eval.every:
+                # The model as taken from init_from, before any env step of this task: the
+                # zero-shot return (with the source's head for this task, where it had one).
+                last_eval = self.evaluate_now()
+                self.bar.write(f"zero-shot eval return {last_eval['eval/return']:.1f}")
+                self.save()
             while self.counters.episodes < cfg.train.seed_episodes and not self.done():
                 episodes, timing = self.collect(random_actions=True)
                 for episode in episodes:
