@@ -5,6 +5,7 @@
     planetrl eval --logdir runs/NAME --episodes N [--video]
     planetrl suite dmc100k --dir runs/dmc100k [--preset small] [--seeds N] [--tasks ...]
     planetrl compare --task T --agents planet,worldmodels --env-steps N --seeds K [--dir D]
+    planetrl screen --run RUN --dir D --variants base 'NAME={"model.reward_hidden": 400}'
     planetrl tasks
 
 ``planetrl train --help`` documents every option (the paper's symbol is in each help text); the
@@ -32,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-USAGE = """usage: planetrl {train,eval,suite,compare,tasks} ...
+USAGE = """usage: planetrl {train,eval,suite,compare,screen,tasks} ...
 
 PlaNet (Hafner et al., 2019): learn latent dynamics from pixels and plan in latent space;
 World Models (Ha & Schmidhuber, 2018) beside it (`planetrl train --agent worldmodels`).
@@ -43,6 +44,8 @@ commands:
   suite   train a benchmark suite (e.g. dmc100k) on Ray and report it beside published figures
   compare train PlaNet and World Models on one task, budget and seeds; compare returns, sizes,
           env steps per stage and the dynamics models' open-loop errors
+  screen  rank world-model variants on a run's fixed replay by their open-loop reward error
+          on the episodes the run collected next (minutes per variant, no acting)
   tasks   list the task names
 
 `planetrl COMMAND --help` documents each command's options.
@@ -444,6 +447,64 @@ def _compare(argv: list[str]) -> int:
     return 0
 
 
+@dataclass
+class ScreenArgs:
+    """Rank world-model variants before any long run: train a fresh model per variant and seed
+    on a PlaNet run's first episodes, score it by the open-loop reward error over the planner's
+    horizon on the episodes the run collected next (held out) and on the replay. Rerunning the
+    same command skips the finished variants. Writes screen.md and screen.csv in --dir."""
+
+    run: str
+    """The PlaNet run directory whose episodes are screened on (its config is the base)."""
+    dir: str
+    """The screen's directory (settings, results per variant and seed, the table)."""
+    variants: list[str]
+    """NAME (the run's own config) or NAME=JSON, a JSON object of dotted config fields, e.g.
+    base 'wide-reward={"model.reward_hidden": 400}' 'fn1={"loss.free_nats": 1.0}'."""
+    train_episodes: int = 40
+    """K: the run's first K episodes are the replay."""
+    heldout_episodes: int = 10
+    """M: the next M episodes are held out (scored on, never trained on)."""
+    updates: int = 1000
+    """Updates per variant and seed (B × L chunks as the variant's config says)."""
+    score_every: int = 250
+    """Score every this many updates (and at the end): the held-out error's curve."""
+    seeds: int = 1
+    """Seeds per variant (0 .. N-1); 2+ give the held-out error an interval."""
+    device: str = "auto"
+    """auto, cpu, cuda or cuda:N."""
+
+
+def _screen(argv: list[str]) -> int:
+    args = _parse(ScreenArgs, argv, "planetrl screen")
+
+    from planetrl.config import ConfigError
+    from planetrl.suite.screen import parse_variant, run_screen
+
+    try:
+        variants = [parse_variant(v) for v in args.variants]
+        rows = run_screen(
+            args.run,
+            args.dir,
+            variants,
+            train_episodes=args.train_episodes,
+            heldout_episodes=args.heldout_episodes,
+            updates=args.updates,
+            score_every=args.score_every,
+            seeds=args.seeds,
+            device=args.device,
+        )
+    except (ConfigError, ValueError) as err:
+        return _fail(str(err))
+    except KeyboardInterrupt:
+        print("planetrl: interrupted; rerun the same command to continue", file=sys.stderr)
+        return 130
+    best = rows[0] if rows else None
+    tail = f"; best held-out MSE: {best['variant']} {best['heldout_mse']:.4g}" if best else ""
+    print(f"screen: {len(rows)} variants in {args.dir}/screen.md{tail}")
+    return 0
+
+
 def _tasks(argv: list[str]) -> int:
     from planetrl.envs import default_action_repeat, list_tasks
 
@@ -467,6 +528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "eval": _eval,
         "suite": _suite,
         "compare": _compare,
+        "screen": _screen,
         "tasks": _tasks,
     }
     if command not in commands:

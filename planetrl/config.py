@@ -243,8 +243,18 @@ class LossConfig(Section):
     is DreamerV2's discount predictor (Hafner et al. 2021, its `loss_scales.discount`: 1, 5 on
     Atari); 10 here, as `reward_scale`: a scalar head next to the 12,288-dimensional image term,
     and terminal steps are rare (one per terminated episode)."""
+    kl_balance: float | None = None
+    """α in [0, 1]: KL balancing (DreamerV2, Hafner et al. 2021, its `kl.balance` 0.8): the
+    one-step KL term becomes α max(KL(sg(q) || p), free nats) + (1 − α) max(KL(q || sg(p)),
+    free nats), so the prior p(s_t | h_t) moves toward the posterior faster (α) than the
+    posterior is pulled toward the prior (1 − α). Free nats per step on each part. Not PlaNet:
+    None (every preset) is the paper's max(KL(q || p), free nats), whose gradient is twice that
+    of α = 0.5."""
 
     RULES: ClassVar[dict[str, Rule]] = {
+        "kl_balance": Rule(
+            "None or a number in [0, 1]", lambda v: is_real(v) and 0 <= v <= 1
+        ).or_none(),
         "free_nats": NON_NEGATIVE,
         "reward_scale": NON_NEGATIVE,
         "image_scale": NON_NEGATIVE,
@@ -365,8 +375,14 @@ class TrainConfig(Section):
     """Stop after this much wall-clock time in this process (minutes); 0 = no limit."""
     replay_capacity: int = 1_000_000
     """Replay capacity in stored (agent) steps; older episodes leave memory, their files stay."""
+    augment_shift: int = 0
+    """Random-shift augmentation of the training chunks (RAD, DrQ: pad and random crop): each
+    chunk's frames shifted by up to this many pixels in x and y, one offset per chunk, border
+    pixels repeated (`planetrl.augment.random_shift`). 0 = off, PlaNet (every preset); DrQ
+    uses 4 (on 84-pixel frames)."""
 
     RULES: ClassVar[dict[str, Rule]] = {
+        "augment_shift": NON_NEGATIVE_INT,
         "seed_episodes": NON_NEGATIVE_INT,
         "collect_interval": POSITIVE_INT,
         "batch_size": POSITIVE_INT,

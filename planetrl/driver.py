@@ -21,6 +21,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from planetrl.envs import EnvPool, default_action_repeat
+from planetrl.envs.multitask import is_multitask, split_tasks, task_for_seed
+from planetrl.envs.registry import task_repeat
 from planetrl.episodes import EpisodeRecorder
 from planetrl.run.frames import tile_frames
 
@@ -30,6 +32,8 @@ __all__ = [
     "make_pool",
     "random_policy_returns",
     "resolve_action_repeat",
+    "episode_action_repeat",
+    "action_repeats",
     "run_episodes",
     "uniform_policy",
 ]
@@ -130,8 +134,24 @@ def run_episodes(
 
 
 def resolve_action_repeat(env: Any) -> int:
-    """R of the env settings ``env``: its ``action_repeat``, or the task's default when 0."""
+    """R of the env settings ``env``: its ``action_repeat``, or the task's default when 0 (0 for
+    a multi-task name whose tasks keep their own: :func:`episode_action_repeat`)."""
     return env.action_repeat or default_action_repeat(env.task)
+
+
+def episode_action_repeat(env: Any, seed: int) -> int:
+    """R of the episode that the env settings ``env`` reset with ``seed``: the settings' R, or,
+    for a multi-task name, that of the episode's task (:mod:`planetrl.envs.multitask`)."""
+    if is_multitask(env.task):
+        return task_repeat(task_for_seed(split_tasks(env.task), seed), env.action_repeat)
+    return resolve_action_repeat(env)
+
+
+def action_repeats(env: Any) -> tuple[int, ...]:
+    """Every R the env settings ``env`` act with: one, or one per task of a multi-task name."""
+    if is_multitask(env.task):
+        return tuple(task_repeat(t, env.action_repeat) for t in split_tasks(env.task))
+    return (resolve_action_repeat(env),)
 
 
 def make_pool(

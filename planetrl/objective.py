@@ -7,7 +7,7 @@ and the time steps of the chunk (the paper's per-sequence sum over t, divided by
 
     loss = image_scale  * mean_{b,t} [ -ln N(o_t; dec(h_t, s_t), I) ]
          + reward_scale * mean_{b,t} [ -ln N(r_t; rew(h_t, s_t), 1) ]
-         + kl_scale     * mean_{b,t} [ max(KL(q(s_t | .) || p(s_t | h_t)), free_nats) ]
+         + kl_scale     * mean_{b,t} [ max(KL(q(s_t | .) || p(s_t | h_t)), free_nats) ]  (*)
          + (beta / D)   * sum_{d=2..D} sum_{valid b,t} max(KL(sg(q(s_t|.)) || p_d(s_t)), free_nats)
                         / (B L)
          + (gamma / D)  * sum_{d=2..D} sum_{valid b,t} [ -ln N(r_t; rew(p_d features), 1) ] / (B L)
@@ -23,6 +23,10 @@ posterior included, keeps its gradient. beta = ``overshooting_kl_scale``, gamma 
 ``overshooting_reward_scale``. The one-step term is the d = 1 term with beta_1 = ``kl_scale`` and
 keeps the posterior's gradient (as the official code), so ``overshooting_distance=1`` is the plain
 objective exactly (the overshooting code does not even run).
+
+(*) With ``kl_balance`` = α (DreamerV2's KL balancing, not PlaNet's) this term is
+α max(KL(sg(q) || p), free_nats) + (1 − α) max(KL(q || sg(p)), free_nats): the same value, the
+gradient split between the prior (α) and the posterior (1 − α).
 
 The continuation term is not PlaNet's (Dreamer/DreamerV2's discount predictor): it exists only
 when the world model has a continuation head (``model.continuation``), a Bernoulli over c_t = 0
@@ -191,6 +195,7 @@ def compute_loss(
     image_scale: float = 1.0,
     reward_scale: float = 1.0,
     decode_fraction: float = 1.0,
+    kl_balance: float | None = None,
     generator: Any = None,
 ) -> tuple[Tensor, dict[str, Tensor], State]:
     """The negative variational bound for one batch of chunks (see the module docstring).
@@ -218,6 +223,10 @@ def compute_loss(
             unbiased estimate of the mean over all B * L frames at a fraction of the decoder's
             cost. The encoder, the filter, the reward and KL terms still see every frame. 1 = all
             frames, the paper's objective (no random draw).
+        kl_balance: α; None = the paper's one-step KL term. With α, DreamerV2's KL balancing:
+            α max(KL(sg(q) || p), free_nats) + (1 − α) max(KL(q || sg(p)), free_nats) per
+            step (the same value as max(KL, free_nats) at every α; the gradient reaches the
+            prior with weight α and the posterior with 1 − α). Not PlaNet's.
         generator: draws the dequantisation noise of ``world_model.preprocess`` (a torch or
             numpy generator; None: torch's global RNG).
 
@@ -258,7 +267,15 @@ def compute_loss(
         image_loss = unit_normal_nll(world_model.decoder(features), image, 3).mean()
     reward_loss = unit_normal_nll(world_model.reward(features), reward, 0).mean()
     kl = transition.kl(posts, priors)
-    kl_loss = kl.clamp_min(free_nats).mean()
+    if kl_balance is None:
+        kl_loss = kl.clamp_min(free_nats).mean()
+    else:
+        if not 0.0 <= kl_balance <= 1.0:
+            raise ValueError(f"kl_balance must be None or in [0, 1], got {kl_balance!r}")
+        # sg(q) trains the prior, sg(p) the posterior; the forward value is KL either way.
+        to_prior = transition.kl(posts.detach(), priors).clamp_min(free_nats).mean()
+        to_post = transition.kl(posts, priors.detach()).clamp_min(free_nats).mean()
+        kl_loss = kl_balance * to_prior + (1.0 - kl_balance) * to_post
     loss = image_scale * image_loss + reward_scale * reward_loss + kl_scale * kl_loss
     metrics = {
         "image_loss": image_loss,

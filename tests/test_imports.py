@@ -168,6 +168,7 @@ FLOORS = {
     "config": 1,
     "episodes": 1,
     "preprocess": 1,
+    "augment": 1,
     "threads": 1,
     "envs": 2,
     "run": 2,

@@ -362,3 +362,42 @@ def test_seeded_runs_are_repeatable():
         return losses
 
     assert run() == run()
+
+
+# ------------------------------------------------------------------------------ KL balancing
+def _kl_grads(alpha, free_nats=0.0):
+    wm, batch = world_model(), random_batch()
+    loss, metrics, _ = loss_of(
+        wm, batch, free_nats=free_nats, image_scale=0.0, reward_scale=0.0, kl_balance=alpha
+    )
+    loss.backward()
+    grads = {n: p.grad.clone() for n, p in wm.named_parameters() if p.grad is not None}
+    return float(metrics["kl_loss"]), grads
+
+
+@pytest.mark.parametrize("free_nats", [0.0, 0.05])
+def test_kl_balancing_keeps_the_value_and_splits_the_gradient(free_nats):
+    """α max(KL(sg(q)||p), F) + (1-α) max(KL(q||sg(p)), F): the value of the plain term; the
+    gradients through the prior (α = 1) and the posterior (α = 0) add up to the plain one, and
+    α weights them linearly."""
+    plain, full = _kl_grads(None, free_nats)
+    to_prior = _kl_grads(1.0, free_nats)
+    to_post = _kl_grads(0.0, free_nats)
+    mixed = _kl_grads(0.8, free_nats)
+    for value, _ in (to_prior, to_post, mixed):
+        assert value == pytest.approx(plain, rel=1e-6)
+    for name, grad in full.items():
+        prior_part = to_prior[1].get(name, torch.zeros_like(grad))
+        post_part = to_post[1].get(name, torch.zeros_like(grad))
+        torch.testing.assert_close(prior_part + post_part, grad, rtol=1e-4, atol=1e-6)
+        torch.testing.assert_close(
+            mixed[1].get(name, torch.zeros_like(grad)),
+            0.8 * prior_part + 0.2 * post_part,
+            rtol=1e-4,
+            atol=1e-6,
+        )
+    # the prior's own head learns only through sg(q): nothing with α = 0
+    head = "transition.prior_head.linear.weight"
+    assert float(to_post[1][head].abs().max()) == 0.0 < float(to_prior[1][head].abs().max())
+    with pytest.raises(ValueError, match="kl_balance"):
+        loss_of(*(world_model(), random_batch()), kl_balance=1.5)

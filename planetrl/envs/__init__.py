@@ -5,8 +5,9 @@ Every environment made here returns ``uint8`` images of shape ``(size, size, 3)`
 R-th simulator step (action repeat R, the paper's per-domain values by default) and receives the
 sum of the R rewards. Task names are ``dmc:<domain>-<task>`` (e.g. ``dmc:cheetah-run``),
 ``gym:<id>`` (e.g. ``gym:InvertedPendulum-v5``), ``gym:<module>:<id>`` (``<module>`` is imported
-first and registers ``<id>``; e.g. ``gym:my_envs:MyEnv-v0``), or ``fn:<label>`` with an
-``env_fn`` factory.
+first and registers ``<id>``; e.g. ``gym:my_envs:MyEnv-v0``), ``fn:<label>`` with an
+``env_fn`` factory, or ``multi:<task>,<task>,...``: several tasks in turn behind one env
+(:mod:`planetrl.envs.multitask`).
 
 Public API::
 

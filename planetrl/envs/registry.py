@@ -47,6 +47,8 @@ from planetrl.envs.checks import (
     check_seed,
     check_size,
 )
+from planetrl.envs.multitask import MultiTaskEnv, split_tasks
+from planetrl.envs.wrappers import ActionRepeat, ValidateAction
 
 #: The paper's action repeat per DMC domain.
 PAPER_ACTION_REPEAT: dict[str, int] = {
@@ -69,7 +71,8 @@ class TaskSpec:
 
     Attributes:
         name: the full task name, e.g. ``"dmc:cheetah-run"`` or ``"gym:InvertedPendulum-v5"``.
-        suite: ``"dmc"``, ``"gym"`` or ``"fn"`` (a factory given from Python).
+        suite: ``"dmc"``, ``"gym"``, ``"fn"`` (a factory given from Python) or ``"multi"``
+            (several tasks in turn, :mod:`planetrl.envs.multitask`).
         domain: DMC domain (``"cheetah"``); for Gymnasium, the environment id; for ``fn``, the
             label.
         task: DMC task (``"run"``); ``None`` otherwise.
@@ -77,7 +80,7 @@ class TaskSpec:
     """
 
     name: str
-    suite: Literal["dmc", "gym", "fn"]
+    suite: Literal["dmc", "gym", "fn", "multi"]
     domain: str
     task: str | None = None
     module: str | None = None
@@ -182,6 +185,13 @@ def parse_task(task: str) -> TaskSpec:
                 "<module> (dotted, e.g. 'my_package.envs') before making <id>."
             )
         return TaskSpec(name=task, suite="gym", domain=gym_id, module=module or None)
+    if prefix == "multi":
+        for name in split_tasks(task):
+            if parse_task(name).suite not in ("dmc", "gym"):
+                raise ValueError(
+                    f"{task!r}: {name!r} cannot be one of its tasks (dmc: and gym: tasks only)"
+                )
+        return TaskSpec(name=task, suite="multi", domain=rest)
     if prefix == "fn":
         if not rest:
             raise ValueError("Empty label in 'fn:'; use e.g. 'fn:my-env' with env_fn=...")
@@ -230,12 +240,21 @@ def default_action_repeat(task: str | TaskSpec) -> int:
     """The action repeat R used when ``make_env(action_repeat=None)``.
 
     The paper's values for its six domains (cartpole 8, reacher 4, cheetah 4, finger 2,
-    ball_in_cup 4, walker 2), 2 for other DMC domains, 1 for Gymnasium envs and factories.
+    ball_in_cup 4, walker 2), 2 for other DMC domains, 1 for Gymnasium envs and factories, 0
+    for a multi-task name: each of its tasks keeps its own.
     """
     spec = task if isinstance(task, TaskSpec) else parse_task(task)
+    if spec.suite == "multi":
+        return 0  # each task its own (planetrl.envs.multitask.task_repeat)
     if spec.suite != "dmc":
         return DEFAULT_GYM_ACTION_REPEAT
     return PAPER_ACTION_REPEAT.get(spec.domain, DEFAULT_DMC_ACTION_REPEAT)
+
+
+def task_repeat(task: str, action_repeat: int | None) -> int:
+    """A task's action repeat inside a multi-task env: ``action_repeat`` for every task when
+    given (not None or 0), else the task's own (:func:`default_action_repeat`)."""
+    return check_action_repeat(action_repeat) if action_repeat else default_action_repeat(task)
 
 
 def make_env(
@@ -312,13 +331,31 @@ def make_env(
             f"env_kwargs {sorted(env_kwargs)} cannot be passed to env_fn; bind them into the "
             "factory (e.g. functools.partial(factory, **kwargs))"
         )
+    if spec.suite == "multi":
+        if env_kwargs or sibling_rewards:
+            raise ValueError(
+                f"{task}: env_kwargs and sibling_rewards are not taken by a multi-task env"
+            )
+        envs: dict[str, gymnasium.Env] = {}
+        try:
+            for name in split_tasks(task):
+                envs[name] = make_env(
+                    name,
+                    action_repeat=task_repeat(name, action_repeat),
+                    seed=seed,
+                    render=render,
+                    size=size,
+                )
+            return ValidateAction(MultiTaskEnv(envs))
+        except BaseException:
+            for env in envs.values():
+                env.close()
+            raise
     repeat = default_action_repeat(spec) if action_repeat is None else action_repeat
     repeat = check_action_repeat(repeat)
     render = check_render(render)
     size = check_size(size)
     seed = check_seed(seed)
-
-    from planetrl.envs.wrappers import ActionRepeat, ValidateAction  # noqa: PLC0415
 
     base: gymnasium.Env
     if spec.suite == "dmc":

@@ -188,9 +188,13 @@ def _below(seed: int, limit: int, config: Any) -> int:
     return seed
 
 
-def episodes_on_disk(logdir: str | Path, action_repeat: int) -> tuple[int, int]:
+def episodes_on_disk(
+    logdir: str | Path, action_repeat: int | Callable[[int], int]
+) -> tuple[int, int]:
     """(episodes, env steps) of the episode files in ``<logdir>/episodes``, the source of truth
     for both: an episode file of ``length`` entries holds ``length - 1`` agent steps of R =
-    ``action_repeat`` env steps each."""
+    ``action_repeat`` env steps each (a callable: R of the episode of that index, e.g. in a
+    multi-task run, whose tasks differ in R)."""
     files = list_episode_files(Path(logdir) / EPISODES_DIR)
-    return len(files), sum((f.length - 1) * action_repeat for f in files)
+    repeat = action_repeat if callable(action_repeat) else (lambda _: action_repeat)
+    return len(files), sum((f.length - 1) * repeat(f.index) for f in files)

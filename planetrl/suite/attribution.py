@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any, Callable
 
 import numpy as np
@@ -31,10 +30,12 @@ from planetrl.agents import kind
 from planetrl.atomic import atomic_write_text
 from planetrl.config import Config, PlannerConfig
 from planetrl.driver import make_pool, resolve_action_repeat, run_episodes
+from planetrl.envs.multitask import is_multitask
 from planetrl.planning.cem import cem_loop
 from planetrl.suite.layout import ATTRIBUTION_FILE, ceiling_path, is_finished
-from planetrl.suite.spec import run_config
+from planetrl.suite.spec import run_budget, run_config
 from planetrl.training.loop import build_planner, eval_seed, load_run
+from planetrl.training.open_loop import open_loop_reward_error_on
 
 
 class SimulatorModel:
@@ -177,29 +178,12 @@ def heldout_open_loop_error(
         out = run_episodes(
             pool, agent.act, [seed + i for i in range(episodes)], reset=agent.reset, keep=True
         )
-    length = context + H
-    chunks: dict[str, list[np.ndarray]] = {k: [] for k in ("image", "action", "reward", "is_first")}
     assert out.episodes is not None  # keep=True
-    for episode in out.episodes:
-        for start in range(0, len(episode["reward"]) - length + 1, H):
-            for key in chunks:
-                chunks[key].append(episode[key][start : start + length])
-    generator = torch.Generator().manual_seed(seed)
-    image = torch.as_tensor(np.stack(chunks["image"]))
-    batch = SimpleNamespace(
-        image=world_model.preprocess(image.to(device), generator),
-        action=torch.as_tensor(np.stack(chunks["action"]), device=device),
-        reward=torch.as_tensor(np.stack(chunks["reward"]), device=device),
-        is_first=torch.zeros(len(chunks["reward"]), length, dtype=torch.bool),
+    measured = open_loop_reward_error_on(
+        world_model, out.episodes, horizon=H, context=context, seed=seed
     )
-    mse = world_model.open_loop_reward_error(batch, context=context, seed=seed)
-    rewards = np.concatenate([c[context:] for c in chunks["reward"]])
     return {
-        "mse": mse,
-        "chunks": len(chunks["reward"]),
-        "context": context,
-        "horizon": H,
-        "reward_var": float(np.var(rewards)),
+        **measured,
         "episode_returns": out.returns,
     }
 
@@ -241,8 +225,10 @@ def attribute_suite(
     ]  # agents that plan with CEM
     for task in suite.tasks():
         run = next((r for r in planned if r.task == task), None)
-        if run is None:
-            continue  # the planner's ceiling and the reward error below are a CEM planner's
+        if run is None or is_multitask(task):
+            # The ceiling is a CEM planner's on one task's physics (a multi-task run's tasks
+            # have theirs from their single-task runs).
+            continue
         config = run_config(suite, run, directory)
         p = kind(run.agent).planner(config)
         assert p is not None  # a run of planned
@@ -256,5 +242,8 @@ def attribute_suite(
             log(f"{task}: planner ceiling {record['mean']:.0f} ± {record['std']:.0f}")
     for run in planned:
         run_dir = Path(run_config(suite, run, directory).logdir)
-        if is_finished(run_dir, suite.env_steps) and not (run_dir / ATTRIBUTION_FILE).exists():
+        if (
+            is_finished(run_dir, run_budget(suite, run))
+            and not (run_dir / ATTRIBUTION_FILE).exists()
+        ):
             attribute_run(run_dir, episodes=episodes, device=device, log=log)

@@ -42,6 +42,7 @@ import numpy as np
 
 from planetrl.agents import kind
 from planetrl.atomic import atomic_write_bytes, atomic_write_text
+from planetrl.envs.multitask import is_multitask, returns_by_task, split_tasks
 from planetrl.run.logger import read_metrics
 from planetrl.suite import layout, stats
 from planetrl.suite.layout import ceiling_path
@@ -154,6 +155,46 @@ def read_run(directory: Path, run: RunSpec, label: str | None = None) -> RunResu
     return result
 
 
+def read_runs(directory: Path, run: RunSpec, label: str | None = None) -> list[RunResult]:
+    """:func:`read_run`, and for a multi-task run (:mod:`planetrl.envs.multitask`) one result
+    per task instead: its curve from ``eval/return/<task>`` at the task's own env steps (the
+    run's over n: its n tasks take turns, and every evaluation falls after whole turns), the
+    random policy's returns on the task's evaluation episodes, the run's record."""
+    whole = read_run(directory, run, label)
+    if not is_multitask(run.task):
+        return [whole]
+    tasks = split_tasks(run.task)
+    rows = []
+    metrics = layout.run_dir(directory, run.name) / "metrics.jsonl"
+    if metrics.exists():
+        rows = [r for r in read_metrics(metrics) if "eval/return" in r]
+    random_by_task: dict[str, list[float]] = {}
+    random_path = layout.run_dir(directory, run.name) / layout.RANDOM_FILE
+    if whole.random is not None and random_path.exists():
+        seed = int(json.loads(random_path.read_text())["seed"])
+        random_by_task = returns_by_task(tasks, seed, whole.random)
+    results = []
+    for task in tasks:
+        result = RunResult(
+            run.name,
+            task,
+            whole.variant,
+            run.seed,
+            random=random_by_task.get(task),
+            finished=whole.finished,
+            replay_open_loop_mse=whole.replay_open_loop_mse,
+            directory=directory,
+        )
+        for row in rows:
+            if f"eval/return/{task}" in row:
+                result.curve[int(row["step"]) // len(tasks)] = (
+                    float(row[f"eval/return/{task}"]),
+                    float(row.get(f"eval/return_std/{task}", math.nan)),
+                )
+        results.append(result)
+    return results
+
+
 def _label(run: RunSpec, preset: str, several_presets: bool) -> str:
     if not several_presets:
         return run.variant
@@ -163,19 +204,19 @@ def _label(run: RunSpec, preset: str, several_presets: bool) -> str:
 def read_results(sources: list[Source]) -> list[RunResult]:
     """Every run of every source, each once (module docstring: which copy is read)."""
     several = len({s.suite.preset for s in sources}) > 1
-    chosen: dict[tuple[str, str], RunResult] = {}
+    chosen: dict[tuple[str, str], list[RunResult]] = {}
     for source in sources:
         for run in source.suite.runs:
             key = (source.suite.preset if several else "", run.name)
-            result = read_run(source.directory, run, _label(run, source.suite.preset, several))
-            held = chosen.get(key)
+            found = read_runs(source.directory, run, _label(run, source.suite.preset, several))
+            result, held = found[0], chosen.get(key, [None])[0]
             if (
                 held is None
                 or (not held.finished and result.finished)
                 or (not held.finished and not held.curve and result.curve)
             ):
-                chosen[key] = result
-    return list(chosen.values())
+                chosen[key] = found
+    return [result for found in chosen.values() for result in found]
 
 
 def _ceiling(sources: list[Source], task: str) -> dict | None:

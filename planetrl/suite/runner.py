@@ -42,6 +42,7 @@ from planetrl.suite.spec import (
     SuiteError,
     load_suite,
     merge_suite,
+    run_budget,
     run_config,
     same_run,
     source_order,
@@ -244,7 +245,7 @@ def run_suite(
         config = run_config(suite, run, directory)
         run_dir = Path(config.logdir)
         configs[run.name] = _config_dict(config)
-        if is_finished(run_dir, suite.env_steps):
+        if is_finished(run_dir, run_budget(suite, run)):
             log(f"suite {suite.name}: {run.name} finished, skipped")
         else:
             pending.append(run)
@@ -253,7 +254,7 @@ def run_suite(
         results = _run_on_ray(
             pending,
             configs,
-            budget=suite.env_steps,
+            budgets={run.name: run_budget(suite, run) for run in pending},
             address=address,
             cpus_per_run=cpus_per_run,
             gpus_per_run=gpus_per_run,
@@ -313,7 +314,7 @@ def _report(directory: Path, log: Callable[[str], None]) -> None:
 
 
 def _run_on_ray(
-    pending, configs, *, budget, address, cpus_per_run, gpus_per_run, max_retries, on_finish, log
+    pending, configs, *, budgets, address, cpus_per_run, gpus_per_run, max_retries, on_finish, log
 ) -> dict[str, Any]:
     try:
         import ray  # the suite extra; seconds to import: only when runs go to Ray
@@ -349,7 +350,7 @@ def _run_on_ray(
         submitted: dict[str, Any] = {}  # run name -> its ObjectRef
         for run in pending:  # a run after the run it starts from (source_order)
             after = [submitted[run.init_from_run]] if run.init_from_run in submitted else []
-            submitted[run.name] = ref = task.remote(configs[run.name], budget, *after)
+            submitted[run.name] = ref = task.remote(configs[run.name], budgets[run.name], *after)
             refs[ref] = run.name
         log(
             f"suite: {len(refs)} runs on Ray ({cpus:g} CPUs, {gpus:g} GPUs each; cluster "

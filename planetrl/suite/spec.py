@@ -24,6 +24,7 @@ from planetrl.atomic import atomic_write_text
 from planetrl.config import ConfigError, RunConfig, check_preset, set_field
 from planetrl.envs import check_task, parse_task
 from planetrl.envs.dmc import sibling_tasks
+from planetrl.envs.multitask import PREFIX, is_multitask, split_tasks
 from planetrl.suite.layout import SUITE_FILE, run_dir
 
 _FIXED = ("preset", "eval_every_env_steps", "eval_episodes", "overrides")
@@ -172,11 +173,20 @@ def merge_suite(directory: Path, suite: Suite) -> Suite:
 
 
 def episode_env_steps(task: str) -> int:
-    """Env steps of one episode of ``task`` (DMC: 1000; Gymnasium: its time limit, if any)."""
+    """Env steps of one episode of ``task`` (DMC: 1000; Gymnasium: its time limit, if any; a
+    multi-task name: that of its tasks, which must agree)."""
 
     spec = check_task(task)  # imports the module of a gym:<module>:<id> task
     if spec.suite == "dmc":
         return DMC_EPISODE_ENV_STEPS
+    if spec.suite == "multi":
+        lengths = {t: episode_env_steps(t) for t in split_tasks(task)}
+        if len(set(lengths.values())) != 1:
+            raise ConfigError(
+                f"{task}: a suite needs its tasks' episodes of one length in env steps, got "
+                f"{lengths}"
+            )
+        return next(iter(lengths.values()))
     if spec.suite == "fn":
         raise ConfigError(
             f"{task}: a suite makes its envs by name in its own processes, so an "
@@ -202,16 +212,29 @@ def run_config(suite: Suite, run: RunSpec, directory: str | Path) -> RunConfig:
     except ConfigError as err:
         raise ConfigError(f"run {run.name}: {err}") from None
     config = _for_run(agent.preset(suite.preset), suite, run, directory)
+    n = task_count(run.task)
     try:
         return agent.budget(
             config,
-            env_steps=suite.env_steps,
+            env_steps=run_budget(suite, run),
             episode_env_steps=episode_env_steps(run.task),
-            eval_every_env_steps=suite.eval_every_env_steps,
-            eval_episodes=suite.eval_episodes,
+            eval_every_env_steps=suite.eval_every_env_steps * n,
+            eval_episodes=suite.eval_episodes * n,
         )
     except ConfigError as err:
         raise ConfigError(f"{run.name}: {err}") from None
+
+
+def task_count(task: str) -> int:
+    """The tasks a run's task name holds: n for ``multi:<n tasks>``, else 1."""
+    return len(split_tasks(task)) if is_multitask(task) else 1
+
+
+def run_budget(suite: Suite, run: RunSpec) -> int:
+    """A run's budget in env steps: the suite's, per task. A multi-task run gets it for each of
+    its n tasks (n times the env steps, evaluated every n times the suite's interval on n times
+    its episodes), so that each task sees the budget of a single-task run."""
+    return suite.env_steps * task_count(run.task)
 
 
 def _for_run(config: RunConfig, suite: Suite, run: RunSpec, directory: str | Path):
@@ -440,12 +463,45 @@ def transfer(
     )
 
 
+MULTITASK_TASKS = ("dmc:cartpole-swingup", "dmc:reacher-easy")
+"""The multitask suite's default tasks: the two cheapest of the paper's six on 2 cores (R = 8
+and 4); the paper's run of all six (``--tasks`` with the six) is for a GPU."""
+
+
+def multitask(
+    preset: str = "small", seeds: int = 1, env_steps: int = 100_000, tasks: list[str] | None = None
+) -> Suite:
+    """One agent for several tasks (paper section 5): per seed, one run of the multi-task name
+    of ``tasks`` (the tasks in turn, padded actions, not told which one: :mod:`planetrl.envs.
+    multitask`) for ``env_steps`` per task, against one run per task for ``env_steps``. The
+    single-task runs are field by field dmc100k's of the same seed and preset (``--reuse``
+    a dmc100k directory to train them once). The report reads the multi-task run per task, at
+    each task's own env steps."""
+    chosen = _check(preset, seeds, env_steps, tasks, MULTITASK_TASKS)
+    if len(chosen) < 2:
+        raise ConfigError(f"the multitask suite needs two or more tasks, got {chosen}")
+    name = PREFIX + ",".join(chosen)
+    parse_task(name)
+    runs = [RunSpec(name, seed, "multitask") for seed in range(seeds)]
+    runs += [RunSpec(task, seed, "single") for task in chosen for seed in range(seeds)]
+    return Suite(
+        "multitask",
+        preset,
+        env_steps,
+        10_000,
+        10,
+        runs,
+        description=f"one agent for {len(chosen)} tasks against one agent per task",
+    )
+
+
 BUILTIN: dict[str, Callable[..., Suite]] = {
     "dmc100k": dmc100k,
     "ablation-transition": ablation_transition,
     "ablation-overshooting": ablation_overshooting,
     "transfer-walker": functools.partial(transfer, "dmc:walker-walk", "transfer-walker"),
     "transfer-cartpole": functools.partial(transfer, "dmc:cartpole-balance", "transfer-cartpole"),
+    "multitask": multitask,
 }
 
 

@@ -15,6 +15,7 @@ from planetrl import config as planet_config
 from planetrl import speed
 from planetrl.agents import AgentKind, Evaluation
 from planetrl.config import Config, PlannerConfig
+from planetrl.envs.multitask import is_multitask, returns_by_task, split_tasks
 from planetrl.threads import ThreadGovernor
 from planetrl.training import loop
 
@@ -105,9 +106,13 @@ class PlaNetKind(AgentKind):
             on_step=(lambda step, _: on_step(step)) if on_step else None,
             reward_task=reward_task,
         )
-        return Evaluation(
-            config.task, list(returns), frames, f"{timing['eval/ms_per_plan']:.0f} ms per plan"
-        )
+        detail = f"{timing['eval/ms_per_plan']:.0f} ms per plan"
+        if is_multitask(config.task):
+            by_task = returns_by_task(split_tasks(config.task), seed, list(returns))
+            detail += "; " + ", ".join(
+                f"{t}: {np.mean(v):.1f} ({len(v)})" for t, v in by_task.items()
+            )
+        return Evaluation(config.task, list(returns), frames, detail)
 
     def load_models(self, run_dir: Path, device: str = "cpu"):
         if not (Path(run_dir) / "checkpoint.pt").exists():

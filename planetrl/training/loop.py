@@ -28,7 +28,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,8 +38,11 @@ import torch
 from planetrl import planning, speed
 from planetrl.agent import Agent
 from planetrl.atomic import atomic_write_json
+from planetrl.augment import random_shift
 from planetrl.config import Config, ConfigError, load_config, to_dict
 from planetrl.driver import (
+    action_repeats,
+    episode_action_repeat,
     make_pool,
     resolve_action_repeat,
     run_episodes,
@@ -47,6 +50,7 @@ from planetrl.driver import (
 )
 from planetrl.envs import make_env
 from planetrl.envs.dmc import sibling_tasks
+from planetrl.envs.multitask import is_multitask, returns_by_task, split_tasks, task_for_seed
 from planetrl.models import WorldModel
 from planetrl.objective import compute_loss
 from planetrl.replay import Replay
@@ -92,6 +96,44 @@ def build_planner(
     return speed.accelerate(planner, fast or config.speed, device)
 
 
+def gradient_step(
+    world_model: WorldModel,
+    optimizer: torch.optim.Optimizer,
+    batch: Any,
+    config: Config,
+    generator: torch.Generator,
+    *,
+    where: str = "update",
+    keep: str = "stopped",
+) -> dict[str, float]:
+    """One gradient step of the ELBO (``config.loss``) on a replay ``batch``: the loss and its
+    terms, backward, the gradient norm clipped to ``train.grad_clip``, Adam's step. Returns the
+    terms as floats and ``grad_norm``. A non-finite term or gradient norm is a
+    :class:`NonFiniteLossError` naming ``where`` and what was kept (``keep``), before any
+    parameter moved. With ``train.augment_shift`` the chunks' frames are shifted first
+    (:func:`planetrl.augment.random_shift`, offsets drawn with ``generator``)."""
+    if config.train.augment_shift:
+        batch = replace(
+            batch, image=random_shift(batch.image, config.train.augment_shift, generator)
+        )
+    loss, metrics, _ = compute_loss(world_model, batch, generator=generator, **asdict(config.loss))
+    values = {k: float(v) for k, v in metrics.items()}
+    bad = [k for k, v in values.items() if not math.isfinite(v)]
+    if bad or not torch.isfinite(loss):
+        raise NonFiniteLossError(
+            f"non-finite loss at {where}: "
+            f"{', '.join(f'{k}={values[k]}' for k in bad) or 'loss'}; stopped, {keep}"
+        )
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(world_model.parameters(), config.train.grad_clip)
+    if not torch.isfinite(grad_norm):
+        raise NonFiniteLossError(f"non-finite gradient norm at {where}; stopped, {keep}")
+    optimizer.step()
+    values["grad_norm"] = float(grad_norm)
+    return values
+
+
 DEFAULT_EPISODE_STEPS = 1000
 """Env steps of an episode assumed before any has been seen (every DMC task's time limit)."""
 
@@ -103,7 +145,7 @@ def expected_plans(config: Config, counters: "Counters", episode_steps: int) -> 
     0.75 M single plans (batched planning is sub-linear in E). Bounded by the budgets
     (``max_episodes``, ``max_env_steps``; ``max_minutes`` is applied by the caller)."""
     t, e = config.train, config.eval
-    repeat = resolve_action_repeat(config)
+    repeat = min(action_repeats(config))  # a multi-task run: its tasks' smallest R (most plans)
     per_episode = max(1, math.ceil(episode_steps / repeat))
     episodes = max(0, t.max_episodes - max(counters.episodes, t.seed_episodes))
     if t.max_env_steps:
@@ -285,6 +327,14 @@ class Trainer:
                 config.task = factory_task_name(env_fn)
         self.env_fn = env_fn
         config.validate()
+        # A multi-task run (planetrl.envs.multitask): its tasks, one episode of each in turn.
+        self.tasks = split_tasks(config.task) if is_multitask(config.task) else ()
+        if self.tasks and config.eval.episodes % len(self.tasks):
+            raise ConfigError(
+                f"eval.episodes (M={config.eval.episodes}) must be a multiple of the number of "
+                f"tasks ({len(self.tasks)}) of {config.task}, so that each task is evaluated on "
+                "as many episodes"
+            )
         self.logdir, self.lock = rundir.open_run_dir(
             config, load_config, allow_config_change=allow_config_change
         )
@@ -348,7 +398,15 @@ class Trainer:
     # ----------------------------------------------------------------- resume
     def _episodes_on_disk(self) -> tuple[int, int]:
         """(episodes, env steps) from the episode files, the counters' source of truth."""
-        return rundir.episodes_on_disk(self.logdir, self.repeat)
+        return rundir.episodes_on_disk(self.logdir, self.repeat_of)
+
+    def repeat_of(self, index: int) -> int:
+        """R of training episode ``index`` (a multi-task run: that of its episode's task)."""
+        return episode_action_repeat(self.config, collect_seed(self.config, index))
+
+    def task_of(self, seed: int) -> str:
+        """The task of the episode reset with ``seed`` (a multi-task run's; else the run's)."""
+        return task_for_seed(self.tasks, seed) if self.tasks else self.config.task
 
     def _attach_checkpoint(self) -> Checkpoint:
         """``checkpoint.pt``: the model, the optimiser, the update counter and every RNG of the
@@ -410,28 +468,16 @@ class Trainer:
                 f"--train.chunk-length below L={t.chunk_length} or collect more seed episodes "
                 f"(--train.seed-episodes, now S={t.seed_episodes})"
             ) from None
-        loss, metrics, _ = compute_loss(
-            self.world_model, batch, generator=self.batch_generator, **asdict(self.config.loss)
+        values = gradient_step(
+            self.world_model,
+            self.optimizer,
+            batch,
+            self.config,
+            self.batch_generator,
+            where=f"update {self.counters.updates + 1}",
+            keep=f"the last good checkpoint is kept in {self.logdir}",
         )
-        values = {k: float(v) for k, v in metrics.items()}
-        bad = [k for k, v in values.items() if not math.isfinite(v)]
-        if bad or not torch.isfinite(loss):
-            raise NonFiniteLossError(
-                f"non-finite loss at update {self.counters.updates + 1}: "
-                f"{', '.join(f'{k}={values[k]}' for k in bad) or 'loss'}; stopped, the last good "
-                f"checkpoint is kept in {self.logdir}"
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(self.world_model.parameters(), t.grad_clip)
-        if not torch.isfinite(grad_norm):
-            raise NonFiniteLossError(
-                f"non-finite gradient norm at update {self.counters.updates + 1}; stopped, the "
-                f"last good checkpoint is kept in {self.logdir}"
-            )
-        self.optimizer.step()
         self.counters.updates += 1
-        values["grad_norm"] = float(grad_norm)
         return values
 
     def collect(self, random_actions: bool) -> tuple[list[dict[str, np.ndarray]], dict[str, float]]:
@@ -480,21 +526,29 @@ class Trainer:
             self.bar.phase(f"{label}: compiling the planner for E={num_envs} (once)", force=True)
 
     def _add_episode(self, episode, timing) -> None:
+        """Log the episode's row, then write it to the replay (its file), then count it. In this
+        order a kill between the two leaves a row whose episode the rerun collects again (and
+        logs again: the later row wins), never an episode without its row."""
         ret = float(episode["reward"].sum())
-        self.replay.add(episode)
-        self.counters.episodes += 1
-        steps = (len(episode["reward"]) - 1) * self.repeat
-        self.counters.env_steps += steps
+        index = self.counters.episodes
+        episodes = index + 1
+        env_steps = self.counters.env_steps + (len(episode["reward"]) - 1) * self.repeat_of(index)
+        per_task = {}
+        if self.tasks:
+            per_task[f"train/return/{self.task_of(collect_seed(self.config, index))}"] = ret
         self.logger.scalars(
-            self.counters.env_steps,
+            env_steps,
             {
+                **per_task,
                 "train/return": ret,
-                "train/episodes": self.counters.episodes,
-                "train/env_steps": self.counters.env_steps,
+                "train/episodes": episodes,
+                "train/env_steps": env_steps,
                 "train/updates": self.counters.updates,
                 **timing,
             },
         )
+        self.replay.add(episode)
+        self.counters.episodes, self.counters.env_steps = episodes, env_steps
         self.bar.postfix(ep=self.counters.episodes, ret=f"{ret:.1f}")
 
     def evaluate_now(self) -> dict[str, float]:
@@ -529,6 +583,7 @@ class Trainer:
             "eval/return": float(np.mean(returns)),
             "eval/return_std": float(np.std(returns)),
             "eval/episodes": len(returns),
+            **self._returns_per_task(seed, returns),
             **timing,
         }
         self.logger.scalars(self.counters.env_steps, row)
@@ -538,6 +593,17 @@ class Trainer:
             self.log_open_loop()
         self.world_model.train()
         self.counters.evaluated_at = self.counters.episodes
+        return row
+
+    def _returns_per_task(self, seed: int, returns: list[float]) -> dict[str, float]:
+        """A multi-task run's evaluation per task: ``eval/return/<task>`` and its
+        ``eval/return_std/<task>`` over the task's episodes (episode i reset with ``seed + i``);
+        nothing for a single task."""
+        if not self.tasks:
+            return {}
+        by_task = returns_by_task(self.tasks, seed, returns)
+        row = {f"eval/return/{t}": float(np.mean(v)) for t, v in by_task.items()}
+        row.update({f"eval/return_std/{t}": float(np.std(v)) for t, v in by_task.items()})
         return row
 
     def eval_due(self) -> bool:

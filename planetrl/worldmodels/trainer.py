@@ -47,6 +47,7 @@ from typing import Any, Callable, NamedTuple
 import numpy as np
 import torch
 
+from planetrl.config import ConfigError
 from planetrl.driver import (
     brownian_policy,
     make_pool,
@@ -55,6 +56,7 @@ from planetrl.driver import (
     uniform_policy,
 )
 from planetrl.envs import make_env
+from planetrl.envs.multitask import is_multitask
 from planetrl.episodes import EpisodeFile, list_episode_files
 from planetrl.replay import Replay
 from planetrl.run import directory as rundir
@@ -168,6 +170,11 @@ class WorldModelsTrainer:
         self, config: WorldModelsConfig, *, allow_config_change: bool = False, progress: bool = True
     ) -> None:
         config.validate()
+        if is_multitask(config.task):
+            raise ConfigError(
+                f"{config.task}: one agent for several tasks is PlaNet's experiment (paper "
+                "section 5); World Models trains on one task"
+            )
         self.config = config
         self.logdir, self.lock = rundir.open_run_dir(
             config, load_config, allow_config_change=allow_config_change
