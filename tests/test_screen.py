@@ -21,9 +21,12 @@ from planetrl.training.loop import train
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    """A tiny cartpole-balance run of 4 episodes (2 random, 2 planned)."""
+    """A tiny cartpole-balance run of 4 episodes (2 random, 2 planned), with its siblings'
+    reward heads (the screened models have them too, trained on the relabelled rewards)."""
     logdir = tmp_path_factory.mktemp("run")
-    train(tiny_config(logdir, max_episodes=4), progress=False)
+    config = tiny_config(logdir, max_episodes=4)
+    config.sibling_rewards = True
+    train(config, progress=False)
     return logdir
 
 

@@ -47,7 +47,7 @@ from planetrl.suite import stats
 from planetrl.suite.report import csv_text
 from planetrl.suite.runner import code_version, cpu_model
 from planetrl.threads import ThreadGovernor
-from planetrl.training.loop import build_world_model, gradient_step
+from planetrl.training.loop import build_world_model, gradient_step, task_reward_heads
 from planetrl.training.open_loop import open_loop_reward_error_on
 
 SETTINGS_FILE = "screen.json"
@@ -161,7 +161,9 @@ def screen_one(
     optimizer = torch.optim.Adam(
         world_model.parameters(), lr=config.train.learning_rate, eps=config.train.adam_eps
     )
-    replay = Replay(replay_dir, capacity=None, seed=config.seed)
+    replay = Replay(
+        replay_dir, capacity=None, seed=config.seed, task_rewards=task_reward_heads(config)
+    )
     generator = torch.Generator().manual_seed(config.seed + 2)
     t, H = config.train, config.planner.horizon
     heldout_chunks = None
