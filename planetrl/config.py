@@ -64,6 +64,8 @@ def parse_parts(value: str) -> tuple[str, ...]:
     is resolved by :meth:`Config.init_parts`); an unknown name is a :class:`ConfigError` naming
     the accepted ones."""
     parts = tuple(p.strip() for p in value.split(",") if p.strip())
+    if "all" in parts:
+        raise ConfigError(f"'all' stands alone (every part), got {value!r}")
     unknown = [p for p in parts if p not in WORLD_MODEL_PARTS]
     if unknown:
         raise ConfigError(
@@ -507,6 +509,7 @@ class Config(RunConfig):
     RESUMABLE: ClassVar[frozenset[str]] = frozenset(
         {
             "logdir",
+            "init_from",  # read when the run starts only (init.json records the source)
             "device",
             "threads",
             "train.max_episodes",
@@ -551,9 +554,9 @@ class Config(RunConfig):
 
     def _check(self, prefix: str) -> None:
         if not self.init_from:
-            if self.init_freeze.strip():
+            if self.init_freeze.strip() or self.init_keep.strip() != "all":
                 raise ConfigError(
-                    "init_freeze needs init_from (a source run to take the parts from)"
+                    "init_keep and init_freeze need init_from (a source run to take the parts from)"
                 )
             return
         keep, freeze = self.init_parts()
@@ -565,7 +568,7 @@ class Config(RunConfig):
                 f"init_freeze names part(s) not in init_keep: {', '.join(not_kept)}; only a "
                 "part taken from the source run can be frozen"
             )
-        if all(p in freeze for p in self.model_parts() if p != "continuation"):
+        if all(p in freeze for p in self.model_parts()):
             raise ConfigError(
                 "init_freeze freezes every part of the world model; leave at least one trained"
             )

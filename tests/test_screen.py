@@ -87,6 +87,8 @@ def test_bad_input_is_a_clear_error(tmp_path, run):
     run_screen(run, tmp_path / "kept", base, log=lambda _: None, **SMALL)
     with pytest.raises(ValueError, match="other settings.*updates: saved 4 != new 6"):
         run_screen(run, tmp_path / "kept", base, **{**SMALL, "updates": 6})
+    with pytest.raises(ValueError, match="holds variant 'base' with overrides"):
+        run_screen(run, tmp_path / "kept", [parse_variant('base={"loss.free_nats": 1.0}')], **SMALL)
     assert split_episodes(run, 2, 2)[1][0].name.startswith("000002")
 
 

@@ -115,6 +115,10 @@ def test_parts_not_kept_start_fresh_and_a_missing_head_is_fresh(tmp_path, source
     record = json.loads((tmp_path / "from-plain" / transfer_module.INIT_FILE).read_text())
     assert record["kept"]["reward"] == {"reward": None}
     assert "fresh" in transfer_module.describe(record)
+    # a head the source lacks cannot be frozen at its random start
+    config = target_config(tmp_path / "frozen-fresh", plain, init_freeze="reward")
+    with pytest.raises(ConfigError, match="random start"):
+        Trainer(config, progress=False)
 
 
 def test_a_resumed_run_continues_from_its_own_checkpoint(tmp_path, source_run, monkeypatch):
@@ -126,6 +130,7 @@ def test_a_resumed_run_continues_from_its_own_checkpoint(tmp_path, source_run, m
 
     monkeypatch.setattr(transfer_module, "initialise", never)
     resumed = target_config(tmp_path, source_run, max_episodes=4)
+    resumed.init_from = f"{source_run}/"  # another spelling (a moved suite): still resumes
     assert train(resumed, progress=False)["episodes"] == 4
 
 
@@ -159,7 +164,9 @@ def test_a_source_that_cannot_start_this_run_is_a_clear_error(
         ({"init_freeze": "all"}, "freezes every part"),
         ({"init_keep": ""}, "names no part"),
         ({"init_keep": "continuation"}, "continuation is off"),
-        ({"init_from": "", "init_freeze": "encoder"}, "init_freeze needs init_from"),
+        ({"init_from": "", "init_freeze": "encoder"}, "need init_from"),
+        ({"init_from": "", "init_keep": "encoder"}, "need init_from"),
+        ({"init_keep": "all,encoder"}, "'all' stands alone"),
     ],
 )
 def test_bad_init_options_are_rejected_by_the_config(tmp_path, fields, message):

@@ -82,7 +82,11 @@ def compare_suite(
     ):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f"{name} must be a positive integer, got {value}")
-    parse_task(task)
+    if parse_task(task).suite == "multi":
+        raise ConfigError(
+            f"{task}: compare sets the agents side by side on one task; a multi-task run is "
+            "PlaNet's alone (planetrl suite multitask)"
+        )
     overrides = overrides or {}
     runs = [
         RunSpec(task, seed, agent, tuple(overrides.get(agent, {}).items()), agent)

@@ -267,6 +267,13 @@ def run_screen(
         for seed in range(seeds):
             path = results / f"{variant.name}__seed{seed}.json"
             if path.exists():
+                done = json.loads(path.read_text())
+                if done.get("overrides") != variant.overrides:
+                    raise ValueError(
+                        f"{directory} holds variant {variant.name!r} with overrides "
+                        f"{done.get('overrides')!r}, not {variant.overrides!r}; give this one "
+                        "another name"
+                    )
                 log(f"screen: {variant.name} seed {seed} done, skipped")
                 continue
             log(f"screen: {variant.name} seed {seed}: {updates} updates on {run.name}")
@@ -373,7 +380,7 @@ def write_screen_report(directory: str | Path) -> list[dict[str, Any]]:
         f"chunk of the {settings['heldout_episodes']} episodes the run collected next (held "
         "out), and on as many chunks of replay episodes. Best held-out error first; mean over "
         "seeds [95% bootstrap interval with 2+ seeds]. Gap: held-out / replay. Reward variance: "
-        "the held-out MSE of predicting the mean reward. `planetrl.suite.screen.py`.",
+        "the held-out MSE of predicting the mean reward. `planetrl/suite/screen.py`.",
         "",
         "| variant | overrides | seeds | held-out MSE | replay MSE | gap | reward variance "
         "| minutes | CPU | commit |",

@@ -338,62 +338,68 @@ class Trainer:
         self.logdir, self.lock = rundir.open_run_dir(
             config, load_config, allow_config_change=allow_config_change
         )
-        self.config = config
-        self.progress = progress
-        self.device = resolve_device(config.device)
-        self.repeat = resolve_action_repeat(config)
+        try:
+            self.config = config
+            self.progress = progress
+            self.device = resolve_device(config.device)
 
-        rundir.seed_global_rngs(config.seed)
-        self.pool = make_pool(config, config.train.collect_envs, env_fn=env_fn)
-        self.threads = ThreadGovernor(config.threads, own=lambda: self.pool.worker_pids)
-        self.threads.adjust()
-        self.action_size = int(self.pool.single_action_space.shape[0])
-        self.world_model = build_world_model(config, self.action_size)
-        # A run that starts from another's model (init_from), when it starts: not on resume.
-        self.initialised: dict[str, Any] | None = None
-        if config.init_from and not (self.logdir / rundir.CHECKPOINT_FILE).exists():
-            self.initialised = transfer.initialise(self.world_model, config, self.logdir)
-            print(transfer.describe(self.initialised))
-        transfer.freeze(self.world_model, config)
-        self.world_model.to(self.device)
-        self.optimizer = torch.optim.Adam(
-            [p for p in self.world_model.parameters() if p.requires_grad],
-            lr=config.train.learning_rate,
-            eps=config.train.adam_eps,
-        )
-        self.generator = torch.Generator().manual_seed(config.seed)
-        self.plan_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
-        # The dequantisation noise of the training batches (WorldModel.preprocess).
-        self.batch_generator = torch.Generator().manual_seed(config.seed + 2)
-        self.replay = Replay(
-            self.logdir / rundir.EPISODES_DIR,
-            capacity=config.train.replay_capacity,
-            seed=config.seed,
-            task_rewards=task_reward_heads(config),
-        )
-        self.counters = Counters()
-        self.checkpoint = self._attach_checkpoint()
-        self.start_time = time.time()
-        self.logger = Logger(self.logdir)
-        self.bar = Progress(False)  # run() makes the visible one
-        self._compiled: set[int] = set()  # numbers of environments planned for with compile on
-        self._restore()
-        episodes, steps = self._episodes_on_disk()
-        self.fast = decide_speed(
-            config,
-            self.world_model,
-            self.device,
-            self.counters,
-            steps // episodes if episodes else DEFAULT_EPISODE_STEPS,
-        )
-        speed.optimise_world_model(self.world_model, self.fast, self.device)
-        self.planner = build_planner(config, self.plan_generator, self.device, self.fast)
-        atomic_write_json(self.logdir / "speed.json", self.fast.to_dict())
-        print(
-            f"{self.fast.describe()}\n  {'threads':<13} {self.threads.threads:<3}  "
-            f"({self.threads.reason})",
-            flush=True,
-        )
+            rundir.seed_global_rngs(config.seed)
+            self.pool = make_pool(config, config.train.collect_envs, env_fn=env_fn)
+            self.threads = ThreadGovernor(config.threads, own=lambda: self.pool.worker_pids)
+            self.threads.adjust()
+            self.action_size = int(self.pool.single_action_space.shape[0])
+            self.world_model = build_world_model(config, self.action_size)
+            # A run that starts from another's model (init_from), when it starts: not on resume.
+            self.initialised: dict[str, Any] | None = None
+            if config.init_from and not (self.logdir / rundir.CHECKPOINT_FILE).exists():
+                self.initialised = transfer.initialise(self.world_model, config, self.logdir)
+                print(transfer.describe(self.initialised))
+            transfer.freeze(self.world_model, config)
+            self.world_model.to(self.device)
+            self.optimizer = torch.optim.Adam(
+                [p for p in self.world_model.parameters() if p.requires_grad],
+                lr=config.train.learning_rate,
+                eps=config.train.adam_eps,
+            )
+            self.generator = torch.Generator().manual_seed(config.seed)
+            self.plan_generator = torch.Generator(device=self.device).manual_seed(config.seed + 1)
+            # The dequantisation noise of the training batches (WorldModel.preprocess).
+            self.batch_generator = torch.Generator().manual_seed(config.seed + 2)
+            self.replay = Replay(
+                self.logdir / rundir.EPISODES_DIR,
+                capacity=config.train.replay_capacity,
+                seed=config.seed,
+                task_rewards=task_reward_heads(config),
+            )
+            self.counters = Counters()
+            self.checkpoint = self._attach_checkpoint()
+            self.start_time = time.time()
+            self.logger = Logger(self.logdir)
+            self.bar = Progress(False)  # run() makes the visible one
+            self._compiled: set[int] = set()  # numbers of environments planned for with compile on
+            self._restore()
+            episodes, steps = self._episodes_on_disk()
+            self.fast = decide_speed(
+                config,
+                self.world_model,
+                self.device,
+                self.counters,
+                steps // episodes if episodes else DEFAULT_EPISODE_STEPS,
+            )
+            speed.optimise_world_model(self.world_model, self.fast, self.device)
+            self.planner = build_planner(config, self.plan_generator, self.device, self.fast)
+            atomic_write_json(self.logdir / "speed.json", self.fast.to_dict())
+            print(
+                f"{self.fast.describe()}\n  {'threads':<13} {self.threads.threads:<3}  "
+                f"({self.threads.reason})",
+                flush=True,
+            )
+        except BaseException:  # nothing left open: env workers, the run directory's lock
+            pool = getattr(self, "pool", None)
+            if pool is not None:
+                pool.close()
+            self.lock.release()
+            raise
 
     # ----------------------------------------------------------------- resume
     def _episodes_on_disk(self) -> tuple[int, int]:
@@ -679,7 +685,7 @@ class Trainer:
                 for episode in episodes:
                     self._add_episode(episode, timing)
                 self.save()
-            last_eval = self._evaluate_if_due()  # cut off by a kill before it ran
+            last_eval = self._evaluate_if_due() or last_eval  # cut off by a kill before it ran
             while not self.done():
                 losses: dict[str, list[float]] = {}
                 self.threads.adjust()

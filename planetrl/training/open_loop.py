@@ -60,7 +60,7 @@ def open_loop_reward_error_on(
         image=world_model.preprocess(image, torch.Generator().manual_seed(seed)),
         action=torch.as_tensor(chunks["action"], device=device),
         reward=torch.as_tensor(chunks["reward"], device=device),
-        is_first=torch.zeros(chunks["reward"].shape, dtype=torch.bool),
+        is_first=torch.zeros(chunks["reward"].shape, dtype=torch.bool, device=device),
     )
     mse = world_model.open_loop_reward_error(batch, context=context, seed=seed)
     return {

@@ -34,7 +34,7 @@ from planetrl.atomic import atomic_write_json
 from planetrl.config import Config, ConfigError, load_config, to_dict
 from planetrl.models import WorldModel
 from planetrl.run import directory as rundir
-from planetrl.run.checkpoint import load_checkpoint
+from planetrl.run.checkpoint import CheckpointError, load_checkpoint
 
 INIT_FILE = "init.json"
 """Where a run started with ``init_from`` records its source (in its run directory)."""
@@ -107,9 +107,12 @@ def initialise(world_model: WorldModel, config: Config, logdir: Path) -> dict[st
     except ConfigError as err:
         raise ConfigError(f"init_from {source_dir}: not a PlaNet run directory ({err})") from None
     check_model_match(config, source, source_dir)
-    payload = load_checkpoint(source_dir / rundir.CHECKPOINT_FILE)
+    try:
+        payload = load_checkpoint(source_dir / rundir.CHECKPOINT_FILE)
+    except CheckpointError as err:
+        raise ConfigError(f"init_from {source_dir}: {err} (has the source run started?)") from None
     state = payload["model"]
-    keep, _ = config.init_parts()
+    keep, frozen = config.init_parts()
     taken: dict[str, dict[str, str | None]] = {}
     for part in keep:
         origin: dict[str, str | None] = {}
@@ -124,6 +127,13 @@ def initialise(world_model: WorldModel, config: Config, logdir: Path) -> dict[st
                 _copy(module, state, f"{head}.", f"init_from {source_dir}")
             origin[name] = head
         taken[part] = origin
+    fresh = [n for p in frozen for n, origin in taken.get(p, {}).items() if origin is None]
+    if fresh:
+        raise ConfigError(
+            f"init_freeze would freeze {', '.join(fresh)} at its random start: the source "
+            f"{source_dir} ({source.task}) has no reward head for it; leave reward out of "
+            "init_freeze, or start from a run that learned that head (sibling_rewards)"
+        )
     record = {
         "init_from": str(source_dir.resolve()),
         "source_task": source.task,
@@ -133,7 +143,7 @@ def initialise(world_model: WorldModel, config: Config, logdir: Path) -> dict[st
         "source_env_steps": payload.get("env_steps"),
         "source_updates": payload.get("updates"),
         "kept": taken,
-        "frozen": list(config.init_parts()[1]),
+        "frozen": list(frozen),
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_json(Path(logdir) / INIT_FILE, record)

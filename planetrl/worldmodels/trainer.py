@@ -317,14 +317,19 @@ class WorldModelsTrainer:
             out = run_episodes(pool, act, seeds, reset=reset, keep=True)
             assert out.episodes is not None  # keep=True
             for episode in out.episodes:
-                self.replay.add(episode)
-                self._log(
+                # The row first, then the episode file: a kill between them leaves a row that
+                # the rerun logs again with the same episode (the later row wins), never an
+                # episode without its row.
+                steps = (len(episode["reward"]) - 1) * self.repeat
+                self.logger.scalars(
+                    self.env_steps() + steps,
                     {
                         "train/return": float(episode["reward"].sum()),
-                        "train/episodes": self.replay.total_episodes,
+                        "train/episodes": self.replay.total_episodes + 1,
                         "train/env_steps_per_s": out.env_steps_per_s,
-                    }
+                    },
                 )
+                self.replay.add(episode)
             self.save()
         self._advance("vae")
 
