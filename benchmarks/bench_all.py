@@ -24,7 +24,6 @@ import statistics
 import sys
 import time
 import traceback
-import types
 from pathlib import Path
 from typing import Any, Callable
 
@@ -40,9 +39,11 @@ from planetrl.config import preset  # noqa: E402
 from planetrl.models import WorldModel  # noqa: E402
 from planetrl.models.state import State  # noqa: E402
 from planetrl.objective import compute_loss  # noqa: E402
-from planetrl.speed.auto import FLAGS, SpeedDecision  # noqa: E402
+from planetrl.replay import Batch  # noqa: E402
+from planetrl.run.fast_paths import FLAGS, SpeedDecision  # noqa: E402
 from planetrl.training import loop  # noqa: E402
 from planetrl.training.loop import Counters, decide_speed  # noqa: E402
+from planetrl.training.update import GraphedUpdate, gradient_step, make_update  # noqa: E402
 
 OFF = SpeedDecision(**{n: False for n in FLAGS})
 ACTION_SIZE = 6  # cheetah-run
@@ -88,15 +89,21 @@ def random_belief(transition, num_envs: int, device: torch.device, seed: int) ->
     return State(s.deter, s.stoch, s.mean, s.std.abs() + 0.1).to(device)
 
 
-def random_batch(B: int, L: int, device: torch.device, seed: int):
+def random_batch(B: int, L: int, device: torch.device, seed: int, frames: bool = False) -> Batch:
+    """B chunks of L random steps: images preprocessed floats, or uint8 stored ``frames``."""
     g = torch.Generator().manual_seed(seed)
     is_first = torch.zeros(B, L, dtype=torch.bool)
     is_first[:, 0] = True
-    return types.SimpleNamespace(
-        image=(torch.rand(B, L, 3, 64, 64, generator=g) - 0.5).to(device),
+    if frames:
+        image = torch.randint(0, 256, (B, L, 64, 64, 3), generator=g, dtype=torch.uint8)
+    else:
+        image = torch.rand(B, L, 3, 64, 64, generator=g) - 0.5
+    return Batch(
+        image=image.to(device),
         action=(torch.rand(B, L, ACTION_SIZE, generator=g) * 2 - 1).to(device),
         reward=torch.randn(B, L, generator=g).to(device),
         is_first=is_first.to(device),
+        is_terminal=torch.zeros(B, L, dtype=torch.bool, device=device),
     )
 
 
@@ -132,8 +139,10 @@ def bench_plan(
     outs["eager"] = eager(wm.transition, wm.reward, state, generator=gen(7))
     if isinstance(fast, speed.StaticPlanner):
         fast.generator.manual_seed(7)
-    else:  # functools.partial of the eager CEM, or the lean planner (its .fast partial)
-        getattr(fast, "fast", fast).keywords["generator"].manual_seed(7)
+    elif isinstance(fast, planning.ConfiguredPlanner):  # no planner flag on: the eager one
+        fast.options["generator"].manual_seed(7)
+    else:  # the lean planner (its .fast partial)
+        fast.fast.keywords["generator"].manual_seed(7)
     seeded(3, device)
     outs["fast"] = fast(wm.transition, wm.reward, state)  # also the warm-up / compile / capture
     times: dict[str, list[float]] = {"ref": [], "eager": [], "fast": []}
@@ -214,6 +223,78 @@ def bench_update(
         "unit": "ms",
         "rel": True,
     }
+
+
+def bench_train_update(
+    cfg, device: torch.device, fast_cfg: SpeedDecision, repeats: int, warmup: int
+) -> dict[str, Any]:
+    """The training loop's update with the preset's whole loss (reward scale, overshooting,
+    decode fraction as configured) on stored uint8 frames: the eager step
+    (:func:`planetrl.training.update.gradient_step`) against the run's update under ``fast_cfg``
+    (:func:`planetrl.training.update.make_update`: the captured one with ``update_graph`` on
+    CUDA). No reference column: the reference has only the plain bound; ``ref`` is the eager
+    step. Its warm-up includes the captured update's eager steps and its capture. Timing only
+    (the diff columns are n/a): ``tests/test_update.py`` checks the captured update's function
+    against the eager one."""
+    t = cfg.train
+    torch.manual_seed(0)
+    base = build_world_model(cfg, device)
+    eager_model = copy.deepcopy(base)
+    fast_model = speed.optimise_world_model(copy.deepcopy(base), fast_cfg, device)
+    adam = lambda m: torch.optim.Adam(m.parameters(), lr=t.learning_rate, eps=t.adam_eps)  # noqa: E731
+    eager_opt, fast_opt = adam(eager_model), adam(fast_model)
+    fast_step = make_update(fast_model, fast_opt, cfg, fast_cfg)
+    gens = {"eager": torch.Generator().manual_seed(1), "fast": torch.Generator().manual_seed(1)}
+    steps = {
+        "eager": lambda b: gradient_step(eager_model, eager_opt, b, cfg, gens["eager"]),
+        "fast": lambda b: fast_step(b, gens["fast"]),
+    }
+    times: dict[str, list[float]] = {"eager": [], "fast": []}
+    for rep in range(max(warmup, 4) + repeats):  # the captured update: 3 eager, then capture
+        batch = random_batch(t.batch_size, t.chunk_length, device, seed=100 + rep, frames=True)
+        for name, step in steps.items():
+            ms = timed(lambda: step(batch), device)
+            if rep >= max(warmup, 4):
+                times[name].append(ms)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    path = fast_step.describe() if isinstance(fast_step, GraphedUpdate) else "eager"
+    return {
+        "what": f"train update B{t.batch_size}×L{t.chunk_length}, the preset's loss "
+        f"(ref = eager step; fast = {path})",
+        "ref": med["eager"],
+        "eager": med["eager"],
+        "fast": med["fast"],
+        "diff_eager": float("nan"),  # timing only: tests/test_update.py checks the function
+        "diff_fast": float("nan"),
+        "unit": "ms",
+        "rel": True,
+    }
+
+
+PROJECTED_ENV_STEPS = 1_000_000
+PROJECTED_REPEAT = 4  # cheetah's R; the paper's 1,000 episodes of 1,000 env steps
+
+
+def projection(cfg, rows: list[dict[str, Any]]) -> str | None:
+    """The time of a 1M-env-step run of Algorithm 1 from the measured costs: updates
+    (1,000 episodes x C) x the fast train update + plans (1M / R) x the fast plan at E=1, env
+    stepping and evaluation not included (measured apart: the env rows, the train step of
+    gpu_check). None when a row is missing."""
+    plan = next((r for r in rows if r.get("what", "").startswith("plan E=1 ")), None)
+    update = next((r for r in rows if r.get("what", "").startswith("train update")), None)
+    if plan is None or update is None:
+        return None
+    episodes = PROJECTED_ENV_STEPS // 1000
+    updates = episodes * cfg.train.collect_interval
+    plans = PROJECTED_ENV_STEPS // PROJECTED_REPEAT
+    hours_u = updates * update["fast"] / 3.6e6
+    hours_p = plans * plan["fast"] / 3.6e6
+    return (
+        f"projected {PROJECTED_ENV_STEPS:,} env steps (R={PROJECTED_REPEAT}, C="
+        f"{cfg.train.collect_interval}): {updates:,} updates x {update['fast']:.1f} ms = "
+        f"{hours_u:.2f} h + {plans:,} plans x {plan['fast']:.1f} ms = {hours_p:.2f} h -> "
+        f"{hours_u + hours_p:.2f} h of model time (env steps and evaluations not included)"
+    )
 
 
 def bench_envs(cfg, task: str, steps: int, num_envs: int) -> list[dict[str, Any]]:
@@ -426,6 +507,19 @@ def main(argv: list[str] | None = None) -> None:
                 ),
             )
         )
+        measures.append(
+            (
+                "train update",
+                functools.partial(
+                    bench_train_update,
+                    cfg,
+                    device,
+                    fast_cfg,
+                    max(1, repeats - 2) if device.type == "cpu" else repeats,
+                    warmup,
+                ),
+            )
+        )
         for what, measure in measures:
             try:
                 rows.append(measure())
@@ -438,6 +532,9 @@ def main(argv: list[str] | None = None) -> None:
         if not args.skip_replay:
             rows += bench_replay(cfg, device, args.quick)
         print_table(f"{name} preset, {device.type} ({machine()})", rows, fast_cfg)
+        projected = projection(cfg, rows)
+        if projected:
+            print(f"\n{name}: {projected}")
         if args.profile:
             profile(cfg, device, fast_cfg)
     if not args.skip_envs:  # the same for every preset (the render mode is a row)

@@ -30,7 +30,7 @@ from bench_all import machine, random_batch, random_belief  # noqa: E402
 from planetrl import planning, speed  # noqa: E402
 from planetrl.config import preset  # noqa: E402
 from planetrl.objective import compute_loss  # noqa: E402
-from planetrl.speed.auto import FLAGS, Hardware, SpeedDecision  # noqa: E402
+from planetrl.run.fast_paths import FLAGS, Hardware, SpeedDecision  # noqa: E402
 from planetrl.training.loop import Counters, build_world_model, decide_speed  # noqa: E402
 
 ACTION_SIZE = 6

@@ -35,7 +35,7 @@ from bench_all import machine  # noqa: E402
 from planetrl import speed  # noqa: E402
 from planetrl.driver import random_policy_returns  # noqa: E402
 from planetrl.planning.base import planner_defaults  # noqa: E402
-from planetrl.speed.auto import SpeedDecision  # noqa: E402
+from planetrl.run.fast_paths import SpeedDecision  # noqa: E402
 from planetrl.threads import ThreadGovernor  # noqa: E402
 from planetrl.training.loop import build_planner, evaluate, load_run  # noqa: E402
 

@@ -11,19 +11,22 @@
 #   render       MUJOCO_GL=egl: a cartpole frame, the GL renderer's name, frames/s; the EGL loader
 #                .debs of $WHEELHOUSE/gl are unpacked first when libEGL.so.1 is missing (root)
 #                (RENDER_CAP 45)
-#   cuda-tests   tests/test_speed.py with the slow ones, on CUDA (TESTS_CAP 120)
+#   cuda-tests   tests/test_speed.py with the slow ones and tests/test_update.py's CUDA tests (the
+#                captured update against the eager one, a run with it), on CUDA (TESTS_CAP 150)
 #   bench-paper, bench-small   benchmarks/bench_all.py --device cuda --quick: plan with 1 and 10
 #                envs, update B×L of the preset; reference, eager and fast (BENCH_SPEED, default
-#                bf16,channels_last,cuda_graphs) side by side with the max |diff| column; each row
-#                is printed as soon as it is measured (BENCH_PAPER_CAP 110, BENCH_SMALL_CAP 70)
+#                bf16,channels_last,cuda_graphs,update_graph) side by side with the max |diff|
+#                column; the training loop's update with the preset's whole loss, eager against
+#                captured; the projected 1M-env-step model time from those costs; each row is
+#                printed as soon as it is measured (BENCH_PAPER_CAP 110, BENCH_SMALL_CAP 70)
 #   worldmodels  `planetrl train --agent worldmodels` on the same device, the small preset's sizes
 #                on a cut budget (16 random episodes, 2 VAE epochs, 300 MDN updates, 8 generations
 #                of 64 x 16 in the dream): the World Models path on CUDA, and its costs (WM_CAP 75)
 #   train        benchmarks/learning.py --preset paper on dmc:cartpole-swingup for the time left
 #                (at least what the caps above leave; typically 3-4 minutes), MUJOCO_GL=egl,
 #                COLLECT_ENVS (5) episodes collected in parallel env worker processes, evaluation
-#                every 5 episodes on 5, bf16 and CUDA graphs on; when that fails within 150 s, again
-#                on the eager path for the time left (train-eager)
+#                every 5 episodes on 5, bf16, CUDA graphs and the captured update on; when that
+#                fails within 150 s, again on the eager path for the time left (train-eager)
 # Without CUDA (how it is tested on a CPU machine) cuda-tests is skipped with a message, the
 # speed table runs the small preset on the CPU and training the small preset, so every other
 # step still runs; TOTAL_S=240 makes that a 4-minute run.
@@ -148,14 +151,16 @@ fi
 
 # CUDA tests
 if [ $CUDA = 1 ]; then
-  run_step cuda-tests "${TESTS_CAP:-120}" tests.txt \
-    "$PY" -m pytest tests/test_speed.py -m "" -q -rs -p no:cacheprovider
+  run_step cuda-tests "${TESTS_CAP:-150}" tests.txt \
+    "$PY" -m pytest tests/test_speed.py \
+    tests/test_update.py::test_the_captured_update_matches_the_eager_one_on_cuda \
+    tests/test_update.py::test_a_run_with_the_captured_update_on_cuda -m "" -q -rs -p no:cacheprovider
 else
   skip_step cuda-tests "no CUDA device: tests/test_speed.py's CUDA tests need one" tests.txt
 fi
 
 # the speed table
-SPEED="${BENCH_SPEED:-bf16,channels_last,cuda_graphs}"
+SPEED="${BENCH_SPEED:-bf16,channels_last,cuda_graphs,update_graph}"
 if [ $CUDA = 1 ]; then
   run_step bench-paper "${BENCH_PAPER_CAP:-110}" bench.txt "$PY" benchmarks/bench_all.py \
     --presets paper --device cuda --quick --skip-envs --skip-replay --speed "$SPEED"
@@ -197,7 +202,7 @@ EOF
 # training for the time left
 if [ $CUDA = 1 ]; then
   PRESET=paper DEVICE=cuda ENVS="${COLLECT_ENVS:-5}"
-  EXTRA=(speed.bf16=on speed.cuda_graphs=on)
+  EXTRA=(speed.bf16=on speed.cuda_graphs=on speed.update_graph=on)
   OVERHEAD="${TRAIN_OVERHEAD_S:-60}"  # start, random baseline, final evaluation, curve
 else
   PRESET=small DEVICE=cpu ENVS="${COLLECT_ENVS:-2}"
@@ -223,10 +228,10 @@ train_t0=$(date +%s)
 train train "$WORK/train" "${EXTRA[@]}"
 train_rc=$?
 # A fast path that breaks within the first minutes must not cost the learning record: train
-# again on the eager path (bf16 and CUDA graphs off) for what is left.
+# again on the eager path (bf16, CUDA graphs and the captured update off) for what is left.
 if [ $CUDA = 1 ] && [ $train_rc != 0 ] && [ $(( $(date +%s) - train_t0 )) -lt 150 ]; then
   echo "== train failed early (exit $train_rc): again on the eager path" | tee -a "$OUTDIR/train.txt"
-  train train-eager "$WORK/train-eager" speed.bf16=off speed.cuda_graphs=off
+  train train-eager "$WORK/train-eager" speed.bf16=off speed.cuda_graphs=off speed.update_graph=off
 fi
 
 # the record

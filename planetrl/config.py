@@ -425,7 +425,7 @@ Toggle = Literal["auto", "on", "off"]
 
 @dataclass
 class SpeedConfig(Section):
-    """Fast paths: each `auto` (decided for the machine at start, see `planetrl.speed.auto`; the
+    """Fast paths: each `auto` (decided for the machine at start, see `planetrl.run.fast_paths`; the
     decision and its reason are printed and saved in `speed.json` of the run), `on` or `off`. All
     off is the readable eager path. Measured in docs/benchmarks.md."""
 
@@ -444,10 +444,16 @@ class SpeedConfig(Section):
     cuda_graphs: Toggle = "auto"
     """On CUDA, capture the whole CEM plan in one CUDA graph per number of environments. auto: on
     for a CUDA device (3.3x the eager plan on an H200, docs/benchmarks.md), off on CPU."""
+    update_graph: Toggle = "auto"
+    """On CUDA, capture the whole update (forward, the losses, backward, gradient clipping, Adam)
+    as CUDA graphs on static buffers, and sample the next batch in a background thread into
+    pinned memory (`planetrl.training.update`). Falls back to the eager update, said in
+    `speed.json`, where it cannot capture. auto: off until it has been measured on a GPU; `on`
+    forces it. Nothing to capture on a CPU."""
 
     RULES: ClassVar[dict[str, Rule]] = {
         name: Rule("auto, on or off", lambda v: v in ("auto", "on", "off"))
-        for name in ("compile", "bf16", "channels_last", "cuda_graphs")
+        for name in ("compile", "bf16", "channels_last", "cuda_graphs", "update_graph")
     }
 
     def __post_init__(self) -> None:
@@ -524,6 +530,7 @@ class Config(RunConfig):
             "speed.bf16",
             "speed.channels_last",
             "speed.cuda_graphs",
+            "speed.update_graph",
         }
     )
 
@@ -610,7 +617,7 @@ def small_preset() -> Config:
       warm starts and iCEM's defaults did not beat plain CEM there (docs/benchmarks.md).
     - ``eval.every=5, eval.episodes=5``: a denser learning curve for short runs.
     - ``speed``: ``auto`` as in ``paper`` (bf16 where the CPU has it natively, compile when the
-      run is long enough to pay for it; see :mod:`planetrl.speed.auto`).
+      run is long enough to pay for it; see :mod:`planetrl.run.fast_paths`).
     - ``max_episodes=100``.
     """
     cfg = Config(preset="small", render="fast")

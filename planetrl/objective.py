@@ -53,7 +53,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from planetrl.models.base import TransitionModel, diag_normal
+from planetrl.models.base import TransitionModel, capturing, diag_normal
 from planetrl.models.encoder import check_image
 from planetrl.models.state import State
 
@@ -259,7 +259,11 @@ def compute_loss(
     if decode_fraction < 1.0:
         # E_idx[mean_{i in idx} NLL_i] = mean_{b,t} NLL_{b,t}: decode a uniform subset of frames.
         count = batch_size * length
-        chosen = torch.randperm(count, device=image.device)[: math.ceil(decode_fraction * count)]
+        keep = math.ceil(decode_fraction * count)
+        if capturing(image.device):  # randperm is not graph-safe; the order of U(0, 1) keys is
+            chosen = torch.rand(count, device=image.device).argsort()[:keep]  # as uniform
+        else:
+            chosen = torch.randperm(count, device=image.device)[:keep]
         flat_features = features.reshape(count, features.shape[-1])[chosen]
         flat_images = image.reshape(count, *image.shape[2:])[chosen]
         image_loss = unit_normal_nll(world_model.decoder(flat_features), flat_images, 3).mean()

@@ -15,7 +15,8 @@ import torch
 from planetrl import speed
 from planetrl.config import Config, ConfigError, PlannerConfig, SpeedConfig
 from planetrl.planning import cem, planner_from_config
-from planetrl.speed.auto import FLAGS, Hardware, SpeedDecision, Workload, decide, setting
+from planetrl.run import fast_paths
+from planetrl.run.fast_paths import FLAGS, Hardware, SpeedDecision, Workload, decide, setting
 from planetrl.threads import ThreadGovernor, busy_elsewhere, choose_threads
 
 AVX2 = Hardware("cpu", "AMD EPYC (Zen 3)", frozenset({"avx", "avx2", "fma"}), compiler="g++")
@@ -95,8 +96,8 @@ def test_compile_auto_weighs_saving_against_cost():
 
 def test_workload_arithmetic():
     w = Workload(plans=1000, plan_ms=100.0, graphs=3)
-    assert w.saving_s == pytest.approx(1000 * 0.1 * speed.auto.COMPILE_SAVING)
-    assert w.cost_s == pytest.approx(3 * speed.auto.COMPILE_SECONDS)
+    assert w.saving_s == pytest.approx(1000 * 0.1 * fast_paths.COMPILE_SAVING)
+    assert w.cost_s == pytest.approx(3 * fast_paths.COMPILE_SECONDS)
 
 
 def test_speed_config_values():

@@ -17,7 +17,8 @@ import torch
 from planetrl.config import Config, ConfigError, preset
 from planetrl.run.checkpoint import CheckpointError, load_checkpoint
 from planetrl.run.logger import read_metrics
-from planetrl.training.loop import NonFiniteLossError, Trainer, train
+from planetrl.training.loop import Trainer, train
+from planetrl.training.update import NonFiniteLossError
 
 TASK = "dmc:cartpole-balance"
 
@@ -109,16 +110,16 @@ def test_corrupt_checkpoint_is_a_clear_error(tmp_path):
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
     train(tiny_config(tmp_path, max_episodes=3), progress=False)
     good = (tmp_path / "checkpoint.pt").read_bytes()
-    import planetrl.training.loop as loop
+    import planetrl.training.update as update
 
-    real = loop.compute_loss
+    real = update.compute_loss
 
     def broken(*args, **kwargs):
         loss, metrics, posts = real(*args, **kwargs)
         metrics = dict(metrics, reward_loss=torch.tensor(float("nan")))
         return loss * float("nan"), metrics, posts
 
-    monkeypatch.setattr(loop, "compute_loss", broken)
+    monkeypatch.setattr(update, "compute_loss", broken)
     with pytest.raises(NonFiniteLossError, match="reward_loss"):
         train(tiny_config(tmp_path, max_episodes=5), progress=False)
     assert (tmp_path / "checkpoint.pt").read_bytes() == good

@@ -83,6 +83,37 @@ def test_vae_shapes_and_reparameterised_sample():
 
 
 # ------------------------------------------------------------------------------ M
+@pytest.mark.parametrize("flags, tol", [({"channels_last": True}, 1e-5), ({"bf16": True}, 0.05)])
+def test_vae_fast_paths_compute_the_same_function(flags, tol):
+    """V's convolutions in channels_last (the same function) and in bf16 autocast (close): the
+    loss and its gradients against the plain float32 VAE on the same frames and noise."""
+    torch.manual_seed(0)
+    plain = VAE(z_size=8, depth=8)
+    fast = VAE(z_size=8, depth=8)
+    fast.load_state_dict(plain.state_dict())
+    ids = [id(p) for p in fast.parameters()]
+    assert fast.use_fast_paths(**flags) is fast and [id(p) for p in fast.parameters()] == ids
+    frames = torch.rand(6, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    losses, grads = [], []
+    for model in (plain, fast):
+        model.zero_grad()
+        loss = model.loss(frames, 0.5, torch.Generator().manual_seed(2)).loss
+        loss.backward()
+        losses.append(loss.item())
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert losses[1] == pytest.approx(losses[0], rel=tol)
+    errors = {
+        name: float((grads[1][name] - g).norm() / g.norm().clamp_min(1e-12))
+        for name, g in grads[0].items()
+    }
+    if tol < 1e-4:
+        assert max(errors.values()) < 1e-4, errors
+    else:  # bf16: the whole gradient close; a first layer's small one within bf16's noise
+        flat = [torch.cat([g.flatten() for g in grads[i].values()]) for i in (0, 1)]
+        assert float((flat[1] - flat[0]).norm() / flat[0].norm()) < 0.05
+        assert max(errors.values()) < 0.6, errors
+
+
 def test_mixture_nll_matches_torch_distributions():
     g = torch.Generator().manual_seed(0)
     B, T, Z, K = 3, 4, 5, 6
@@ -303,6 +334,9 @@ def test_tiny_run_end_to_end(tmp_path, mode):
     # env steps: 2 collected episodes of 1000; real mode adds 2 generations × 2 rollouts
     assert summary["env_steps"] == (2000 if mode == "dream" else 6000)
     assert json.loads((tmp_path / "config.json").read_text())["agent"] == "worldmodels"
+    speed = json.loads((tmp_path / "speed.json").read_text())
+    assert set(speed) == {"bf16", "channels_last", "reasons", "hardware"}
+    assert speed["channels_last"] is True  # auto: on, as PlaNet's
     payload = load_checkpoint(tmp_path / "checkpoint.pt")
     assert (
         payload["run"]["stage"] == "done"

@@ -37,6 +37,12 @@ def sample_normal(mean: Tensor, std: Tensor, mean_only: bool = False) -> Tensor:
     return mean + std * torch.randn_like(std)
 
 
+def capturing(device: torch.device) -> bool:
+    """Whether a CUDA graph is being captured on ``device``'s current stream (no host sync
+    allowed: code that would read a tensor on the host takes a sync-free path instead)."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
 def diag_normal(mean: Tensor, std: Tensor) -> Independent:
     """The diagonal Gaussian N(mean, diag(std^2)) over the last dimension."""
     return Independent(Normal(mean, std, validate_args=False), 1, validate_args=False)
@@ -229,12 +235,16 @@ class TransitionModel(nn.Module, abc.ABC):
         actions: Tensor,
         is_first: Tensor,
         state: State | None = None,
+        *,
+        reset_every_step: bool = False,
     ) -> tuple[State, State]:
         """Filter a sequence: embeds (B, T, E), actions (B, T, A) where actions[:, t] = a_{t-1},
         is_first (B, T) bool. Returns (posteriors, priors), each with leading shape (B, T).
 
         ``state`` (B,) is the state before step 0 (default: initial). Where ``is_first[:, t]``, the
-        state and a_{t-1} are reset to the initial ones (zeros) before step t."""
+        state and a_{t-1} are reset to the initial ones (zeros) before step t.
+        ``reset_every_step``: apply the reset at every step, without the host sync that finds the
+        steps with one (the same result; what a CUDA graph capture does by itself)."""
         self._check_last(embeds, self.embed_size, "embeds", 3)
         self._check_last(actions, self.action_size, "actions", 3)
         batch, length = embeds.shape[:2]
@@ -255,8 +265,13 @@ class TransitionModel(nn.Module, abc.ABC):
             empty = state.map(lambda x: x.unsqueeze(1)[:, :0])
             return empty, empty
         # a_{t-1} is zero at a reset, batched once; one host sync to find the steps with a reset.
+        # While a CUDA graph is being captured (no host sync allowed) the reset is applied at
+        # every step instead: the same result, State.where keeps the state where not is_first.
         actions = actions * (~is_first).unsqueeze(-1).to(actions.dtype)
-        reset_steps = is_first.any(0).tolist()
+        if reset_every_step or capturing(embeds.device):
+            reset_steps = [True] * length
+        else:
+            reset_steps = is_first.any(0).tolist()
         action_in = self.prepare_actions(actions).unbind(1)
         embed_in = self.prepare_embeds(embeds).unbind(1)
         posts, priors = [], []

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from planetrl.models.base import capturing
 from planetrl.models.encoder import IMAGE_SHAPE
 
 
@@ -98,7 +99,11 @@ class Decoder(nn.Module):
                 f"features must have last dim {self.feature_size}, got {tuple(features.shape)}"
             )
         if self.autocast_dtype is not None:
-            with torch.autocast(features.device.type, dtype=self.autocast_dtype):
+            # No autocast weight cache while a CUDA graph is captured (torch's rule).
+            cache = not capturing(features.device)
+            with torch.autocast(
+                features.device.type, dtype=self.autocast_dtype, cache_enabled=cache
+            ):
                 return self._forward(features).float()
         return self._forward(features)
 

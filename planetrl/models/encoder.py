@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from planetrl.models.base import capturing
+
 IMAGE_SHAPE = (3, 64, 64)
 
 
@@ -88,7 +90,9 @@ class Encoder(nn.Module):
         """image (..., 3, 64, 64) float, preprocessed -> embedding (..., embed_size)."""
         check_image(image)
         if self.autocast_dtype is not None:
-            with torch.autocast(image.device.type, dtype=self.autocast_dtype):
+            # No autocast weight cache while a CUDA graph is captured (torch's rule).
+            cache = not capturing(image.device)
+            with torch.autocast(image.device.type, dtype=self.autocast_dtype, cache_enabled=cache):
                 return self._forward(image).float()
         return self._forward(image)
 

@@ -50,8 +50,8 @@ from planetrl.planning import (
     cem,
     icem,
 )
+from planetrl.run.fast_paths import Hardware, SpeedDecision, Workload, decide, resolve
 from planetrl.speed import lean
-from planetrl.speed.auto import Hardware, SpeedDecision, Workload, decide, resolve
 from planetrl.speed.lean import lean_cem, rollout_returns
 
 __all__ = [

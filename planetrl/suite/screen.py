@@ -47,8 +47,9 @@ from planetrl.suite import stats
 from planetrl.suite.report import csv_text
 from planetrl.suite.runner import code_version, cpu_model
 from planetrl.threads import ThreadGovernor
-from planetrl.training.loop import build_world_model, gradient_step, task_reward_heads
+from planetrl.training.loop import build_world_model, task_reward_heads
 from planetrl.training.open_loop import open_loop_reward_error_on
+from planetrl.training.update import gradient_step
 
 SETTINGS_FILE = "screen.json"
 RESULTS_DIR = "results"

@@ -17,7 +17,7 @@ from planetrl.agents import AgentKind, Evaluation
 from planetrl.config import Config, PlannerConfig
 from planetrl.envs.multitask import is_multitask, returns_by_task, split_tasks
 from planetrl.threads import ThreadGovernor
-from planetrl.training import loop
+from planetrl.training import loop, update
 
 
 class PlaNetKind(AgentKind):
@@ -31,7 +31,7 @@ class PlaNetKind(AgentKind):
         "(no progress bar)."
     )
     config_module: ClassVar[Any] = planet_config
-    non_finite_error = loop.NonFiniteLossError
+    non_finite_error = update.NonFiniteLossError
 
     def budget(
         self,

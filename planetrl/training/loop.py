@@ -25,10 +25,11 @@ killed between writing an episode and writing the checkpoint.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,7 +39,6 @@ import torch
 from planetrl import planning, speed
 from planetrl.agent import Agent
 from planetrl.atomic import atomic_write_json
-from planetrl.augment import random_shift
 from planetrl.config import Config, ConfigError, load_config, to_dict
 from planetrl.driver import (
     action_repeats,
@@ -52,21 +52,21 @@ from planetrl.envs import make_env
 from planetrl.envs.dmc import sibling_tasks
 from planetrl.envs.multitask import is_multitask, returns_by_task, split_tasks, task_for_seed
 from planetrl.models import WorldModel
-from planetrl.objective import compute_loss
 from planetrl.replay import Replay
 from planetrl.run import directory as rundir
 from planetrl.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
 from planetrl.run.directory import collect_seed, eval_seed, resolve_device
+from planetrl.run.fast_paths import Hardware, SpeedDecision, Workload
 from planetrl.run.logger import Logger
 from planetrl.run.progress import Progress
-from planetrl.speed.auto import Hardware, SpeedDecision, Workload
 from planetrl.threads import ThreadGovernor
 from planetrl.training import transfer
+from planetrl.training.update import (
+    BatchPrefetcher,
+    GraphedUpdate,
+    make_update,
+)
 from planetrl.training.videos import open_loop_video
-
-
-class NonFiniteLossError(RuntimeError):
-    """A loss term became NaN or infinite; the last good checkpoint is kept."""
 
 
 def task_reward_heads(config: Config) -> tuple[str, ...]:
@@ -94,44 +94,6 @@ def build_planner(
     planner when they are off)."""
     planner = planning.planner_from_config(config.planner, generator=generator)
     return speed.accelerate(planner, fast or config.speed, device)
-
-
-def gradient_step(
-    world_model: WorldModel,
-    optimizer: torch.optim.Optimizer,
-    batch: Any,
-    config: Config,
-    generator: torch.Generator,
-    *,
-    where: str = "update",
-    keep: str = "stopped",
-) -> dict[str, float]:
-    """One gradient step of the ELBO (``config.loss``) on a replay ``batch``: the loss and its
-    terms, backward, the gradient norm clipped to ``train.grad_clip``, Adam's step. Returns the
-    terms as floats and ``grad_norm``. A non-finite term or gradient norm is a
-    :class:`NonFiniteLossError` naming ``where`` and what was kept (``keep``), before any
-    parameter moved. With ``train.augment_shift`` the chunks' frames are shifted first
-    (:func:`planetrl.augment.random_shift`, offsets drawn with ``generator``)."""
-    if config.train.augment_shift:
-        batch = replace(
-            batch, image=random_shift(batch.image, config.train.augment_shift, generator)
-        )
-    loss, metrics, _ = compute_loss(world_model, batch, generator=generator, **asdict(config.loss))
-    values = {k: float(v) for k, v in metrics.items()}
-    bad = [k for k, v in values.items() if not math.isfinite(v)]
-    if bad or not torch.isfinite(loss):
-        raise NonFiniteLossError(
-            f"non-finite loss at {where}: "
-            f"{', '.join(f'{k}={values[k]}' for k in bad) or 'loss'}; stopped, {keep}"
-        )
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    grad_norm = torch.nn.utils.clip_grad_norm_(world_model.parameters(), config.train.grad_clip)
-    if not torch.isfinite(grad_norm):
-        raise NonFiniteLossError(f"non-finite gradient norm at {where}; stopped, {keep}")
-    optimizer.step()
-    values["grad_norm"] = float(grad_norm)
-    return values
 
 
 DEFAULT_EPISODE_STEPS = 1000
@@ -192,7 +154,7 @@ def decide_speed(
     counters: "Counters",
     episode_steps: int = DEFAULT_EPISODE_STEPS,
 ) -> SpeedDecision:
-    """``config.speed`` decided for this machine and this run (see :mod:`planetrl.speed.auto`):
+    """``config.speed`` decided for this machine and this run (see :mod:`planetrl.run.fast_paths`):
     ``compile: auto`` weighs the compile time against the planning time the rest of the run is
     expected to take (a timing probe x :func:`expected_plans`, capped by ``max_minutes``)."""
 
@@ -388,10 +350,11 @@ class Trainer:
             )
             speed.optimise_world_model(self.world_model, self.fast, self.device)
             self.planner = build_planner(config, self.plan_generator, self.device, self.fast)
-            atomic_write_json(self.logdir / "speed.json", self.fast.to_dict())
+            self.update_step = make_update(self.world_model, self.optimizer, config, self.fast)
+            self._write_speed()
             print(
                 f"{self.fast.describe()}\n  {'threads':<13} {self.threads.threads:<3}  "
-                f"({self.threads.reason})",
+                f"({self.threads.reason})\n  {'update':<13} {self._update_path()}",
                 flush=True,
             )
         except BaseException:  # nothing left open: env workers, the run directory's lock
@@ -463,27 +426,49 @@ class Trainer:
             return True
         return bool(t.max_env_steps) and self.counters.env_steps >= t.max_env_steps
 
-    def update(self) -> dict[str, float]:
-        """One gradient step on B chunks of L steps."""
+    def _update_path(self) -> str:
+        step = self.update_step
+        return step.describe() if isinstance(step, GraphedUpdate) else "eager"
+
+    def _write_speed(self) -> None:
+        """``speed.json``: the fast paths decided, and the update's path (``update``)."""
+        self._speed_written = self._update_path()
+        data = {**self.fast.to_dict(), "update": self._speed_written}
+        atomic_write_json(self.logdir / "speed.json", data)
+
+    def sample_batch(self, device: torch.device | str | None = None) -> Any:
+        """B chunks of L steps from the replay (its own generator), on ``device`` (the run's)."""
         t = self.config.train
         try:
-            batch = self.replay.sample(t.batch_size, t.chunk_length, device=self.device)
+            return self.replay.sample(t.batch_size, t.chunk_length, device=device or self.device)
         except ValueError as err:  # e.g. episodes that terminate after a few steps
             raise ConfigError(
                 f"{err}. With episodes this short (a task that terminates early), set "
                 f"--train.chunk-length below L={t.chunk_length} or collect more seed episodes "
                 f"(--train.seed-episodes, now S={t.seed_episodes})"
             ) from None
-        values = gradient_step(
-            self.world_model,
-            self.optimizer,
-            batch,
-            self.config,
+
+    def batches(self, count: int) -> Any:
+        """A context manager over the next ``count`` training batches: with the captured update
+        (``speed.update_graph`` on a CUDA device) drawn ahead in a background thread into pinned
+        memory (:class:`BatchPrefetcher`); otherwise in the loop (on a CPU the sampling would
+        compete with the update for the same cores). The same batches either way."""
+        if isinstance(self.update_step, GraphedUpdate) and self.device.type == "cuda":
+            return BatchPrefetcher(functools.partial(self.sample_batch, "cpu"), count, self.device)
+        return contextlib.nullcontext(self.sample_batch() for _ in range(count))
+
+    def update(self, batch: Any = None) -> dict[str, float]:
+        """One gradient step on B chunks of L steps (``batch``, else sampled now), eager or
+        captured (``self.update_step``, :func:`planetrl.training.update.make_update`)."""
+        values = self.update_step(
+            self.sample_batch() if batch is None else batch,
             self.batch_generator,
             where=f"update {self.counters.updates + 1}",
             keep=f"the last good checkpoint is kept in {self.logdir}",
         )
         self.counters.updates += 1
+        if self._update_path() != self._speed_written:  # e.g. a capture that fell back to eager
+            self._write_speed()
         return values
 
     def collect(self, random_actions: bool) -> tuple[list[dict[str, np.ndarray]], dict[str, float]]:
@@ -691,10 +676,11 @@ class Trainer:
                 self.threads.adjust()
                 self.bar.phase(f"update 0/{C}", force=True)
                 start = time.perf_counter()
-                for i in range(C):
-                    for k, v in self.update().items():
-                        losses.setdefault(k, []).append(v)
-                    self.bar.phase(f"update {i + 1}/{C}")
+                with self.batches(C) as batches:
+                    for i, batch in enumerate(batches):
+                        for k, v in self.update(batch).items():
+                            losses.setdefault(k, []).append(v)
+                        self.bar.phase(f"update {i + 1}/{C}")
                 update_ms = 1000 * (time.perf_counter() - start) / C
                 means = {f"loss/{k}": float(np.mean(v)) for k, v in losses.items()}
                 self.logger.scalars(

@@ -33,6 +33,7 @@ from planetrl.config import (
     ConfigError,
     RunConfig,
     Section,
+    Toggle,
     build_config,
     check_preset,
     diff_configs,
@@ -277,6 +278,25 @@ class WMEvalConfig(Section):
 
 
 @dataclass
+class WMSpeedConfig(Section):
+    """Fast paths of V's convolutions, each `auto` (decided for the machine at start by
+    `planetrl.run.fast_paths`, PlaNet's rules; the decision is printed and saved in the run's
+    `speed.json`), `on` or `off`. M (an LSTM), C and the losses stay float32."""
+
+    bf16: Toggle = "auto"
+    """bfloat16 autocast for V's encoder and decoder convolutions (outputs float32). auto: on
+    where bf16 is native (a CPU with AMX-BF16 or AVX512-BF16, a CUDA device with bf16), off
+    elsewhere (emulated bf16 is 5-10x slower)."""
+    channels_last: Toggle = "auto"
+    """channels_last memory format for V's convolutions (the same function). auto: on."""
+
+    RULES: ClassVar[dict[str, Rule]] = {
+        name: Rule("auto, on or off", lambda v: v in ("auto", "on", "off"))
+        for name in ("bf16", "channels_last")
+    }
+
+
+@dataclass
 class WorldModelsConfig(RunConfig):
     """A World Models run: V (VAE), M (MDN-RNN), C (linear controller evolved by CMA-ES)."""
 
@@ -291,6 +311,7 @@ class WorldModelsConfig(RunConfig):
     controller: ControllerConfig = field(default_factory=ControllerConfig)
     collect: CollectConfig = field(default_factory=CollectConfig)
     eval: WMEvalConfig = field(default_factory=WMEvalConfig)
+    speed: WMSpeedConfig = field(default_factory=WMSpeedConfig)
 
     RULES: ClassVar[dict[str, Rule]] = {
         **RunConfig.RULES,
@@ -303,6 +324,7 @@ class WorldModelsConfig(RunConfig):
         "controller": ControllerConfig,
         "collect": CollectConfig,
         "eval": WMEvalConfig,
+        "speed": WMSpeedConfig,
     }
     #: Fields that may differ between the saved config and a resumed run: budgets, logging,
     #: hardware.
@@ -324,6 +346,8 @@ class WorldModelsConfig(RunConfig):
             "eval.retest_episodes",
             "eval.video",
             "eval.parallel",
+            "speed.bf16",
+            "speed.channels_last",
         }
     )
 

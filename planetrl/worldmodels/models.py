@@ -155,17 +155,41 @@ class VAE(nn.Module):
             .numpy()
         )
 
+    # Fast paths (:meth:`use_fast_paths`): the convolutions in channels_last memory format and in
+    # bfloat16 autocast; the dense layers, the latent and the loss stay float32.
+    channels_last: bool = False
+    autocast_dtype: torch.dtype | None = None
+
+    def use_fast_paths(self, channels_last: bool = False, bf16: bool = False) -> "VAE":
+        """The convolutions in channels_last format and / or bfloat16 autocast (the flags of a
+        run's decided ``speed`` section, :func:`planetrl.run.fast_paths.decide`); the parameters
+        keep their identity, so the optimiser and checkpoints are unaffected. Returns self."""
+        self.channels_last = bool(channels_last)
+        fmt = torch.channels_last if channels_last else torch.contiguous_format
+        for convs in (self.encoder, self.decoder):
+            convs.to(memory_format=fmt)  # type: ignore[call-overload]
+        self.autocast_dtype = torch.bfloat16 if bf16 else None
+        return self
+
+    def _convs(self, convs: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast_dtype is None:
+            return convs(x)
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+            return convs(x).float()
+
     def encode(self, frames: torch.Tensor) -> Posterior:
         """q(z | o) of frames (..., 3, 64, 64) in [0, 1]."""
         lead = frames.shape[:-3]
-        h = self.encoder(frames.reshape(-1, *frames.shape[-3:]))
+        h = self._convs(self.encoder, frames.reshape(-1, *frames.shape[-3:]))
         return Posterior(self.mean(h).reshape(*lead, -1), self.logvar(h).reshape(*lead, -1))
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """The mean frame (..., 3, 64, 64) in [0, 1] of latents (..., z)."""
         lead = z.shape[:-1]
         h = self.decoder_in(z.reshape(-1, z.shape[-1]))[:, :, None, None]
-        out = self.decoder(h)
+        out = self._convs(self.decoder, h).contiguous()
         return out.reshape(*lead, *out.shape[1:])
 
     def loss(

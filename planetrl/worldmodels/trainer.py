@@ -40,13 +40,15 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import torch
 
+from planetrl.atomic import atomic_write_json
 from planetrl.config import ConfigError
 from planetrl.driver import (
     brownian_policy,
@@ -61,10 +63,17 @@ from planetrl.episodes import EpisodeFile, list_episode_files
 from planetrl.replay import Replay
 from planetrl.run import directory as rundir
 from planetrl.run.checkpoint import Checkpoint, CheckpointError, load_checkpoint
+from planetrl.run.fast_paths import FLAGS, Hardware, SpeedDecision, decide
 from planetrl.run.logger import Logger, read_metrics
 from planetrl.run.progress import Progress
 from planetrl.threads import ThreadGovernor
-from planetrl.worldmodels.config import WorldModelsConfig, action_map_of, load_config, to_dict
+from planetrl.worldmodels.config import (
+    WMSpeedConfig,
+    WorldModelsConfig,
+    action_map_of,
+    load_config,
+    to_dict,
+)
 from planetrl.worldmodels.data import FrameSchedule, episode_loader, iter_episodes
 from planetrl.worldmodels.es import CMAES
 from planetrl.worldmodels.models import MDNRNN, VAE, LinearController, Posterior, mixture_nll
@@ -143,10 +152,25 @@ def action_size_of(config: WorldModelsConfig) -> int:
         env.close()
 
 
+WM_FLAGS = tuple(f.name for f in fields(WMSpeedConfig))
+"""The fast-path flags of World Models' ``speed`` section (V's convolutions)."""
+
+
+def speed_decision(config: WorldModelsConfig, device: torch.device) -> SpeedDecision:
+    """``config.speed`` (V's ``bf16`` and ``channels_last``) decided for ``device``
+    (:func:`planetrl.speed.decide`, PlaNet's rules); PlaNet's other flags are off."""
+    flags = {name: "off" for name in FLAGS}
+    flags.update({name: getattr(config.speed, name) for name in WM_FLAGS})
+    return decide(SimpleNamespace(**flags), Hardware.detect(device))
+
+
 def build_models(
     config: WorldModelsConfig, action_size: int, device: torch.device
 ) -> tuple[VAE, MDNRNN, LinearController]:
+    """V (with the fast paths of ``config.speed``), M and C of ``config`` on ``device``."""
+    fast = speed_decision(config, device)
     vae = VAE(config.vae.z_size, config.vae.depth).to(device)
+    vae.use_fast_paths(channels_last=fast.channels_last, bf16=fast.bf16)
     mdn = MDNRNN(config.vae.z_size, action_size, config.mdn.hidden_size, config.mdn.mixtures).to(
         device
     )
@@ -189,6 +213,18 @@ class WorldModelsTrainer:
 
         self.action_size = action_size_of(config)
         self.vae, self.mdn, self.controller = build_models(config, self.action_size, self.device)
+        fast = speed_decision(config, self.device)
+        speed_json = {name: getattr(fast, name) for name in WM_FLAGS}
+        speed_json["reasons"] = {name: fast.reasons[name] for name in WM_FLAGS}
+        speed_json["hardware"] = fast.to_dict()["hardware"]
+        atomic_write_json(self.logdir / "speed.json", speed_json)
+        print(
+            "fast paths of V: "
+            + ", ".join(
+                f"{n} {'on' if speed_json[n] else 'off'} ({fast.reasons[n]})" for n in WM_FLAGS
+            ),
+            flush=True,
+        )
         self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), lr=config.vae.learning_rate)
         self.mdn_optimizer = torch.optim.Adam(self.mdn.parameters(), lr=config.mdn.learning_rate)
         s = config.seed

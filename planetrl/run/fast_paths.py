@@ -1,5 +1,7 @@
 """``auto`` for the fast paths: each :class:`planetrl.config.SpeedConfig` flag is ``auto``, ``on``
 or ``off``, and :func:`decide` turns ``auto`` into on/off for the machine, with a reason per flag.
+Shared by both agents (World Models' ``speed`` section has the ``bf16`` and ``channels_last`` of
+V's convolutions), so it lives with the run infrastructure and imports no agent's code.
 
 The rules (each measured; figures in docs/benchmarks.md, one table per CPU kind):
 
@@ -21,6 +23,9 @@ The rules (each measured; figures in docs/benchmarks.md, one table per CPU kind)
   9.0 ms against the eager 29.4 ms (E=1, with bf16), and its plans followed the uncaptured
   planner's distribution (``benchmarks/cuda_graph_rng.py``). It applies to the paper's plain CEM
   only; with iCEM options the lean planner runs uncaptured.
+- ``update_graph`` (the whole update captured, :mod:`planetrl.training.update`): off on a CPU
+  (nothing to capture); on CUDA off too until it has been measured on a GPU (``on`` forces it,
+  as ``benchmarks/gpu_check.sh`` does).
 
 Every flag can be forced with ``on`` / ``off``; the decision and its reasons are printed at the
 start of a run and saved in the run directory (``speed.json``).
@@ -170,6 +175,7 @@ class SpeedDecision:
     bf16: bool
     channels_last: bool
     cuda_graphs: bool
+    update_graph: bool = False
     reasons: Mapping[str, str] = field(default_factory=dict)
     hardware: Hardware | None = None
 
@@ -249,6 +255,15 @@ def decide(
             )
             if cuda
             else (False, "CPU device")
+        ),
+    )
+
+    fix(
+        "update_graph",
+        lambda: (
+            (False, "the captured update has not been measured on a GPU yet: `on` forces it")
+            if cuda
+            else (False, "CPU device: nothing to capture")
         ),
     )
 
