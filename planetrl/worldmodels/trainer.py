@@ -165,10 +165,14 @@ def speed_decision(config: WorldModelsConfig, device: torch.device) -> SpeedDeci
 
 
 def build_models(
-    config: WorldModelsConfig, action_size: int, device: torch.device
+    config: WorldModelsConfig,
+    action_size: int,
+    device: torch.device,
+    fast: SpeedDecision | None = None,
 ) -> tuple[VAE, MDNRNN, LinearController]:
-    """V (with the fast paths of ``config.speed``), M and C of ``config`` on ``device``."""
-    fast = speed_decision(config, device)
+    """V (with the fast paths of ``fast``, by default decided from ``config.speed``), M and C of
+    ``config`` on ``device``."""
+    fast = fast if fast is not None else speed_decision(config, device)
     vae = VAE(config.vae.z_size, config.vae.depth).to(device)
     vae.use_fast_paths(channels_last=fast.channels_last, bf16=fast.bf16)
     mdn = MDNRNN(config.vae.z_size, action_size, config.mdn.hidden_size, config.mdn.mixtures).to(
@@ -203,50 +207,64 @@ class WorldModelsTrainer:
         self.logdir, self.lock = rundir.open_run_dir(
             config, load_config, allow_config_change=allow_config_change
         )
-        self.progress = progress
-        self.device = rundir.resolve_device(config.device)
-        self.repeat = resolve_action_repeat(config)
-        # threads=0: the free cores, re-read before every phase and every tenth of an update
-        # stage (a 2-thread team on 2 busy cores runs at half speed; planetrl.threads).
-        self.threads = ThreadGovernor(config.threads, own=self._worker_pids)
-        rundir.seed_global_rngs(config.seed)
-
-        self.action_size = action_size_of(config)
-        self.vae, self.mdn, self.controller = build_models(config, self.action_size, self.device)
-        fast = speed_decision(config, self.device)
-        speed_json = {name: getattr(fast, name) for name in WM_FLAGS}
-        speed_json["reasons"] = {name: fast.reasons[name] for name in WM_FLAGS}
-        speed_json["hardware"] = fast.to_dict()["hardware"]
-        atomic_write_json(self.logdir / "speed.json", speed_json)
-        print(
-            "fast paths of V: "
-            + ", ".join(
-                f"{n} {'on' if speed_json[n] else 'off'} ({fast.reasons[n]})" for n in WM_FLAGS
-            ),
-            flush=True,
-        )
-        self.vae_optimizer = torch.optim.Adam(self.vae.parameters(), lr=config.vae.learning_rate)
-        self.mdn_optimizer = torch.optim.Adam(self.mdn.parameters(), lr=config.mdn.learning_rate)
-        s = config.seed
-        self.vae_generator = torch.Generator(device=self.device).manual_seed(s + 1)
-        self.mdn_generator = torch.Generator(device=self.device).manual_seed(s + 2)
-        self.dream_generator = torch.Generator(device=self.device).manual_seed(s + 3)
-        self.policy_generator = torch.Generator(device=self.device).manual_seed(s + 4)
-        self.mdn_rng = np.random.default_rng(s + 5)
-        self.replay = Replay(
-            self.logdir / rundir.EPISODES_DIR, capacity=config.collect.memory_steps or None, seed=s
-        )
-        self.state = RunState()
-        self.es: CMAES | None = None
-        self.checkpoint = self._attach_checkpoint()
-        if self.checkpoint.exists():
-            self.checkpoint.load(map_location=self.device)
-        self.logger = Logger(self.logdir)
-        self.bar = Progress(False)
-        self._encoded: tuple[tuple[int, int, int], list[EncodedEpisode]] | None = None
-        self._schedule: tuple[tuple[int, int], FrameSchedule] | None = None
-        self._block: tuple[tuple[int, int], list[np.ndarray], np.ndarray] | None = None
         self._pools: dict[str, Any] = {}
+        try:
+            self.progress = progress
+            self.device = rundir.resolve_device(config.device)
+            self.repeat = resolve_action_repeat(config)
+            # threads=0: the free cores, re-read before every phase and every tenth of an update
+            # stage (a 2-thread team on 2 busy cores runs at half speed; planetrl.threads).
+            self.threads = ThreadGovernor(config.threads, own=self._worker_pids)
+            rundir.seed_global_rngs(config.seed)
+
+            self.action_size = action_size_of(config)
+            fast = speed_decision(config, self.device)
+            self.vae, self.mdn, self.controller = build_models(
+                config, self.action_size, self.device, fast
+            )
+            speed_json = {name: getattr(fast, name) for name in WM_FLAGS}
+            speed_json["reasons"] = {name: fast.reasons[name] for name in WM_FLAGS}
+            speed_json["hardware"] = fast.to_dict()["hardware"]
+            atomic_write_json(self.logdir / "speed.json", speed_json)
+            print(
+                "fast paths of V: "
+                + ", ".join(
+                    f"{n} {'on' if speed_json[n] else 'off'} ({fast.reasons[n]})" for n in WM_FLAGS
+                ),
+                flush=True,
+            )
+            self.vae_optimizer = torch.optim.Adam(
+                self.vae.parameters(), lr=config.vae.learning_rate
+            )
+            self.mdn_optimizer = torch.optim.Adam(
+                self.mdn.parameters(), lr=config.mdn.learning_rate
+            )
+            s = config.seed
+            self.vae_generator = torch.Generator(device=self.device).manual_seed(s + 1)
+            self.mdn_generator = torch.Generator(device=self.device).manual_seed(s + 2)
+            self.dream_generator = torch.Generator(device=self.device).manual_seed(s + 3)
+            self.policy_generator = torch.Generator(device=self.device).manual_seed(s + 4)
+            self.mdn_rng = np.random.default_rng(s + 5)
+            self.replay = Replay(
+                self.logdir / rundir.EPISODES_DIR,
+                capacity=config.collect.memory_steps or None,
+                seed=s,
+            )
+            self.state = RunState()
+            self.es: CMAES | None = None
+            self.checkpoint = self._attach_checkpoint()
+            if self.checkpoint.exists():
+                self.checkpoint.load(map_location=self.device)
+            self.logger = Logger(self.logdir)
+            self.bar = Progress(False)
+            self._encoded: tuple[tuple[int, int, int], list[EncodedEpisode]] | None = None
+            self._schedule: tuple[tuple[int, int], FrameSchedule] | None = None
+            self._block: tuple[tuple[int, int], list[np.ndarray], np.ndarray] | None = None
+        except BaseException:  # nothing left open: env pools, the run directory's lock
+            for pool in self._pools.values():
+                pool.close()
+            self.lock.release()
+            raise
 
     # ------------------------------------------------------------------ state
     def _attach_checkpoint(self) -> Checkpoint:
