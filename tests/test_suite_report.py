@@ -179,6 +179,27 @@ def test_unfinished_runs_count_in_curves_not_in_statistics(tmp_path):
     assert (tmp_path / "curves.csv").exists()
 
 
+@pytest.mark.parametrize("seed2_finished_others", [True, False])
+def test_a_row_never_mixes_budgets(tmp_path, seed2_finished_others):
+    """Seed 2 has evaluated only at 10k. With seeds 0 and 1 finished at 20k the row is their
+    mean at 20k; with none finished, every seed's evaluation at 10k (the budget all reached)."""
+    fake_suite(tmp_path, variants=("default",), finished=seed2_finished_others)
+    for task in TASKS:
+        path = run_dir(tmp_path, RunSpec(task, 2, "default").name)
+        rows = (path / "metrics.jsonl").read_text().splitlines()
+        (path / "metrics.jsonl").write_text(rows[0] + "\n")
+        (path / "finished.json").unlink(missing_ok=True)
+    write_report(tmp_path)
+    row = next(r for r in read_csv(tmp_path / "results.csv") if r["task"] == TASKS[0])
+    if seed2_finished_others:
+        expected, steps = [score(TASKS[0], "default", s) for s in (0, 1)], "20000"
+    else:
+        expected, steps = [score(TASKS[0], "default", s) / 2 for s in (0, 1, 2)], "10000"
+    assert row["env_steps"] == steps and row["seeds"] == str(len(expected))
+    assert float(row["mean"]) == pytest.approx(np.mean(expected))
+    assert float(row["std"]) == pytest.approx(np.std(expected))
+
+
 def test_one_seed_has_no_interval_and_says_so(tmp_path):
     fake_suite(tmp_path, seeds=(0,), variants=("default",), env_steps=100_000)
     write_report(tmp_path)

@@ -15,7 +15,9 @@ Files written into the suite directory (atomically):
 
 - ``curves.csv``: task, variant, env_steps, seeds, mean, std, std_over (``seeds`` / ``episodes``),
   and with two seeds or more the 95% bootstrap interval of the mean (ci_lo, ci_hi).
-- ``results.csv`` / ``results.md``: at each run's last evaluation, beside the random policy and
+- ``results.csv`` / ``results.md``: the finished seeds' last evaluations (while none has
+  finished, every seed at the largest env-step count all have reached: one budget per row, see
+  ``_scored``), beside the random policy and
   the published figures at the suite's budget (``published.csv``), with wall-clock, CPU and
   commit; then the statistics over seeds (finished runs only).
 - ``seeds.csv``: per (task, variant) the mean over finished seeds, its interval and the verdict
@@ -317,6 +319,23 @@ def _curve_intervals(runs: list[RunResult], steps: list[int]) -> dict[int, stats
     return out
 
 
+def _scored(runs: list[RunResult]) -> tuple[int | None, list[tuple[float, float]]]:
+    """The evaluations a table row averages, all at one budget: (env steps, [(mean, std over the
+    evaluation episodes)] per seed).
+
+    The finished runs' last evaluations; while none has finished, every run's evaluation at the
+    largest env-step count that all of them have evaluated. A row never mixes budgets: a seed at
+    20k beside seeds at 100k would pull the mean toward an earlier, lower point of the curve."""
+    done = [r for r in runs if r.finished and r.curve]
+    if done:
+        return min(max(r.curve) for r in done), [r.curve[max(r.curve)] for r in done]
+    started = [r for r in runs if r.curve]
+    if not started:
+        return None, []
+    common = min(max(r.curve) for r in started)
+    return common, [r.curve[common] for r in started if common in r.curve]
+
+
 def final_table(
     sources: list[Source], results: list[RunResult], published: list[Published]
 ) -> list[dict]:
@@ -327,12 +346,12 @@ def final_table(
             runs = [r for r in results if r.task == task and r.variant == variant]
             if not runs:
                 continue
-            finals = [(max(r.curve), r.curve[max(r.curve)]) for r in runs if r.curve]
             done = [r for r in runs if r.finished]
             row: dict = dict(task=task, variant=variant, runs=len(runs), finished=len(done))
-            if finals:
-                mean, std, over = _stats([v[0] for _, v in finals], finals[0][1][1])
-                row.update(env_steps=min(s for s, _ in finals), mean=mean, std=std, std_over=over)
+            at, scores = _scored(runs)
+            if scores:
+                mean, std, over = _stats([m for m, _ in scores], scores[0][1])
+                row.update(env_steps=at, seeds=len(scores), mean=mean, std=std, std_over=over)
             randoms = [float(np.mean(r.random)) for r in runs if r.random]
             if randoms:
                 episodes = [x for r in runs if r.random for x in r.random]
@@ -628,8 +647,10 @@ def _markdown(suite: Suite, table: list[dict], stats_lines: list[str]) -> str:
         "",
         f"{suite.description}. Evaluation every {suite.eval_every_env_steps:,} env steps on "
         f"{suite.eval_episodes} episodes without exploration noise. planetrl: mean ± std over "
-        "seeds at each run's last evaluation (with one seed: ± the std over its evaluation "
-        "episodes, marked ¹); random: the uniform policy on the same evaluation seeds. Published "
+        "the finished seeds' last evaluations; while no seed of a row has finished, over every "
+        "seed at the largest env-step count all of them have evaluated, so that a row never mixes "
+        "budgets (with one seed: ± the std over its evaluation episodes, marked ¹); random: the "
+        "uniform policy on the same evaluation seeds. Published "
         f"figures at {suite.env_steps:,} env steps from `planetrl/suite/published.csv` (sources "
         "there; the DreamerV3 column is read from its authors' scores file, not a published "
         "table).",
@@ -641,6 +662,7 @@ def _markdown(suite: Suite, table: list[dict], stats_lines: list[str]) -> str:
                 "variant",
                 "planetrl",
                 "at env steps",
+                "seeds",
                 "runs (finished)",
                 "random",
                 *agents,
@@ -650,7 +672,7 @@ def _markdown(suite: Suite, table: list[dict], stats_lines: list[str]) -> str:
             ]
         )
         + " |",
-        "|" + "---|" * (9 + len(agents)),
+        "|" + "---|" * (10 + len(agents)),
     ]
     for row in table:
         ours = _fmt(row.get("mean"), row.get("std")) + (
@@ -661,6 +683,7 @@ def _markdown(suite: Suite, table: list[dict], stats_lines: list[str]) -> str:
             row["variant"],
             ours,
             f"{row['env_steps']:,}" if "env_steps" in row else "–",
+            str(row.get("seeds", "–")),
             f"{row['runs']} ({row['finished']})",
             _fmt(row.get("random_mean"), row.get("random_std")),
         ]
