@@ -200,6 +200,28 @@ def test_a_row_never_mixes_budgets(tmp_path, seed2_finished_others):
     assert float(row["std"]) == pytest.approx(np.std(expected))
 
 
+def test_a_bare_cpu_name_gets_its_vector_extension_from_speed_json(tmp_path):
+    """Runs that recorded only "AMD EPYC" are told apart by their speed.json (AVX2 against
+    AVX-512); a name that already carries its details is left as it is."""
+    fake_suite(tmp_path, seeds=(0,), variants=("default",))
+    flags = {TASKS[0]: ["avx", "avx2", "fma"], TASKS[1]: ["avx2", "avx512_bf16", "avx512f"]}
+    for task, task_flags in flags.items():
+        path = run_dir(tmp_path, RunSpec(task, 0, "default").name)
+        speed = {"hardware": {"cpu_flags": task_flags, "name": "AMD EPYC"}}
+        (path / "speed.json").write_text(json.dumps(speed))
+    write_report(tmp_path)
+    cpus = {r["task"]: r["cpu"] for r in read_csv(tmp_path / "results.csv")}
+    assert cpus == {TASKS[0]: "test CPU (AVX2)", TASKS[1]: "test CPU (AVX512-BF16)"}
+    for task in TASKS:  # a detailed name is kept
+        path = run_dir(tmp_path, RunSpec(task, 0, "default").name)
+        record = json.loads((path / "finished.json").read_text())
+        record["cpu"] = "AMD EPYC (family 25 model 1, Zen 3, AVX2)"
+        (path / "finished.json").write_text(json.dumps(record))
+    write_report(tmp_path)
+    cpus = {r["task"]: r["cpu"] for r in read_csv(tmp_path / "results.csv")}
+    assert set(cpus.values()) == {"AMD EPYC (family 25 model 1, Zen 3, AVX2)"}
+
+
 def test_one_seed_has_no_interval_and_says_so(tmp_path):
     fake_suite(tmp_path, seeds=(0,), variants=("default",), env_steps=100_000)
     write_report(tmp_path)

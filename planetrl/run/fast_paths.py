@@ -41,7 +41,7 @@ import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 
@@ -78,6 +78,21 @@ def setting(value: Any, name: str = "speed flag") -> str:
     if isinstance(value, str) and value.lower() in SETTINGS:
         return value.lower()
     raise ValueError(f"{name} must be one of auto, on, off (or a bool), got {value!r}")
+
+
+VECTOR_EXTENSIONS = (
+    ("amx_tile", "AMX"),
+    ("avx512_bf16", "AVX512-BF16"),
+    ("avx512f", "AVX-512"),
+    ("avx2", "AVX2"),
+)
+"""CPU flags (as in /proc/cpuinfo) and their names, widest first: the one named beside a figure."""
+
+
+def widest_vector_extension(flags: Iterable[str]) -> str | None:
+    """The widest vector extension among ``flags`` (AMX, AVX512-BF16, AVX-512 or AVX2), or None."""
+    present = set(flags)
+    return next((label for flag, label in VECTOR_EXTENSIONS if flag in present), None)
 
 
 @dataclass(frozen=True)

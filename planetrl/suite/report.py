@@ -45,6 +45,7 @@ import numpy as np
 from planetrl.agents import kind
 from planetrl.atomic import atomic_write_bytes, atomic_write_text
 from planetrl.envs.multitask import is_multitask, returns_by_task, split_tasks
+from planetrl.run.fast_paths import widest_vector_extension
 from planetrl.run.logger import read_metrics
 from planetrl.suite import layout, stats
 from planetrl.suite.layout import ceiling_path
@@ -154,7 +155,25 @@ def read_run(directory: Path, run: RunSpec, label: str | None = None) -> RunResu
             except json.JSONDecodeError:
                 continue
             setattr(result, attr, data["returns"] if attr == "random" else data)
+    if result.finished and "(" not in str(result.finished.get("cpu", "(")):
+        result.finished = {
+            **result.finished,
+            "cpu": _cpu_with_flags(result.finished["cpu"], run_dir),
+        }
     return result
+
+
+def _cpu_with_flags(cpu: str, run_dir: Path) -> str:
+    """A bare CPU name recorded by older runs (``AMD EPYC``) with the widest vector extension
+    from the run's ``speed.json`` (``AMD EPYC (AVX2)``), so that the table tells an AVX2 Zen 3
+    from an AVX-512 Zen 5 under the same name. Newer runs record the family, model and
+    extension themselves (``planetrl.suite.runner.cpu_model``)."""
+    try:
+        flags = json.loads((run_dir / "speed.json").read_text())["hardware"]["cpu_flags"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return cpu
+    widest = widest_vector_extension(flags)
+    return f"{cpu} ({widest})" if widest else cpu
 
 
 def read_runs(directory: Path, run: RunSpec, label: str | None = None) -> list[RunResult]:

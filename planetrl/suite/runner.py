@@ -26,6 +26,7 @@ from planetrl.atomic import atomic_write_text
 from planetrl.config import ConfigError
 from planetrl.driver import random_policy_returns
 from planetrl.run.directory import eval_seed
+from planetrl.run.fast_paths import widest_vector_extension
 from planetrl.run.logger import read_metrics
 from planetrl.suite.layout import (
     ATTEMPTS_FILE,
@@ -88,16 +89,9 @@ def cpu_model(cpuinfo: str | None = None) -> str:
             ][:1]
     except (KeyError, ValueError):
         pass
-    flags = set(fields.get("flags", "").split())
-    for flag, label in (
-        ("amx_tile", "AMX"),
-        ("avx512_bf16", "AVX512-BF16"),
-        ("avx512f", "AVX-512"),
-        ("avx2", "AVX2"),
-    ):
-        if flag in flags:
-            details.append(label)
-            break
+    widest = widest_vector_extension(fields.get("flags", "").split())
+    if widest:
+        details.append(widest)
     return f"{name} ({', '.join(details)})" if details else name
 
 
