@@ -205,6 +205,34 @@ def load_episode(path: str | Path) -> dict[str, np.ndarray]:
     """
     path = Path(path)
     try:
+        raw = _read_archive(path)
+    except SystemError:
+        # CPython 3.11's spurious "AST constructor recursion depth mismatch" (gh-106905) from
+        # the .npy header's literal_eval: the interpreter's error, not the file's. Seen once in
+        # a test; read again rather than skip a good episode as corrupt.
+        try:
+            raw = _read_archive(path)
+        except SystemError as error:
+            raise EpisodeFileError(
+                f"{path}: cannot read episode file, twice ({type(error).__name__}: {error})"
+            ) from error
+    try:
+        episode = validate_episode(raw)
+    except ValueError as error:
+        raise EpisodeFileError(f"{path}: invalid episode: {error}") from error
+    parsed = parse_episode_filename(path.name)
+    if parsed is not None and parsed[1] != len(episode["image"]):
+        raise EpisodeFileError(
+            f"{path}: the file name says {parsed[1]} steps but the file holds "
+            f"{len(episode['image'])}"
+        )
+    return episode
+
+
+def _read_archive(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an episode file, unvalidated; :class:`EpisodeFileError` where it cannot be
+    read (a ``SystemError`` is let through: see :func:`load_episode`)."""
+    try:
         with np.load(path, allow_pickle=False) as archive:
             files = getattr(archive, "files", None)
             if files is None:
@@ -219,25 +247,14 @@ def load_episode(path: str | Path) -> dict[str, np.ndarray]:
                     f"expected {EPISODE_KEYS})"
                 )
             keys = [*EPISODE_KEYS, *(k for k in files if k.startswith(TASK_REWARD_PREFIX))]
-            raw = {key: archive[key] for key in keys}
-    except EpisodeFileError:
+            return {key: archive[key] for key in keys}
+    except (EpisodeFileError, SystemError):
         raise
     except Exception as error:  # zipfile.BadZipFile, zlib.error, EOFError, OSError, ValueError...
         raise EpisodeFileError(
             f"{path}: cannot read episode file, it is missing, truncated or corrupt "
             f"({type(error).__name__}: {error})"
         ) from error
-    try:
-        episode = validate_episode(raw)
-    except ValueError as error:
-        raise EpisodeFileError(f"{path}: invalid episode: {error}") from error
-    parsed = parse_episode_filename(path.name)
-    if parsed is not None and parsed[1] != len(episode["image"]):
-        raise EpisodeFileError(
-            f"{path}: the file name says {parsed[1]} steps but the file holds "
-            f"{len(episode['image'])}"
-        )
-    return episode
 
 
 class EpisodeFile(NamedTuple):

@@ -471,3 +471,27 @@ def test_sampling_while_another_thread_adds(tmp_path: Path) -> None:
     thread.join()
     assert not errors
     assert replay.num_steps <= 40 and replay.next_index == 26
+
+
+def test_a_spurious_interpreter_error_reading_a_file_is_retried(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """CPython 3.11's spurious SystemError from the .npy header's literal_eval (gh-106905, seen
+    once in CI) does not make a good episode look corrupt: the file is read again. A file that
+    fails twice is reported like an unreadable one."""
+    import planetrl.episodes as episodes_module
+
+    path = save_episode(tmp_path, 3, make_episode(5))
+    real_load, failures = np.load, [1]
+
+    def flaky_load(*args, **kwargs):
+        if failures[0]:
+            failures[0] -= 1
+            raise SystemError("AST constructor recursion depth mismatch (before=39, after=35)")
+        return real_load(*args, **kwargs)
+
+    monkeypatch.setattr(episodes_module.np, "load", flaky_load)
+    assert len(load_episode(path)["image"]) == 5
+    failures[0] = 2
+    with pytest.raises(EpisodeFileError, match="cannot read episode file, twice"):
+        load_episode(path)
