@@ -1,4 +1,5 @@
-"""Shared test data: the planner option sets that the planning and speed tests run over."""
+"""Shared test data (the planner option sets that the planning and speed tests run over) and
+how the suite is spread over pytest-xdist's workers (``-n`` in pyproject.toml's addopts)."""
 
 from __future__ import annotations
 
@@ -34,3 +35,16 @@ def few_resamples(monkeypatch):
         ("CURVE_REPS", 100),
     ):
         monkeypatch.setattr(stats, name, value)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Groups for ``--dist loadgroup`` (pyproject.toml's addopts), set before xdist reads them:
+    every test of a file runs in one worker, so a module-scoped fixture (the learning guard's
+    training run, the transfer source run) is built once, not once per worker; and the tests
+    marked ``ray`` (each starts a local Ray cluster of every core) share one worker, so two
+    clusters never compete for the same two cores. Without xdist the marks change nothing."""
+    for item in items:
+        if not any(True for _ in item.iter_markers("xdist_group")):
+            group = "ray" if item.get_closest_marker("ray") else item.nodeid.split("::")[0]
+            item.add_marker(pytest.mark.xdist_group(group))

@@ -84,6 +84,7 @@ def test_a_third_agent_trains_and_evaluates_through_the_cli(toy, tmp_path, capsy
     assert "unknown preset 'paper'" in capsys.readouterr().err
 
 
+@pytest.mark.ray
 def test_a_third_agent_runs_in_a_suite_and_a_comparison(toy, tmp_path):
     pytest.importorskip("ray")
     from planetrl.suite import run_suite

@@ -184,6 +184,7 @@ def test_open_loop_comparison_on_a_tiny_trained_pair(tmp_path):
     assert len(list((tmp_path / "heldout").iterdir())) == 2
 
 
+@pytest.mark.ray
 def test_tiny_compare_on_ray_writes_the_report(tmp_path):
     pytest.importorskip("ray")
     from planetrl.cli import main

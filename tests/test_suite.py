@@ -189,6 +189,7 @@ def test_suite_directory_keeps_its_settings(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ Ray
+@pytest.mark.ray
 def test_two_run_suite_on_ray_then_rerun_skips_finished(tmp_path):
     pytest.importorskip("ray")
     suite = tiny_suite()
@@ -250,6 +251,7 @@ def _wait_for_no_ray_workers(exclude: frozenset[int], timeout: float = 30.0) -> 
     assert not _ray_workers(exclude), "a Ray worker outlived its killed driver"
 
 
+@pytest.mark.ray
 def test_a_killed_suite_continues_where_its_run_stopped(tmp_path):
     pytest.importorskip("ray")
     script = SCRIPT.format(tests=str(Path(__file__).parent), steps=5000, directory=str(tmp_path))
@@ -295,6 +297,7 @@ def test_cli_suite_rejects_bad_input(capsys):
     assert "planetrl suite --help" in capsys.readouterr().err
 
 
+@pytest.mark.ray
 def test_ray_retries_a_run_whose_worker_died(tmp_path):
     """Kill only the Ray worker training the run: Ray restarts the task, which resumes."""
     pytest.importorskip("ray")
@@ -328,6 +331,7 @@ def test_ray_retries_a_run_whose_worker_died(tmp_path):
     assert finished["wall_clock_s"] > 0
 
 
+@pytest.mark.ray
 def test_report_shows_the_attribution(tmp_path):
     from planetrl.suite.attribution import attribute_suite
 

@@ -57,6 +57,7 @@ def test_the_rssm_arm_is_dmc100ks_swingup_run(tmp_path):
     assert arms == {"D1": False, "D12": True}
 
 
+@pytest.mark.ray
 def test_reused_runs_are_trained_once_and_read_by_both_suites(tmp_path):
     dmc_dir, ablation_dir = tmp_path / "dmc100k", tmp_path / "ablation"
     dmc = builtin("dmc100k", preset="small", seeds=1, tasks=["dmc:cartpole-swingup"])

@@ -225,6 +225,7 @@ def test_a_run_comes_after_the_run_it_starts_from_and_a_cycle_is_an_error(tmp_pa
         run_config(lost, target, tmp_path)
 
 
+@pytest.mark.ray
 def test_a_transfer_suite_on_ray_trains_the_source_first_and_evaluates_zero_shot(tmp_path):
     """All runs go to Ray at once; the transferred run waits for its source to finish, starts
     from its final model, and is evaluated at 0 env steps, then like the scratch run."""
