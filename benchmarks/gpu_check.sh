@@ -154,7 +154,8 @@ if [ $CUDA = 1 ]; then
   run_step cuda-tests "${TESTS_CAP:-150}" tests.txt \
     "$PY" -m pytest tests/test_speed.py \
     tests/test_update.py::test_the_captured_update_matches_the_eager_one_on_cuda \
-    tests/test_update.py::test_a_run_with_the_captured_update_on_cuda -m "" -q -rs -p no:cacheprovider
+    tests/test_update.py::test_a_run_with_the_captured_update_on_cuda -m "" -q -rs -p no:cacheprovider \
+    -o addopts=  # one process on the GPU (pyproject's addopts ask for 2 xdist workers)
 else
   skip_step cuda-tests "no CUDA device: tests/test_speed.py's CUDA tests need one" tests.txt
 fi

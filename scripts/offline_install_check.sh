@@ -111,6 +111,7 @@ if [ "${TESTS[*]}" = "-" ]; then
   echo "== 4. pytest: not run (TESTS '-')"
 else
   echo "== 4. pytest ${TESTS[*]} (network cut)"
-  "${NET[@]}" env MUJOCO_GL="${MUJOCO_GL:-egl}" "$FRESH/venv/bin/python" -m pytest -q -p no:cacheprovider "${TESTS[@]}"
+  "${NET[@]}" env MUJOCO_GL="${MUJOCO_GL:-egl}" "$FRESH/venv/bin/python" -m pytest -q -p no:cacheprovider \
+    -o "addopts=-m 'not slow'" "${TESTS[@]}"  # one process: without pyproject's xdist workers
 fi
 echo "== offline install check: passed in $(( $(date +%s) - t0 )) s (Python $VER, $TORCH_SPEC)"
