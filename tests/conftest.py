@@ -48,3 +48,13 @@ def pytest_collection_modifyitems(config, items):
         if not any(True for _ in item.iter_markers("xdist_group")):
             group = "ray" if item.get_closest_marker("ray") else item.nodeid.split("::")[0]
             item.add_marker(pytest.mark.xdist_group(group))
+
+
+@pytest.fixture(autouse=True)
+def _ray_workers_at_normal_priority(request, monkeypatch):
+    """Ray starts its workers at niceness 15 (its `worker_niceness`), right for a suite beside
+    interactive work; in the test suite it starves a Ray test's runs behind the other xdist
+    worker's tests (the tiny comparison took 3x as long). The clusters a `ray` test starts run
+    their workers at the tests' own priority (the raylet reads RAY_worker_niceness)."""
+    if request.node.get_closest_marker("ray"):
+        monkeypatch.setenv("RAY_worker_niceness", "0")
