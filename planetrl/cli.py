@@ -6,6 +6,8 @@
     planetrl suite dmc100k --dir runs/dmc100k [--preset small] [--seeds N] [--tasks ...]
     planetrl compare --task T --agents planet,worldmodels --env-steps N --seeds K [--dir D]
     planetrl screen --run RUN --dir D --variants base 'NAME={"model.reward_hidden": 400}'
+    planetrl snapshot pack --source RUN_OR_SUITE --snapshot S
+    planetrl snapshot restore --snapshot S --destination D
     planetrl tasks
 
 ``planetrl train --help`` documents every option (the paper's symbol is in each help text); the
@@ -33,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-USAGE = """usage: planetrl {train,eval,suite,compare,screen,tasks} ...
+USAGE = """usage: planetrl {train,eval,suite,compare,screen,snapshot,tasks} ...
 
 PlaNet (Hafner et al., 2019): learn latent dynamics from pixels and plan in latent space;
 World Models (Ha & Schmidhuber, 2018) beside it (`planetrl train --agent worldmodels`).
@@ -46,6 +48,8 @@ commands:
           env steps per stage and the dynamics models' open-loop errors
   screen  rank world-model variants on a run's fixed replay by their open-loop reward error
           on the episodes the run collected next (minutes per variant, no acting)
+  snapshot  pack a run (or a suite's runs) into a compact, checked snapshot that another
+          machine restores and resumes: the replay travels as reset seeds and actions
   tasks   list the task names
 
 `planetrl COMMAND --help` documents each command's options.
@@ -505,6 +509,61 @@ def _screen(argv: list[str]) -> int:
     return 0
 
 
+@dataclass
+class SnapshotPackArgs:
+    """Pack a run directory, or every run of a suite directory, into a compact snapshot: the
+    replay as each episode's reset seed and actions (re-simulated and checked first; an episode
+    that does not re-simulate exactly is kept whole), the checkpoint and the small files. A
+    finished run of a suite keeps its small files only. The run must not be training. Packing
+    into the same snapshot again re-simulates only the new episodes."""
+
+    source: str
+    """The run directory, or the suite directory (with suite.json), to pack."""
+    snapshot: str
+    """The snapshot's directory (new, or a snapshot of the same source to update)."""
+    finished_state: bool = False
+    """Keep the checkpoints and replays of a suite's finished runs too (to transfer them)."""
+
+
+@dataclass
+class SnapshotRestoreArgs:
+    """Restore a snapshot into a run (or suite) directory, re-simulating its episodes and
+    checking each against its sha256; then resume the run with its usual command."""
+
+    snapshot: str
+    """The snapshot's directory (written by `planetrl snapshot pack`)."""
+    destination: str
+    """The run directory to make (new), or the suite directory (runs already there are kept)."""
+    accept_mismatch: bool = False
+    """Keep episodes that re-simulate differently here (another CPU's renderer, say): a valid
+    replay of the same actions, no longer the one the run saw; restored.json lists them."""
+
+
+def _snapshot(argv: list[str]) -> int:
+    actions = {"pack": SnapshotPackArgs, "restore": SnapshotRestoreArgs}
+    if not argv or argv[0] in ("-h", "--help"):
+        print("usage: planetrl snapshot {pack,restore} ...; `planetrl snapshot pack --help`")
+        return 0 if argv else 2
+    if argv[0] not in actions:
+        return _fail(f"unknown snapshot action {argv[0]!r}; accepted: {', '.join(actions)}")
+    args = _parse(actions[argv[0]], argv[1:], f"planetrl snapshot {argv[0]}")
+
+    from planetrl.config import ConfigError
+    from planetrl.run.checkpoint import CheckpointError
+    from planetrl.suite.snapshot import SnapshotError, pack, restore
+
+    try:
+        if isinstance(args, SnapshotPackArgs):
+            runs = pack(args.source, args.snapshot, finished_state=args.finished_state)
+            print(f"snapshot: {len(runs)} run(s) packed into {args.snapshot}")
+        else:
+            runs = restore(args.snapshot, args.destination, accept_mismatch=args.accept_mismatch)
+            print(f"snapshot: {len(runs)} run(s) restored into {args.destination}")
+    except (SnapshotError, ConfigError, CheckpointError, ValueError, OSError) as err:
+        return _fail(str(err))
+    return 0
+
+
 def _tasks(argv: list[str]) -> int:
     from planetrl.envs import default_action_repeat, list_tasks
 
@@ -529,6 +588,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "suite": _suite,
         "compare": _compare,
         "screen": _screen,
+        "snapshot": _snapshot,
         "tasks": _tasks,
     }
     if command not in commands:
