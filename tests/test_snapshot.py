@@ -196,3 +196,17 @@ def test_a_world_models_run_travels_the_same_way(tmp_path):
         assert snapshot.episode_digest(load_episode(a.path)) == snapshot.episode_digest(
             load_episode(b.path)
         )
+
+
+COMMITTED = sorted(
+    path.parent for path in (Path(__file__).parents[1] / "runs-in-progress").rglob("snapshot.json")
+)
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no snapshot is committed")
+@pytest.mark.parametrize("run", COMMITTED, ids=lambda p: p.name)
+def test_the_committed_snapshots_are_whole(run):
+    """The snapshots of unfinished runs kept in the repository (runs-in-progress/) hold every
+    file their manifests list, unchanged."""
+    manifest = snapshot.verify_run(run)
+    assert manifest["run"] == run.name

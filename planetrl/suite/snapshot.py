@@ -66,6 +66,7 @@ __all__ = [
     "pack_run",
     "restore",
     "restore_run",
+    "verify_run",
 ]
 
 SNAPSHOT_FORMAT = "planetrl-snapshot-v1"
@@ -299,6 +300,23 @@ def _compact_digest(path: Path) -> str | None:
         return None
 
 
+def verify_run(snapshot: str | Path) -> dict[str, Any]:
+    """The manifest of the run snapshot ``snapshot``, once every file it lists is there with its
+    sha256 (a :class:`SnapshotError` names the first that is not: a torn or edited snapshot)."""
+    snapshot = Path(snapshot)
+    manifest = _read_manifest(snapshot)
+    if manifest is None:
+        raise SnapshotError(f"{snapshot} is not a snapshot (it has no {MANIFEST_FILE})")
+    for rel, entry in manifest["files"].items():
+        path = snapshot / rel
+        if not path.is_file() or _file_sha256(path) != entry["sha256"]:
+            raise SnapshotError(
+                f"{path} is missing or differs from the snapshot's manifest (a torn or edited "
+                "snapshot); pack the run again"
+            )
+    return manifest
+
+
 def restore_run(
     snapshot: str | Path,
     destination: str | Path,
@@ -312,18 +330,9 @@ def restore_run(
     complete, so a killed restore leaves no half run. A ``destination`` that exists is an error.
     Returns what ``restored.json`` records."""
     snapshot, destination = Path(snapshot), Path(destination)
-    manifest = _read_manifest(snapshot)
-    if manifest is None:
-        raise SnapshotError(f"{snapshot} is not a snapshot (it has no {MANIFEST_FILE})")
     if destination.exists():
         raise SnapshotError(f"{destination} exists; restore into a new directory")
-    for rel, entry in manifest["files"].items():
-        path = snapshot / rel
-        if not path.is_file() or _file_sha256(path) != entry["sha256"]:
-            raise SnapshotError(
-                f"{path} is missing or differs from the snapshot's manifest (a torn or edited "
-                "snapshot); pack the run again"
-            )
+    manifest = verify_run(snapshot)
     building = destination.parent / f".{destination.name}.restoring"
     if building.exists():
         shutil.rmtree(building)
@@ -404,6 +413,20 @@ def _difference(episode: Mapping[str, np.ndarray] | None, rewards: np.ndarray) -
     return f"largest reward difference {gap:.3g}" + ("; the images differ" if gap == 0 else "")
 
 
+def _copy_suite_files(source: Path, destination: Path, *, replace: bool) -> None:
+    """A suite directory's own files (``suite.json``, the report) and ``ceiling/``; ``replace``:
+    overwrite those ``destination`` has (else keep them)."""
+    destination.mkdir(parents=True, exist_ok=True)
+    for path in sorted(source.iterdir()):
+        if path.is_file() and not is_temporary(path.name):
+            if replace or not (destination / path.name).exists():
+                atomic_write_bytes(destination / path.name, path.read_bytes())
+    if (source / layout.CEILING_DIR).is_dir():
+        shutil.copytree(
+            source / layout.CEILING_DIR, destination / layout.CEILING_DIR, dirs_exist_ok=True
+        )
+
+
 def pack(
     source: str | Path, destination: str | Path, *, finished_state: bool = False, log: Log = print
 ) -> list[Path]:
@@ -415,14 +438,7 @@ def pack(
     if not (source / layout.SUITE_FILE).is_file():
         pack_run(source, destination, log=log)
         return [destination]
-    destination.mkdir(parents=True, exist_ok=True)
-    for path in sorted(source.iterdir()):
-        if path.is_file() and not is_temporary(path.name):
-            atomic_write_bytes(destination / path.name, path.read_bytes())
-    if (source / layout.CEILING_DIR).is_dir():
-        shutil.copytree(
-            source / layout.CEILING_DIR, destination / layout.CEILING_DIR, dirs_exist_ok=True
-        )
+    _copy_suite_files(source, destination, replace=True)
     written = []
     for run in sorted(p for p in (source / layout.RUNS_DIR).glob("*") if p.is_dir()):
         target = destination / layout.RUNS_DIR / run.name
@@ -451,14 +467,7 @@ def restore(
     if not (snapshot / layout.SUITE_FILE).is_file():
         restore_run(snapshot, destination, accept_mismatch=accept_mismatch, log=log)
         return [destination]
-    destination.mkdir(parents=True, exist_ok=True)
-    for path in sorted(snapshot.iterdir()):
-        if path.is_file() and not (destination / path.name).exists():
-            shutil.copyfile(path, destination / path.name)
-    if (snapshot / layout.CEILING_DIR).is_dir():
-        shutil.copytree(
-            snapshot / layout.CEILING_DIR, destination / layout.CEILING_DIR, dirs_exist_ok=True
-        )
+    _copy_suite_files(snapshot, destination, replace=False)
     restored = []
     for run in sorted(p for p in (snapshot / layout.RUNS_DIR).glob("*") if p.is_dir()):
         target = destination / layout.RUNS_DIR / run.name
