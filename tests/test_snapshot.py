@@ -98,6 +98,9 @@ def test_an_episode_that_does_not_resimulate_is_kept_whole(trained, tmp_path):
     manifest = snapshot.pack_run(original, snap, log=lambda _: None)["episodes"]
     assert manifest["whole"] == [first.index] and manifest["compact"] == 2
     assert (snap / "episodes" / first.path.name).exists()
+    lines: list[str] = []
+    snapshot.pack_run(original, snap, log=lines.append)  # what was kept whole is not tried again
+    assert "1 whole" in lines[-1] and "0 re-simulated now" in lines[-1]
     snapshot.restore(snap, tmp_path / "moved", log=lambda _: None)
     back = load_episode(tmp_path / "moved" / "episodes" / first.path.name)
     np.testing.assert_array_equal(back["reward"], episode["reward"])

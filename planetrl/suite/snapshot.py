@@ -254,7 +254,10 @@ def _pack_episodes(
             episode = load_episode(item.path)
             digest = episode_digest(episode)
             small = destination / REPLAY_DIR / name
-            if not (small.exists() and _compact_digest(small) == digest):
+            kept = destination / rundir.EPISODES_DIR / name  # whole in an earlier pack
+            if kept.exists() and kept.read_bytes() == item.path.read_bytes():
+                small.unlink(missing_ok=True)
+            elif not (small.exists() and _compact_digest(small) == digest):
                 checked += 1
                 again = resimulate(item.index, episode["action"])
                 if again is not None and episode_digest(again) == digest:
