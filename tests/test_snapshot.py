@@ -46,6 +46,7 @@ def test_a_restored_run_resumes_exactly_as_the_original(trained, tmp_path):
     snapshot.restore(snap, moved, log=lambda _: None)
     restored = json.loads((moved / snapshot.RESTORED_FILE).read_text())
     assert restored["episodes_resimulated"] == 3 and restored["mismatched"] == []
+    assert restored["state"] is True and restored["earlier"] is None
     for a, b in zip(
         list_episode_files(original / "episodes"),
         list_episode_files(moved / "episodes"),
@@ -116,6 +117,14 @@ def test_a_corrupt_snapshot_or_an_existing_destination_is_refused(trained, tmp_p
         snapshot.restore_run(tmp_path / "taken", tmp_path / "new")
     with pytest.raises(snapshot.SnapshotError, match="not a run directory"):
         snapshot.pack_run(tmp_path / "taken", tmp_path / "new")
+    (tmp_path / "taken" / "notes.txt").write_text("someone's")  # a swapped argument, say
+    with pytest.raises(snapshot.SnapshotError, match="not empty and holds no snapshot"):
+        snapshot.pack_run(trained, tmp_path / "taken")
+    other = _copy(trained, tmp_path)
+    with pytest.raises(snapshot.SnapshotError, match="snapshot of run 'run', not of 'original'"):
+        snapshot.pack_run(other, snap)
+    with pytest.raises(snapshot.SnapshotError, match="must not contain each other"):
+        snapshot.pack_run(other, other / "snap")
     data = bytearray((snap / "checkpoint.pt").read_bytes())
     data[-10] ^= 0xFF
     (snap / "checkpoint.pt").write_bytes(bytes(data))
@@ -143,6 +152,12 @@ def test_an_episode_resimulated_differently_stops_the_restore_unless_accepted(
     snapshot.restore_run(snap, tmp_path / "moved", accept_mismatch=True, log=lambda _: None)
     restored = json.loads((tmp_path / "moved" / snapshot.RESTORED_FILE).read_text())
     assert restored["mismatched"] == [0, 1, 2]
+    # Moved once more, the run still says which of its episodes differed the first time.
+    monkeypatch.setattr(snapshot._Resimulator, "__call__", real)
+    snapshot.pack_run(tmp_path / "moved", tmp_path / "snap2", log=lambda _: None)
+    snapshot.restore_run(tmp_path / "snap2", tmp_path / "again", log=lambda _: None)
+    twice = json.loads((tmp_path / "again" / snapshot.RESTORED_FILE).read_text())
+    assert twice["mismatched"] == [] and twice["earlier"]["mismatched"] == [0, 1, 2]
 
 
 def test_a_suite_keeps_its_finished_runs_small_and_its_unfinished_runs_whole(trained, tmp_path):

@@ -47,6 +47,7 @@ import numpy as np
 
 from planetrl.atomic import atomic_savez, atomic_write_bytes, atomic_write_json, is_temporary
 from planetrl.episodes import (
+    EpisodeFileError,
     episode_filename,
     list_episode_files,
     load_episode,
@@ -75,9 +76,10 @@ MANIFEST_FILE = "snapshot.json"
 REPLAY_DIR = "replay"
 #: Written into a restored run directory: where its snapshot came from and what re-simulated.
 RESTORED_FILE = "restored.json"
-#: What a snapshot never holds: the replay's image files (re-simulated or kept apart), videos, the
-#: lock (and the manifest of the run's own snapshot, if a snapshot is packed again).
-_LEFT_OUT = {rundir.EPISODES_DIR, rundir.VIDEOS_DIR, rundir.LOCK_FILE, RESTORED_FILE}
+#: What a snapshot never holds: the replay's image files (re-simulated or kept apart), videos and
+#: the lock. (A restored run's ``restored.json`` travels on: the next restore keeps it inside its
+#: own, so a run moved twice still says which episodes differed.)
+_LEFT_OUT = {rundir.EPISODES_DIR, rundir.VIDEOS_DIR, rundir.LOCK_FILE}
 #: A run's state besides its small files: left out of a finished run unless asked for.
 _STATE = {rundir.CHECKPOINT_FILE, "tb"}
 
@@ -123,6 +125,7 @@ class _Resimulator:
         self.config = config
         self.pool: Any = None
         self.unavailable: str | None = None
+        self.failed: str | None = None
 
     def __call__(self, index: int, actions: np.ndarray) -> dict[str, np.ndarray] | None:
         """The re-simulated episode, or None where it cannot be made (the reason in
@@ -148,10 +151,25 @@ class _Resimulator:
                 return np.zeros((1, actions.shape[-1]), np.float32)
 
         seed = rundir.collect_seed(self.config, index)
-        out = run_episodes(self.pool, act, [seed], keep=True)
+        try:
+            out = run_episodes(self.pool, act, [seed], keep=True)
+        except Exception as err:  # a worker or env error: this episode is not re-made
+            self.failed = f"stepping its environment failed ({err})"
+            self.close()
+            return None
         if overran or out.episodes is None:
             return None
         return validate_episode(out.episodes[0])
+
+    def again(self, index: int, actions: np.ndarray, digest: str) -> dict[str, np.ndarray] | None:
+        """The re-simulated episode; where it differs from ``digest``, made once more in a fresh
+        environment (an env whose state outlives ``reset`` would differ after other episodes)."""
+        episode = self(index, actions)
+        if episode is not None and episode_digest(episode) == digest:
+            return episode
+        self.close()
+        retried = self(index, actions)
+        return retried if retried is not None else episode
 
     def close(self) -> None:
         if self.pool is not None:
@@ -210,9 +228,17 @@ def pack_run(
     source, destination = Path(source), Path(destination)
     if not (source / rundir.CONFIG_FILE).is_file():
         raise SnapshotError(f"{source} is not a run directory (it has no {rundir.CONFIG_FILE})")
-    if destination.resolve() == source.resolve():
-        raise SnapshotError(f"the snapshot {destination} is the run directory itself")
+    _check_apart(source, destination)
     previous = _read_manifest(destination) if destination.exists() else None
+    if previous is None and destination.exists() and any(destination.iterdir()):
+        raise SnapshotError(
+            f"{destination} is not empty and holds no snapshot; pack into a new directory or "
+            "into a snapshot of the same run"
+        )
+    if previous is not None and previous.get("run") != source.name:
+        raise SnapshotError(
+            f"{destination} is the snapshot of run {previous.get('run')!r}, not of {source.name!r}"
+        )
     lock = rundir.RunLock(source)
     try:
         destination.mkdir(parents=True, exist_ok=True)
@@ -240,6 +266,14 @@ def pack_run(
     return manifest
 
 
+def _check_apart(source: Path, destination: Path) -> None:
+    a, b = source.resolve(), destination.resolve()
+    if a == b or a in b.parents or b in a.parents:
+        raise SnapshotError(
+            f"the snapshot {destination} and the directory {source} must not contain each other"
+        )
+
+
 def _pack_episodes(
     source: Path, destination: Path, files: dict[str, dict[str, Any]], log: Log
 ) -> dict[str, Any]:
@@ -251,15 +285,18 @@ def _pack_episodes(
     try:
         for item in list_episode_files(source / rundir.EPISODES_DIR):
             name = episode_filename(item.index, item.length)
-            episode = load_episode(item.path)
-            digest = episode_digest(episode)
+            try:
+                episode: dict[str, np.ndarray] | None = load_episode(item.path)
+            except EpisodeFileError:  # the run skips it, but it counts: it travels as it is
+                episode = None
+            digest = episode_digest(episode) if episode is not None else ""
             small = destination / REPLAY_DIR / name
             kept = destination / rundir.EPISODES_DIR / name  # whole in an earlier pack
-            if kept.exists() and kept.read_bytes() == item.path.read_bytes():
+            if episode is None or (kept.exists() and kept.read_bytes() == item.path.read_bytes()):
                 small.unlink(missing_ok=True)
             elif not (small.exists() and _compact_digest(small) == digest):
                 checked += 1
-                again = resimulate(item.index, episode["action"])
+                again = resimulate.again(item.index, episode["action"], digest)
                 if again is not None and episode_digest(again) == digest:
                     atomic_savez(
                         small,
@@ -286,7 +323,7 @@ def _pack_episodes(
             }
     finally:
         resimulate.close()
-    reason = resimulate.unavailable or "re-simulated differently"
+    reason = resimulate.unavailable or resimulate.failed or "re-simulated differently"
     log(
         f"{source.name}: {compact} episodes compact, {len(whole)} whole"
         + (f" ({reason})" if whole else "")
@@ -312,6 +349,8 @@ def verify_run(snapshot: str | Path) -> dict[str, Any]:
         raise SnapshotError(f"{snapshot} is not a snapshot (it has no {MANIFEST_FILE})")
     for rel, entry in manifest["files"].items():
         path = snapshot / rel
+        if Path(rel).is_absolute() or ".." in Path(rel).parts:
+            raise SnapshotError(f"{snapshot / MANIFEST_FILE} lists a path outside it: {rel!r}")
         if not path.is_file() or _file_sha256(path) != entry["sha256"]:
             raise SnapshotError(
                 f"{path} is missing or differs from the snapshot's manifest (a torn or edited "
@@ -367,8 +406,13 @@ def restore_run(
                     f"{snapshot / rel}: seed {seed} is not the run's "
                     f"collection seed {expected_seed} of episode {parsed[0]}"
                 )
-            episode = resimulate(parsed[0], actions)
-            if episode is None or episode_digest(episode) != digest:
+            episode = resimulate.again(parsed[0], actions, digest)
+            if episode is None:
+                reason = resimulate.unavailable or resimulate.failed or "it ran past its actions"
+                raise SnapshotError(
+                    f"episode {parsed[0]} of {snapshot} cannot be re-made here: {reason}"
+                )
+            if episode_digest(episode) != digest:
                 detail = _difference(episode, rewards)
                 if not accept_mismatch:
                     raise SnapshotError(
@@ -376,12 +420,11 @@ def restore_run(
                         f"({detail}); restore with accept_mismatch (--accept-mismatch) to keep "
                         "the re-simulated episodes, a valid replay of the same actions"
                     )
-                if episode is None:
-                    raise SnapshotError(f"episode {parsed[0]} of {snapshot}: {detail}")
                 mismatched.append(parsed[0])
             episodes_dir = building / rundir.EPISODES_DIR
             episodes_dir.mkdir(exist_ok=True)
-            atomic_savez(episodes_dir / Path(rel).name, episode)
+            # named by its own length (a re-simulated episode that ended sooner is shorter)
+            atomic_savez(episodes_dir / episode_filename(parsed[0], len(episode["image"])), episode)
             compact += 1
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)  # no half run left behind
@@ -389,13 +432,16 @@ def restore_run(
     finally:
         if resimulate is not None:
             resimulate.close()
+    earlier = building / RESTORED_FILE
     record = {
         "snapshot": str(snapshot),
+        "state": manifest["state"],
         "made": manifest["made"],
         "restored": _provenance(),
         "episodes_resimulated": compact,
         "episodes_copied": len((manifest["episodes"] or {}).get("whole", [])),
         "mismatched": mismatched,
+        "earlier": json.loads(earlier.read_text()) if earlier.exists() else None,
     }
     atomic_write_json(building / RESTORED_FILE, record)
     os.replace(building, destination)
@@ -407,9 +453,7 @@ def restore_run(
     return record
 
 
-def _difference(episode: Mapping[str, np.ndarray] | None, rewards: np.ndarray) -> str:
-    if episode is None:
-        return "its environment cannot be made here, or it ran past the stored actions"
+def _difference(episode: Mapping[str, np.ndarray], rewards: np.ndarray) -> str:
     if len(episode["reward"]) != len(rewards):
         return f"length {len(episode['reward'])} instead of {len(rewards)}"
     gap = float(np.abs(episode["reward"] - rewards).max())
@@ -443,11 +487,15 @@ def pack(
         return [destination]
     _copy_suite_files(source, destination, replace=True)
     written = []
-    for run in sorted(p for p in (source / layout.RUNS_DIR).glob("*") if p.is_dir()):
+    for run in sorted(p for p in (source / layout.RUNS_DIR).glob("[!.]*") if p.is_dir()):
         target = destination / layout.RUNS_DIR / run.name
         if (run / layout.REUSED_FILE).exists():
             target.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run / layout.REUSED_FILE, target / layout.REUSED_FILE)
+            log(
+                f"{run.name}: reused from {layout.run_dir(source, run.name)}, which is not packed "
+                "here: pack the suite it is trained in too"
+            )
             continue
         if not (run / rundir.CONFIG_FILE).exists():
             continue  # created, never started
@@ -472,7 +520,7 @@ def restore(
         return [destination]
     _copy_suite_files(snapshot, destination, replace=False)
     restored = []
-    for run in sorted(p for p in (snapshot / layout.RUNS_DIR).glob("*") if p.is_dir()):
+    for run in sorted(p for p in (snapshot / layout.RUNS_DIR).glob("[!.]*") if p.is_dir()):
         target = destination / layout.RUNS_DIR / run.name
         if target.exists():
             log(f"{target}: exists, left as it is")
